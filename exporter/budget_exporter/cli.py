@@ -1,0 +1,153 @@
+"""Command line, in the style of the Prometheus exporters."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from budget_exporter import __version__
+from budget_exporter.config import load_config
+from budget_exporter.errors import ConfigError
+from budget_exporter.logs import LEVELS, setup_logging
+from budget_exporter.server import DEFAULT_PORT, ExporterServer, parse_listen_address
+
+log = logging.getLogger("budget_exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="budget-exporter",
+        description="Prometheus exporter for spend against budgets across clouds, LLM and SaaS APIs.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="budget-exporter.yml",
+        metavar="PATH",
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help="address to serve on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="PATH",
+        help="TLS and basic-auth settings (exporter-toolkit format)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="metrics_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics endpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=list(LEVELS),
+        help="log level (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log format (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration and exit",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="poll every source once, print the metrics and exit (non-zero if a source failed)",
+    )
+    parser.add_argument("--version", action="version", version=f"budget-exporter {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as exc:
+        print(f"budget-exporter: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        print(
+            f"{args.config_file}: OK ({len(config.sources)} sources, {len(config.budgets)} budgets)"
+        )
+        return 0
+
+    from budget_exporter.engine import Engine
+
+    engine = Engine(config, config_path=args.config_file)
+    if args.once:
+        ok = engine.poll_all_once()
+        sys.stdout.buffer.write(engine.snapshot.rendered.text)
+        sys.stdout.flush()
+        return 0 if ok else 1
+    return _serve(engine, args)
+
+
+def _serve(engine: object, args: argparse.Namespace) -> int:
+    from budget_exporter.engine import Engine
+    from budget_exporter.webconfig import WebConfig, load_web_config
+
+    assert isinstance(engine, Engine)
+    web_config, context = WebConfig(), None
+    try:
+        parse_listen_address(args.listen_address)
+        if args.web_config_file:
+            web_config, context = load_web_config(args.web_config_file)
+    except (ValueError, ConfigError) as exc:
+        print(f"budget-exporter: {exc}", file=sys.stderr)
+        return 1
+    try:
+        server = ExporterServer(engine, args.listen_address, web_config, context, args.metrics_path)
+    except OSError as exc:
+        print(
+            f"budget-exporter: cannot listen on {args.listen_address}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+
+    stop = threading.Event()
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+
+    engine.start()
+    server.start()
+    log.info(
+        "listening on %s://%s (version %s, %d sources, %d budgets)",
+        server.scheme,
+        args.listen_address,
+        __version__,
+        len(engine.config.sources),
+        len(engine.config.budgets),
+    )
+    while not stop.is_set():
+        if reload_requested.wait(0.2):
+            reload_requested.clear()
+            engine.reload()
+    log.info("shutting down")
+    server.shutdown()
+    engine.stop()
+    return 0

@@ -1,0 +1,455 @@
+"""Load and validate the YAML configuration.
+
+Everything wrong with a file ends as one :class:`ConfigError` line naming the
+file, the path of the field (``budgets[2].limit``) and what is wrong, without
+echoing the offending value (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, get_args, get_origin
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from budget_exporter.errors import ConfigError
+from budget_exporter.fields import Currency, Duration, Money, Ratio
+from budget_exporter.model import Period
+from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
+from budget_exporter.providers.base import Provider, SourceConfig
+
+_ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_BUDGET_LABELS = frozenset({"budget", "currency", "period"})
+_SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
+
+
+class GlobalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_interval: Duration = timedelta(hours=1)
+    timeout: Duration = timedelta(seconds=30)
+    warning_ratio: Ratio = 0.8
+    stop_ratio: Ratio = 0.95
+    retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff: Duration = timedelta(seconds=1)
+    max_retry_after: Duration = timedelta(minutes=5)
+    jitter_ratio: float = Field(default=0.1, ge=0, le=0.5)
+    max_series_per_source: int = Field(default=200, ge=1)
+
+
+class BudgetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    limit: Money
+    currency: Currency
+    period: Period = Period.MONTHLY
+    sources: tuple[str, ...] = ("*",)
+    match: dict[str, str] = Field(default_factory=dict)
+    warning_ratio: Ratio | None = None
+    stop_ratio: Ratio | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("limit")
+    @classmethod
+    def _positive(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('must name at least one source, or "*" for all')
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _valid_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, pattern in value.items():
+            if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
+                try:
+                    re.compile(pattern[1:-1])
+                except re.error as exc:
+                    raise ValueError(f"invalid regular expression for {key!r}: {exc}") from None
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _valid_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _LABEL_NAME.match(key) or key.startswith("__"):
+                raise ValueError(f"{key!r} is not a valid Prometheus label name")
+            if key in _BUDGET_LABELS:
+                raise ValueError(f"{key!r} is set by the exporter and cannot be a static label")
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration."""
+
+    file: str
+    global_: GlobalConfig
+    sources: tuple[SourceConfig, ...]
+    budgets: tuple[BudgetConfig, ...]
+    secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def provider(self, source: SourceConfig) -> type[Provider]:
+        return get_provider(source.provider)
+
+    def budget_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
+        if "*" in budget.sources:
+            return list(self.sources)
+        return [s for s in self.sources if s.name in budget.sources]
+
+    def poll_interval(self, source: SourceConfig) -> timedelta:
+        """Source setting, else the provider's default, else the global one."""
+        return (
+            source.poll_interval
+            or self.provider(source).default_poll_interval
+            or self.global_.poll_interval
+        )
+
+    def timeout(self, source: SourceConfig) -> timedelta:
+        return source.timeout or self.global_.timeout
+
+    def periods(self, source: SourceConfig) -> frozenset[Period]:
+        """The periods this source is polled for: its budgets' and, if it can, monthly."""
+        supported = self.provider(source).periods_for(source)
+        wanted = {b.period for b in self.budgets if source in self.budget_sources(b)}
+        wanted.add(Period.MONTHLY)
+        return frozenset(wanted & supported)
+
+    def warning_ratio(self, budget: BudgetConfig) -> float:
+        return budget.warning_ratio or self.global_.warning_ratio
+
+    def stop_ratio(self, budget: BudgetConfig) -> float:
+        return budget.stop_ratio or self.global_.stop_ratio
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate ``path``; raise :class:`ConfigError` on any problem."""
+    file = str(path)
+    env = os.environ if env is None else env
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, "", f"cannot read file: {_os_reason(exc)}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, "", _yaml_reason(exc)) from None
+    if raw is None:
+        raise ConfigError(file, "", "file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", "must be a mapping with global, sources and budgets")
+    return _Loader(file, env, Path(file).parent).load(raw)
+
+
+class _Loader:
+    def __init__(self, file: str, env: Mapping[str, str], base: Path) -> None:
+        self.file = file
+        self.env = env
+        self.base = base
+        self.secrets: set[str] = set()
+
+    def error(self, path: str, message: str) -> ConfigError:
+        return ConfigError(self.file, path, message)
+
+    def load(self, raw: dict[str, Any]) -> Config:
+        unknown = sorted(set(map(str, raw)) - {"global", "sources", "budgets"})
+        if unknown:
+            raise self.error(
+                unknown[0], _unknown_field(unknown[0], ["global", "sources", "budgets"])
+            )
+        glob = self.validate(
+            GlobalConfig, self.expand(raw.get("global") or {}, "global", False), "global"
+        )
+        sources = self.load_sources(raw.get("sources"))
+        budgets = self.load_budgets(raw.get("budgets"))
+        config = Config(self.file, glob, sources, budgets, frozenset(self.secrets))
+        self.check_ratios(config)
+        self.check_budget_sources(config)
+        return config
+
+    # -- sources -----------------------------------------------------------------
+
+    def load_sources(self, raw: Any) -> tuple[SourceConfig, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise self.error("sources", "must be a non-empty list of sources")
+        sources: list[SourceConfig] = []
+        seen: set[str] = set()
+        for index, item in enumerate(raw):
+            path = f"sources[{index}]"
+            source = self.load_source(item, path)
+            if source.name in seen:
+                raise self.error(f"{path}.name", f"duplicate source name {source.name!r}")
+            seen.add(source.name)
+            sources.append(source)
+        return tuple(sources)
+
+    def load_source(self, item: Any, path: str) -> SourceConfig:
+        if not isinstance(item, dict):
+            raise self.error(path, "must be a mapping")
+        name = item.get("provider")
+        if name is None:
+            raise self.error(f"{path}.provider", "field required")
+        if not isinstance(name, str):
+            raise self.error(f"{path}.provider", "must be a string")
+        try:
+            provider = get_provider(name)
+        except UnknownProviderError:
+            known = ", ".join(builtin_names())
+            raise self.error(
+                f"{path}.provider", f"unknown provider {name!r} (known: {known})"
+            ) from None
+        except ImportError as exc:
+            raise self.error(
+                f"{path}.provider",
+                f"provider {name!r} needs a missing package ({exc.name}); "
+                "install the matching extra, e.g. pip install 'budget-exporter[aws]'",
+            ) from None
+        model = provider.config_model
+        item = self.resolve_files(dict(item), model, path)
+        data: dict[str, Any] = {}
+        for key, value in item.items():
+            secret = key in model.secret_fields
+            data[key] = self.expand(value, f"{path}.{key}", secret)
+            if secret:
+                self.secrets.update(_secrets_in(key, data[key]))
+        return self.validate(model, data, path)
+
+    def resolve_files(
+        self, item: dict[str, Any], model: type[SourceConfig], path: str
+    ) -> dict[str, Any]:
+        """Replace each ``<secret>_file`` key with the file's content under ``<secret>``."""
+        for secret in sorted(model.secret_fields):
+            key = f"{secret}_file"
+            if key not in item:
+                continue
+            where = f"{path}.{key}"
+            if secret in item:
+                raise self.error(where, f"set either {secret} or {key}, not both")
+            target = self.expand(item.pop(key), where, False)
+            if not isinstance(target, str):
+                raise self.error(where, "must be a file path")
+            file = Path(target) if Path(target).is_absolute() else self.base / target
+            try:
+                content = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise self.error(where, f"cannot read {target}: {_os_reason(exc)}") from None
+            if _is_mapping_field(model, secret):
+                try:
+                    value = yaml.safe_load(content)
+                except yaml.YAMLError:
+                    raise self.error(where, f"{target} is not a YAML mapping") from None
+                if not isinstance(value, dict):
+                    raise self.error(where, f"{target} is not a YAML mapping")
+                self.secrets.update(str(v) for v in value.values())
+            else:
+                value = content.strip()
+                self.secrets.add(value)
+            item[secret] = value
+        return item
+
+    # -- budgets -----------------------------------------------------------------
+
+    def load_budgets(self, raw: Any) -> tuple[BudgetConfig, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.error("budgets", "must be a list of budgets")
+        budgets: list[BudgetConfig] = []
+        seen: set[str] = set()
+        for index, item in enumerate(raw):
+            path = f"budgets[{index}]"
+            if not isinstance(item, dict):
+                raise self.error(path, "must be a mapping")
+            budget = self.validate(BudgetConfig, self.expand(item, path, False), path)
+            if budget.name in seen:
+                raise self.error(f"{path}.name", f"duplicate budget name {budget.name!r}")
+            seen.add(budget.name)
+            budgets.append(budget)
+        return tuple(budgets)
+
+    def check_ratios(self, config: Config) -> None:
+        glob = config.global_
+        if glob.warning_ratio >= glob.stop_ratio:
+            raise self.error(
+                "global.warning_ratio",
+                f"{glob.warning_ratio} must be below stop_ratio {glob.stop_ratio}",
+            )
+        for index, budget in enumerate(config.budgets):
+            warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
+            if warning >= stop:
+                field_name = "warning_ratio" if budget.warning_ratio else "stop_ratio"
+                raise self.error(
+                    f"budgets[{index}].{field_name}",
+                    f"warning ratio {warning} must be below stop ratio {stop}",
+                )
+
+    def check_budget_sources(self, config: Config) -> None:
+        names = {s.name for s in config.sources}
+        for index, budget in enumerate(config.budgets):
+            for pos, name in enumerate(budget.sources):
+                if name != "*" and name not in names:
+                    raise self.error(f"budgets[{index}].sources[{pos}]", f"unknown source {name!r}")
+            for source in config.budget_sources(budget):
+                supported = config.provider(source).periods_for(source)
+                if budget.period not in supported:
+                    kinds = ", ".join(sorted(supported))
+                    raise self.error(
+                        f"budgets[{index}].period",
+                        f"source {source.name!r} ({source.provider}) reports only {kinds} spend, "
+                        f"not {budget.period}",
+                    )
+
+    # -- helpers -----------------------------------------------------------------
+
+    def expand(self, value: Any, path: str, secret: bool) -> Any:
+        """Expand ``${VAR}`` in every string below ``value`` (``$${`` is a literal ``${``)."""
+        if isinstance(value, str):
+            return self.expand_string(value, path, secret)
+        if isinstance(value, list):
+            return [self.expand(v, f"{path}[{i}]", secret) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.expand(v, f"{path}.{k}", secret) for k, v in value.items()}
+        return value
+
+    def expand_string(self, text: str, path: str, secret: bool) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(1):
+                return "${" + match.group(2) + "}"
+            name = match.group(2)
+            if not _ENV_NAME.match(name):
+                raise self.error(path, f"invalid environment variable reference ${{{name}}}")
+            if name not in self.env:
+                raise self.error(path, f"environment variable {name} is not set")
+            value = self.env[name]
+            if secret:
+                self.secrets.add(value)
+            return value
+
+        return _ENV.sub(substitute, text)
+
+    def validate(self, model: type[BaseModel], data: Any, path: str) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise self.error(*_first_error(exc, model, path)) from None
+
+
+def _first_error(exc: ValidationError, model: type[BaseModel], base: str) -> tuple[str, str]:
+    """Path and message of the first problem, without the offending input."""
+    error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    path = base
+    for part in error["loc"]:
+        path = (
+            f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else str(part)
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = _unknown_field(str(error["loc"][-1]), _field_names(model, error["loc"]))
+    elif error["type"] == "missing":
+        message = "field required"
+    return path, message
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model that owns the unknown key, for suggestions."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (
+            isinstance(current, type) and issubclass(current, BaseModel)
+        ):
+            continue
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return []
+        current = _inner_model(info.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown field{hint}"
+
+
+def _is_mapping_field(model: type[BaseModel], name: str) -> bool:
+    info = model.model_fields.get(name)
+    if info is None:
+        return False
+    annotation = info.annotation
+    options = get_args(annotation) if get_origin(annotation) is not dict else (annotation,)
+    return any(get_origin(a) is dict or a is dict for a in (annotation, *options))
+
+
+def _secrets_in(key: str, value: Any) -> set[str]:
+    """Values inside a secret field worth scrubbing from logs and errors."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, str) and _SENSITIVE.search(str(k)):
+                found.add(v)
+                found.update(v.split()[1:])  # "Bearer abc" -> also "abc"
+            found.update(_secrets_in(str(k), v) if not isinstance(v, str) else _url_secrets(v))
+    elif isinstance(value, list):
+        for item in value:
+            found.update(_secrets_in(key, item))
+    elif isinstance(value, str):
+        if _SENSITIVE.search(key):
+            found.add(value)
+        found.update(_url_secrets(value))
+    return found
+
+
+def _url_secrets(text: str) -> set[str]:
+    if "://" not in text:
+        return set()
+    parts = urlsplit(text)
+    found = {v for _, v in parse_qsl(parts.query)}
+    if parts.password:
+        found.add(parts.password)
+    return found
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "syntax error"
+    if mark is not None:
+        return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"invalid YAML: {problem}"
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "not UTF-8 text"

@@ -1,0 +1,16 @@
+"""Exceptions with messages that are safe to show to users."""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``str()`` is a single line naming file and field."""
+
+    def __init__(self, file: str, path: str, message: str) -> None:
+        self.file = file
+        self.path = path
+        self.message = message
+        where = f"{file}: {path}: " if path else f"{file}: "
+        super().__init__(where + message)
+
+
+class SourceError(Exception):
+    """A poll failed; the message must not contain secrets (it is redacted anyway)."""

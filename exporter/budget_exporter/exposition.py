@@ -1,0 +1,289 @@
+"""Render a snapshot to the Prometheus text format, once per change.
+
+The families are built from immutable data and rendered to bytes with
+``prometheus_client``; ``/metrics`` then serves those bytes as they are.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from budget_exporter import __version__
+from budget_exporter.budgets import BudgetView
+from budget_exporter.httpclient import REQUEST_STATUSES
+from budget_exporter.model import Period, SpendLine
+from budget_exporter.state import SourceState
+
+CACHED = "Cached from the last successful poll; scrapes never call the provider."
+OTHER = "other"
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_FIXED_COST_LABELS = ("source", "provider", "currency")
+
+
+@dataclass(frozen=True)
+class ExporterStatus:
+    """Process-level facts exported next to the budgets."""
+
+    reload_successful: bool
+    last_reload_success: float | None
+    mismatches: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+def label_name(name: str) -> str:
+    """A valid Prometheus label name for a provider dimension."""
+    clean = _INVALID_LABEL_CHARS.sub("_", name)
+    if not clean or clean[0].isdigit():
+        clean = "_" + clean
+    return "dim_" + clean if clean in _FIXED_COST_LABELS or clean.startswith("__") else clean
+
+
+def cap_lines(lines: Sequence[SpendLine], limit: int) -> list[SpendLine]:
+    """Keep the ``limit - 1`` largest lines per currency and sum the rest into ``other``.
+
+    Keeps the label cardinality of ``budget_source_cost_amount`` bounded while
+    the total per currency stays exact.
+    """
+    by_currency: dict[str, list[SpendLine]] = defaultdict(list)
+    for line in lines:
+        by_currency[line.currency].append(line)
+    out: list[SpendLine] = []
+    for currency, group in by_currency.items():
+        if len(group) <= limit:
+            out.extend(group)
+            continue
+        group = sorted(group, key=lambda ln: ln.amount, reverse=True)
+        keep, rest = group[: limit - 1], group[limit - 1 :]
+        keys = sorted({k for ln in rest for k, _ in ln.dimensions})
+        out.extend(keep)
+        out.append(
+            SpendLine.of(
+                rest[0].period,
+                sum((ln.amount for ln in rest), Decimal(0)),
+                currency,
+                {k: OTHER for k in keys},
+            )
+        )
+    return out
+
+
+def _merge_duplicates(
+    lines: Iterable[SpendLine],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], Decimal]:
+    """Sum lines that end up with identical labels (a series must appear once)."""
+    merged: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = defaultdict(Decimal)
+    for line in lines:
+        dims = tuple(sorted((label_name(k), v) for k, v in line.dimensions))
+        merged[(line.currency, dims)] += line.amount
+    return merged
+
+
+class _Families:
+    """A collector over prebuilt families, for ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def build_families(
+    budgets: Sequence[BudgetView],
+    states: Sequence[SourceState],
+    status: ExporterStatus,
+    max_series: Mapping[str, int],
+) -> list[Metric]:
+    families: list[Metric] = []
+    families.extend(_budget_families(budgets))
+    families.extend(_source_families(states))
+    families.append(_cost_family(states, max_series))
+    families.extend(_sample_families(states))
+    families.extend(_exporter_families(status))
+    return families
+
+
+def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
+    static = sorted({k for b in budgets for k, _ in b.labels})
+    names = ["budget", "currency", "period", *static]
+
+    def family(name: str, doc: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=names)
+
+    limit = family("budget_limit_amount", "Budget limit for the period, in the budget's currency.")
+    spend = family("budget_spend_amount", f"Spend so far in the current period. {CACHED}")
+    forecast = family(
+        "budget_forecast_amount",
+        "Forecast spend at the end of the period: the provider's forecast where it has one, "
+        f"else a linear projection. {CACHED}",
+    )
+    usage = family("budget_usage_ratio", "Spend divided by limit (1 means the budget is used up).")
+    fratio = family("budget_forecast_ratio", "Forecast divided by limit.")
+    warning = family("budget_warning_threshold_ratio", "Usage ratio at which the budget warns.")
+    stop = family("budget_stop_threshold_ratio", "Usage ratio at which spending should stop.")
+    start = family(
+        "budget_period_start_timestamp_seconds", "Start of the current period (UTC), Unix time."
+    )
+    end = family(
+        "budget_period_end_timestamp_seconds", "End of the current period (UTC), Unix time."
+    )
+    for b in budgets:
+        extra = dict(b.labels)
+        values = [b.name, b.currency, b.period, *(extra.get(k, "") for k in static)]
+        limit.add_metric(values, float(b.limit))
+        spend.add_metric(values, float(b.spend))
+        forecast.add_metric(values, float(b.forecast))
+        usage.add_metric(values, b.usage_ratio)
+        fratio.add_metric(values, b.forecast_ratio)
+        warning.add_metric(values, b.warning_ratio)
+        stop.add_metric(values, b.stop_ratio)
+        start.add_metric(values, b.window.start.timestamp())
+        end.add_metric(values, b.window.end.timestamp())
+    return [limit, spend, forecast, usage, fratio, warning, stop, start, end]
+
+
+def _source_families(states: Sequence[SourceState]) -> list[Metric]:
+    labels = ["source", "provider"]
+    up = GaugeMetricFamily(
+        "budget_source_up", "1 if the last poll of the source succeeded, else 0.", labels=labels
+    )
+    success = GaugeMetricFamily(
+        "budget_source_last_success_timestamp_seconds",
+        "Unix time of the last successful poll.",
+        labels=labels,
+    )
+    attempt = GaugeMetricFamily(
+        "budget_source_last_attempt_timestamp_seconds",
+        "Unix time of the last poll attempt.",
+        labels=labels,
+    )
+    duration = GaugeMetricFamily(
+        "budget_source_poll_duration_seconds",
+        "How long the last poll took, retries included.",
+        labels=labels,
+    )
+    interval = GaugeMetricFamily(
+        "budget_source_poll_interval_seconds",
+        "Configured time between polls of the source.",
+        labels=labels,
+    )
+    requests = CounterMetricFamily(
+        "budget_source_api_requests",
+        "Requests sent to the provider's API, by outcome (the monitor's own API bill).",
+        labels=[*labels, "status"],
+    )
+    for s in states:
+        values = [s.name, s.provider]
+        interval.add_metric(values, s.poll_interval_seconds)
+        for status in REQUEST_STATUSES:
+            requests.add_metric([*values, status], s.requests.get(status, 0))
+        if not s.attempted:
+            continue
+        up.add_metric(values, 1 if s.up else 0)
+        if s.last_attempt is not None:
+            attempt.add_metric(values, s.last_attempt)
+        if s.last_success is not None:
+            success.add_metric(values, s.last_success)
+        if s.duration is not None:
+            duration.add_metric(values, s.duration)
+    return [up, success, attempt, duration, interval, requests]
+
+
+def _cost_family(states: Sequence[SourceState], max_series: Mapping[str, int]) -> Metric:
+    rows: list[tuple[str, str, str, tuple[tuple[str, str], ...], Decimal]] = []
+    for s in states:
+        if s.result is None:
+            continue
+        monthly = [ln for ln in s.result.lines if ln.period == Period.MONTHLY]
+        for (currency, dims), amount in _merge_duplicates(
+            cap_lines(monthly, max_series.get(s.name, 200))
+        ).items():
+            rows.append((s.name, s.provider, currency, dims, amount))
+    keys = sorted({k for *_, dims, _ in rows for k, _ in dims})
+    family = GaugeMetricFamily(
+        "budget_source_cost_amount",
+        f"Month-to-date spend reported by a source, by FOCUS dimensions. {CACHED}",
+        labels=[*_FIXED_COST_LABELS, *keys],
+    )
+    for name, provider, currency, dims, amount in rows:
+        d = dict(dims)
+        family.add_metric([name, provider, currency, *(d.get(k, "") for k in keys)], float(amount))
+    return family
+
+
+def _sample_families(states: Sequence[SourceState]) -> list[Metric]:
+    grouped: dict[str, list[tuple[SourceState, dict[str, str], float]]] = defaultdict(list)
+    docs: dict[str, str] = {}
+    for s in states:
+        if s.result is None:
+            continue
+        for sample in s.result.samples:
+            grouped[sample.name].append((s, dict(sample.labels), sample.value))
+            docs.setdefault(sample.name, sample.documentation)
+    families: list[Metric] = []
+    for name in sorted(grouped):
+        keys = sorted(
+            {k for _, labels, _ in grouped[name] for k in labels} - {"source", "provider"}
+        )
+        family = GaugeMetricFamily(
+            name, f"{docs[name]} {CACHED}", labels=["source", "provider", *keys]
+        )
+        for s, labels, value in grouped[name]:
+            family.add_metric([s.name, s.provider, *(labels.get(k, "") for k in keys)], value)
+        families.append(family)
+    return families
+
+
+def _exporter_families(status: ExporterStatus) -> list[Metric]:
+    info = GaugeMetricFamily(
+        "budget_exporter_build_info",
+        "Build information; the value is always 1.",
+        labels=["version"],
+    )
+    info.add_metric([__version__], 1)
+    reload_ok = GaugeMetricFamily(
+        "budget_exporter_config_last_reload_successful",
+        "1 if the last configuration (re)load succeeded, else 0.",
+        value=1 if status.reload_successful else 0,
+    )
+    families: list[Metric] = [info, reload_ok]
+    if status.last_reload_success is not None:
+        families.append(
+            GaugeMetricFamily(
+                "budget_exporter_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration (re)load.",
+                value=status.last_reload_success,
+            )
+        )
+    mismatch = CounterMetricFamily(
+        "budget_currency_mismatch_lines",
+        "Spend lines left out of a budget because their currency is not the budget's "
+        "(counted once per poll of the source; there is no currency conversion).",
+        labels=["budget", "source", "currency"],
+    )
+    for (budget, source, currency), count in sorted(status.mismatches.items()):
+        mismatch.add_metric([budget, source, currency], count)
+    families.append(mismatch)
+    return families
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The exposition of one snapshot, plain and gzipped."""
+
+    text: bytes
+    gzipped: bytes
+
+
+def render(families: list[Metric]) -> Rendered:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))  # type: ignore[arg-type]
+    text = generate_latest(registry)
+    return Rendered(text, gzip.compress(text, compresslevel=6, mtime=0))

@@ -1,0 +1,53 @@
+"""Annotated pydantic types shared by the config models."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, PlainSerializer, StringConstraints
+
+from budget_exporter.durations import format_duration, parse_duration
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("must be a duration string such as 30s, 5m, 4h or 1d")
+
+
+def _money(value: object) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, int | str | Decimal):
+        text = str(value).strip()
+    elif isinstance(value, float):
+        text = repr(value)  # the shortest text that round-trips, not the binary expansion
+    else:
+        raise ValueError("must be a number")
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"must be a number, got {text!r}") from None
+    if not amount.is_finite():
+        raise ValueError("must be a finite number")
+    return amount
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+]
+Money = Annotated[Decimal, BeforeValidator(_money)]
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=63),
+]
+Currency = Annotated[
+    str,
+    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    StringConstraints(pattern=r"^[A-Z]{3}$"),
+]
+Ratio = Annotated[float, Field(gt=0, le=1)]

@@ -1,0 +1,195 @@
+"""The HTTP client every HTTP-based provider uses.
+
+``requests`` with urllib3's :class:`~urllib3.util.Retry` does the retrying
+(5xx, 429 with ``Retry-After``, timeouts, connection errors, exponential
+backoff).  A small :class:`Retry` subclass reports each attempt that gets
+retried, so ``budget_source_api_requests_total`` counts every request the
+exporter really sent, the monitor's own API bill included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from budget_exporter import __version__
+from budget_exporter.errors import SourceError
+from budget_exporter.redact import redactor
+
+RequestStatus = str
+"""One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""
+REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+USER_AGENT = f"budget-exporter/{__version__}"
+
+
+def status_of_response(code: int) -> RequestStatus:
+    if code == 429:
+        return "throttled"
+    if code >= 500:
+        return "server_error"
+    if code >= 400:
+        return "client_error"
+    return "ok"
+
+
+def status_of_error(error: BaseException | None) -> RequestStatus:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(
+            error,
+            ReadTimeoutError | ConnectTimeoutError | requests.Timeout | TimeoutError,
+        ):
+            return "timeout"
+        error = getattr(error, "reason", None) or error.__context__
+    return "network"
+
+
+class CountingRetry(Retry):
+    """urllib3 ``Retry`` that reports retried attempts and caps ``Retry-After``."""
+
+    def __init__(
+        self,
+        *args: Any,
+        on_retry: Callable[[RequestStatus], None] | None = None,
+        max_retry_after: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_retry = on_retry
+        self.max_retry_after = max_retry_after
+
+    def new(self, **kwargs: Any) -> CountingRetry:
+        retry = super().new(**kwargs)
+        retry.on_retry = self.on_retry
+        retry.max_retry_after = self.max_retry_after
+        return retry
+
+    def increment(
+        self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None
+    ):  # type: ignore[no-untyped-def,override]  # noqa: E501
+        # super() raises MaxRetryError when exhausted; the caller then counts
+        # the final outcome, so only attempts that will be retried count here.
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if self.on_retry is not None:
+            status = status_of_response(response.status) if response is not None else None
+            self.on_retry(status or status_of_error(error))
+        return retry
+
+    def get_retry_after(self, response):  # type: ignore[no-untyped-def]
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, self.max_retry_after)
+
+
+class HttpStatusError(SourceError):
+    """The upstream answered with a non-2xx status after all retries."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpClient:
+    """A ``requests`` session with retries, timeouts and request accounting."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        record: Callable[[RequestStatus], None],
+        max_retry_after: float = 300.0,
+    ) -> None:
+        self.timeout = timeout
+        self._record = record
+        retry = CountingRetry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            allowed_methods=None,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff,
+            backoff_max=max(backoff * 32, 1.0),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            on_retry=record,
+            max_retry_after=max_retry_after,
+        )
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send one request (with retries); raise :class:`SourceError` unless 2xx."""
+        kwargs.setdefault("timeout", self.timeout)
+        where = describe_url(url)
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.RequestException as exc:
+            status = status_of_error(exc)
+            self._record(status)
+            kind = "timed out" if status == "timeout" else "failed"
+            raise SourceError(f"{method} {where} {kind}: {redactor(_short(exc))}") from None
+        self._record(status_of_response(response.status_code))
+        if not response.ok:
+            raise HttpStatusError(
+                f"{method} {where} answered HTTP {response.status_code} {response.reason or ''}".rstrip()
+                + _detail(response),
+                response.status_code,
+            )
+        return response
+
+    def json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """:meth:`request` and decode the JSON body."""
+        response = self.request(method, url, **kwargs)
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError):
+            ctype = response.headers.get("Content-Type", "no content type")
+            raise SourceError(
+                f"{method} {describe_url(url)} did not answer JSON ({ctype})"
+            ) from None
+
+
+def describe_url(url: str) -> str:
+    """Scheme, host and path of ``url``: never its query string or user-info."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _detail(response: requests.Response) -> str:
+    """A short, redacted excerpt of an error body (APIs explain 4xx there)."""
+    try:
+        body = response.text.strip()
+    except Exception:
+        return ""
+    if not body:
+        return ""
+    body = " ".join(body.split())
+    if len(body) > 200:
+        body = body[:197] + "..."
+    return ": " + redactor(body)

@@ -1,0 +1,103 @@
+"""Value types shared by providers, the poller and the snapshot.
+
+Providers return :class:`PollResult` objects; nothing else in a provider's
+output reaches the core.  All amounts are :class:`~decimal.Decimal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Period(StrEnum):
+    """Calendar budget periods, always in UTC."""
+
+    DAILY = "daily"
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    YEARLY = "yearly"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One period window: ``start`` inclusive, ``end`` exclusive, both UTC."""
+
+    period: Period
+    start: datetime
+    end: datetime
+
+
+def _freeze(dimensions: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in (dimensions or {}).items()))
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLine:
+    """Spend so far in ``period``'s current window, for one set of dimensions.
+
+    ``dimensions`` use FinOps FOCUS column names in snake_case
+    (``service_name``, ``sub_account_id``, ``region_id``, ``charge_category``,
+    ``model``) and become labels of ``budget_source_cost_amount``.
+    """
+
+    period: Period
+    amount: Decimal
+    currency: str
+    dimensions: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        period: Period,
+        amount: Decimal,
+        currency: str,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> SpendLine:
+        return cls(period, amount, currency.upper(), _freeze(dimensions))
+
+    @property
+    def dims(self) -> dict[str, str]:
+        return dict(self.dimensions)
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """A provider's own forecast of the spend at the end of ``period``'s window."""
+
+    period: Period
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A provider-specific gauge (a quota, a token count, a data freshness time).
+
+    Rendered as ``name{source=…, provider=…, **labels} value``; every sample of
+    one ``name`` must carry the same ``documentation``.
+    """
+
+    name: str
+    documentation: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+    @classmethod
+    def of(
+        cls, name: str, documentation: str, value: float, labels: Mapping[str, str] | None = None
+    ) -> Sample:
+        return cls(name, documentation, _freeze(labels), float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """Everything one successful poll of a source produced."""
+
+    lines: tuple[SpendLine, ...] = ()
+    forecasts: tuple[Forecast, ...] = ()
+    samples: tuple[Sample, ...] = ()
+    polled_at: datetime | None = field(default=None, compare=False)

@@ -1,0 +1,58 @@
+"""Provider registry.
+
+A provider named ``foo`` lives in ``budget_exporter.providers.foo`` and is
+imported only when a configured source uses it, so the base install never
+loads a cloud SDK.  Third-party providers can register through the
+``budget_exporter.providers`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from importlib.metadata import entry_points
+
+from budget_exporter.providers.base import Provider
+
+_REGISTRY: dict[str, type[Provider]] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def register(cls: type[Provider]) -> type[Provider]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+class UnknownProviderError(LookupError):
+    pass
+
+
+def get_provider(name: str) -> type[Provider]:
+    """The provider class registered as ``name``, importing its module on first use."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if _NAME.match(name):
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the provider exists but its SDK is missing
+        else:
+            if name in _REGISTRY:
+                return _REGISTRY[name]
+        for entry in entry_points(group="budget_exporter.providers", name=name):
+            register(entry.load())
+            return _REGISTRY[name]
+    raise UnknownProviderError(name)
+
+
+def builtin_names() -> list[str]:
+    """Names of the providers shipped in this package, for error messages."""
+    from importlib.resources import files
+
+    return sorted(
+        p.name.removesuffix(".py")
+        for p in files(__name__).iterdir()
+        if p.name.endswith(".py") and not p.name.startswith("_") and p.name != "base.py"
+    )

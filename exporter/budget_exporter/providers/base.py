@@ -1,0 +1,94 @@
+"""The provider contract: how a source is configured and polled.
+
+A provider is a class registered under the name users write in
+``sources[].provider``.  It declares a pydantic config model (derived from
+:class:`SourceConfig`) and turns one poll into a :class:`PollResult`.  The
+core never imports provider SDKs; a provider imports its SDK lazily, when a
+configured source needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from budget_exporter.fields import Duration, Name
+from budget_exporter.httpclient import HttpClient, RequestStatus
+from budget_exporter.model import Period, PollResult, Window
+
+ALL_PERIODS = frozenset(Period)
+
+
+class SourceConfig(BaseModel):
+    """Fields every source has; providers subclass this with their own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    provider: str
+    poll_interval: Duration | None = None
+    timeout: Duration | None = None
+    max_series: int | None = Field(default=None, ge=1)
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields holding credentials: each also accepts a ``<field>_file`` twin,
+    and their values are scrubbed from every log line, error and page."""
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What the core hands a provider: settings and services it may use."""
+
+    source: str
+    timeout: timedelta
+    retries: int
+    retry_backoff: timedelta
+    max_retry_after: timedelta
+    record_request: Callable[[RequestStatus], None]
+    now: Callable[[], datetime]
+    logger: logging.Logger
+
+    def http_client(self) -> HttpClient:
+        """A fresh HTTP client wired to this source's timeout, retries and counters."""
+        return HttpClient(
+            timeout=self.timeout.total_seconds(),
+            retries=self.retries,
+            backoff=self.retry_backoff.total_seconds(),
+            record=self.record_request,
+            max_retry_after=self.max_retry_after.total_seconds(),
+        )
+
+
+class Provider(ABC):
+    """One configured source of spend."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[SourceConfig]] = SourceConfig
+    default_poll_interval: ClassVar[timedelta | None] = None
+    supported_periods: ClassVar[frozenset[Period]] = ALL_PERIODS
+
+    def __init__(self, config: Any, context: ProviderContext) -> None:
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def periods_for(cls, config: Any) -> frozenset[Period]:
+        """Periods a source with ``config`` can report; budgets are checked against it."""
+        return cls.supported_periods
+
+    @abstractmethod
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        """Fetch spend for each window (at least the monthly one is always asked).
+
+        Raise :class:`~budget_exporter.errors.SourceError` (or anything else) on
+        failure: the poller keeps the last good result and marks the source down.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients; called when the source is removed or reconfigured."""

@@ -1,0 +1,75 @@
+"""``demo``: simulated spend that grows through the period.
+
+Deterministic for a given ``seed`` and time, needs no credentials and no
+network.  Each dimension value gets a fixed share of ``monthly_spend`` and a
+day-to-day wobble; spend in a window is the sum over the elapsed days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from pydantic import Field
+
+from budget_exporter.fields import Currency, Money
+from budget_exporter.model import PollResult, SpendLine, Window
+from budget_exporter.providers import register
+from budget_exporter.providers.base import Provider, SourceConfig
+
+_DAY = timedelta(days=1)
+_CENT = Decimal("0.0001")
+
+
+class DemoConfig(SourceConfig):
+    monthly_spend: Money = Decimal(1000)
+    currency: Currency = "USD"
+    seed: int = 0
+    dimension: str = Field(default="service_name", pattern=r"^[a-z_][a-z0-9_]*$")
+    values: tuple[str, ...] = Field(default=("compute", "storage", "network"), min_length=1)
+    wobble: float = Field(default=0.3, ge=0, lt=1)
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic pseudo-random number in [0, 1) from ``parts``."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@register
+class DemoProvider(Provider):
+    name = "demo"
+    config_model = DemoConfig
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        now = self.context.now()
+        return PollResult(
+            lines=tuple(line for w in windows for line in self.lines(w, now)),
+            polled_at=now,
+        )
+
+    def lines(self, window: Window, now: datetime) -> list[SpendLine]:
+        config: DemoConfig = self.config
+        weights = [0.2 + _unit(config.seed, "share", v) for v in config.values]
+        total_weight = sum(weights)
+        daily = float(config.monthly_spend) / 30
+        out = []
+        for value, weight in zip(config.values, weights, strict=True):
+            amount = 0.0
+            day = window.start
+            while day < min(now, window.end):
+                covered = (min(day + _DAY, now, window.end) - day) / _DAY
+                wobble = 1 + config.wobble * (2 * _unit(config.seed, value, day.date()) - 1)
+                amount += daily * weight / total_weight * wobble * covered
+                day += _DAY
+            out.append(
+                SpendLine.of(
+                    window.period,
+                    Decimal(repr(amount)).quantize(_CENT),
+                    config.currency,
+                    {config.dimension: value},
+                )
+            )
+        return out

@@ -1,0 +1,203 @@
+"""``http_json``: any JSON usage endpoint, fields picked with JMESPath.
+
+Either ``amount`` selects one number from the document, or ``lines`` selects a
+list and ``amount``/``dimensions``/``currency_path`` are read from each item.
+Pagination follows ``next_page`` (a URL, or a token sent as ``page_param``).
+Strings in ``url``, ``params`` and ``body`` may use the period placeholders
+``{start}``/``{end}`` (dates), ``{start_time}``/``{end_time}`` (RFC 3339) and
+``{start_unix}``/``{end_unix}`` of the current window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+from urllib.parse import urljoin
+
+import jmespath
+from jmespath.exceptions import JMESPathError
+from pydantic import AfterValidator, Field, model_validator
+
+from budget_exporter.errors import SourceError
+from budget_exporter.fields import Currency, Money
+from budget_exporter.model import Period, PollResult, SpendLine, Window
+from budget_exporter.providers import register
+from budget_exporter.providers.base import Provider, SourceConfig
+
+_LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
+_RESERVED = frozenset({"source", "provider", "currency"})
+
+
+def _compiles(expression: str) -> str:
+    try:
+        jmespath.compile(expression)
+    except JMESPathError as exc:
+        raise ValueError(f"invalid JMESPath expression: {exc}") from None
+    return expression
+
+
+JMESPath = Annotated[str, AfterValidator(_compiles)]
+
+
+class HttpJsonConfig(SourceConfig):
+    url: str = Field(pattern=r"^https?://")
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    amount: JMESPath
+    lines: JMESPath | None = None
+    dimensions: dict[str, JMESPath] = Field(default_factory=dict)
+    currency: Currency | None = None
+    currency_path: JMESPath | None = None
+    amount_scale: Money = Decimal(1)
+    period: Period = Period.MONTHLY
+    next_page: JMESPath | None = None
+    page_param: str | None = None
+    max_pages: int = Field(default=50, ge=1, le=10_000)
+
+    secret_fields = frozenset({"url", "headers", "params", "body"})
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpJsonConfig:
+        if (self.currency is None) == (self.currency_path is None):
+            raise ValueError("set exactly one of currency or currency_path")
+        if self.dimensions and self.lines is None:
+            raise ValueError("dimensions need lines (a JMESPath to the list of items)")
+        for label in self.dimensions:
+            if not _LABEL.match(label) or label in _RESERVED:
+                raise ValueError(f"dimension {label!r} is not a usable label name")
+        if self.body is not None and self.method != "POST":
+            raise ValueError("body needs method: POST")
+        return self
+
+
+def _placeholders(window: Window) -> dict[str, str]:
+    return {
+        "{start}": window.start.date().isoformat(),
+        "{end}": window.end.date().isoformat(),
+        "{start_time}": window.start.isoformat().replace("+00:00", "Z"),
+        "{end_time}": window.end.isoformat().replace("+00:00", "Z"),
+        "{start_unix}": str(int(window.start.timestamp())),
+        "{end_unix}": str(int(window.end.timestamp())),
+    }
+
+
+def _fill(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for token, text in values.items():
+            value = value.replace(token, text)
+        return value
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    return value
+
+
+def parse_amount(value: Any, what: str) -> Decimal:
+    """A JSON number or numeric string as Decimal; SourceError otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise SourceError(f"{what} is {'missing' if value is None else 'not a number'}")
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise SourceError(f"{what} is not a number") from None
+    if not amount.is_finite():
+        raise SourceError(f"{what} is not a finite number")
+    return amount
+
+
+@register
+class HttpJsonProvider(Provider):
+    name = "http_json"
+    config_model = HttpJsonConfig
+
+    def __init__(self, config: HttpJsonConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self.http = context.http_client()
+
+    @classmethod
+    def periods_for(cls, config: Any) -> frozenset[Period]:
+        return frozenset({config.period})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        config: HttpJsonConfig = self.config
+        window = next((w for w in windows if w.period == config.period), None)
+        if window is None:
+            return PollResult()
+        lines: list[SpendLine] = []
+        for document in self.pages(window):
+            lines.extend(self.parse(document, window.period))
+        return PollResult(lines=tuple(lines))
+
+    def pages(self, window: Window) -> Any:
+        config: HttpJsonConfig = self.config
+        values = _placeholders(window)
+        url = _fill(config.url, values)
+        params = _fill(config.params, values)
+        body = _fill(config.body, values)
+        for _ in range(config.max_pages):
+            kwargs: dict[str, Any] = {"headers": config.headers, "params": params}
+            if config.method == "POST":
+                kwargs["json"] = body
+            document = self.context_http_json(url, kwargs)
+            yield document
+            token = jmespath.search(config.next_page, document) if config.next_page else None
+            if token in (None, "", False):
+                return
+            if config.page_param:
+                params = {**params, config.page_param: str(token)}
+            else:
+                url = urljoin(url, str(token))
+                params = {}
+        raise SourceError(f"more than max_pages ({config.max_pages}) pages")
+
+    def context_http_json(self, url: str, kwargs: dict[str, Any]) -> Any:
+        return self.http.json(self.config.method, url, **kwargs)
+
+    def parse(self, document: Any, period: Period) -> list[SpendLine]:
+        config: HttpJsonConfig = self.config
+        scale = config.amount_scale
+        if config.lines is None:
+            amount = parse_amount(
+                jmespath.search(config.amount, document), f"amount ({config.amount})"
+            )
+            return [SpendLine.of(period, amount * scale, self.currency(document))]
+        items = jmespath.search(config.lines, document)
+        if not isinstance(items, list):
+            raise SourceError(f"lines ({config.lines}) did not select a list")
+        out = []
+        for index, item in enumerate(items):
+            amount = parse_amount(
+                jmespath.search(config.amount, item), f"lines[{index}] amount ({config.amount})"
+            )
+            dims = {
+                label: _text(jmespath.search(expr, item))
+                for label, expr in config.dimensions.items()
+            }
+            out.append(SpendLine.of(period, amount * scale, self.currency(item), dims))
+        return out
+
+    def currency(self, node: Any) -> str:
+        config: HttpJsonConfig = self.config
+        if config.currency is not None:
+            return config.currency
+        value = jmespath.search(config.currency_path, node)
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value.strip()):
+            raise SourceError(f"currency ({config.currency_path}) is not a 3-letter currency code")
+        return value.strip().upper()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -1,0 +1,52 @@
+"""``static``: a fixed amount, or fixed lines with dimensions.
+
+For invoices, manual entries, commitments and tests.  The same lines count
+toward every period window a budget asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from budget_exporter.fields import Currency, Money
+from budget_exporter.model import PollResult, SpendLine, Window
+from budget_exporter.providers import register
+from budget_exporter.providers.base import Provider, SourceConfig
+
+
+class StaticLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Money
+    dimensions: dict[str, str] = Field(default_factory=dict)
+
+
+class StaticConfig(SourceConfig):
+    amount: Money | None = None
+    lines: tuple[StaticLine, ...] | None = None
+    currency: Currency
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StaticConfig:
+        if (self.amount is None) == (self.lines is None):
+            raise ValueError("set exactly one of amount or lines")
+        return self
+
+
+@register
+class StaticProvider(Provider):
+    name = "static"
+    config_model = StaticConfig
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        config: StaticConfig = self.config
+        items = config.lines if config.lines is not None else (StaticLine(amount=config.amount),)
+        return PollResult(
+            lines=tuple(
+                SpendLine.of(w.period, item.amount, config.currency, item.dimensions)
+                for w in windows
+                for item in items
+            )
+        )

@@ -1,0 +1,58 @@
+"""Keep secrets out of logs, error messages and pages.
+
+Two layers: every secret value found in the configuration is registered and
+replaced wherever it appears, and any URL in a message has its query values
+and user-info masked (HTTP libraries put whole URLs in exception messages).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+MASK = "<redacted>"
+_MIN_SECRET_LENGTH = 4
+_URL = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)?(?P<rest>[^\s'\"<>]*)"
+)
+_QUERY_VALUE = re.compile(r"([?&;][^=&#\s]+=)[^&#\s'\"<>]*")
+
+
+class Redactor:
+    """A thread-safe set of secret strings to scrub from text."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def replace_secrets(self, secrets: set[str]) -> None:
+        """Use exactly ``secrets`` from now on (called on every config load)."""
+        keep = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}
+        with self._lock:
+            # Longest first, so a secret that contains another is masked whole.
+            self._secrets = tuple(sorted(keep, key=len, reverse=True))
+
+    def add(self, secret: str) -> None:
+        if secret and len(secret) >= _MIN_SECRET_LENGTH:
+            with self._lock:
+                self._secrets = tuple(sorted({*self._secrets, secret}, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return redact_urls(text)
+
+
+def redact_urls(text: str) -> str:
+    """Mask user-info and every query-string value of URLs found in ``text``."""
+
+    def scrub(match: re.Match[str]) -> str:
+        userinfo = f"{MASK}@" if match.group("userinfo") else ""
+        rest = _QUERY_VALUE.sub(lambda m: m.group(1) + MASK, match.group("rest"))
+        return match.group("scheme") + userinfo + rest
+
+    return _URL.sub(scrub, text)
+
+
+redactor = Redactor()
+"""The process-wide redactor used by logging, errors and pages."""

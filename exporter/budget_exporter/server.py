@@ -1,0 +1,210 @@
+"""The HTTP endpoints: ``/``, ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from budget_exporter.engine import Engine
+from budget_exporter.landing import render_landing
+from budget_exporter.webconfig import BasicAuth, WebConfig
+
+log = logging.getLogger("budget_exporter.web")
+
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_PORT = 9820
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {address!r}: use HOST:PORT or :PORT")
+    return host.strip("[]"), int(port)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+class ExporterServer:
+    """Serves the engine's snapshot; starts in a background thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        listen_address: str,
+        web_config: WebConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        metrics_path: str = "/metrics",
+        on_reload: Callable[[], tuple[bool, str]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.metrics_path = metrics_path
+        self.on_reload = on_reload or engine.reload
+        web_config = web_config or WebConfig()
+        self.headers = dict(web_config.http_server_config.headers)
+        self.auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
+        host, port = parse_listen_address(listen_address)
+        self.httpd = _Server((host, port), self._handler())
+        if ssl_context is not None:
+            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if ssl_context is not None else "http"
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "budget-exporter"
+            sys_version = ""
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("%s %s", self.address_string(), format % args)
+
+            def do_GET(self) -> None:
+                self._dispatch(head=False)
+
+            def do_HEAD(self) -> None:
+                self._dispatch(head=True)
+
+            def do_POST(self) -> None:
+                self._dispatch(head=False)
+
+            do_PUT = do_POST
+
+            def _dispatch(self, head: bool) -> None:
+                length = self.headers.get("Content-Length", "0")
+                if length.isdigit() and int(length) > 0:
+                    self.rfile.read(min(int(length), 1 << 20))  # keep-alive needs it consumed
+                if not self._authorized():
+                    return
+                path = self.path.split("?", 1)[0]
+                method = self.command
+                if path == server.metrics_path and method in ("GET", "HEAD"):
+                    self._metrics(head)
+                elif path == "/-/healthy" and method in ("GET", "HEAD"):
+                    self._send(200, b"Healthy.\n", "text/plain; charset=utf-8", head)
+                elif path == "/-/ready" and method in ("GET", "HEAD"):
+                    pending = server.engine.pending_sources()
+                    if pending:
+                        body = f"Not ready: waiting for the first poll of {', '.join(pending)}.\n"
+                        self._send(503, body.encode(), "text/plain; charset=utf-8", head)
+                    else:
+                        self._send(200, b"Ready.\n", "text/plain; charset=utf-8", head)
+                elif path == "/-/reload":
+                    if method not in ("POST", "PUT"):
+                        self._send(
+                            405,
+                            b"Use POST to reload.\n",
+                            "text/plain; charset=utf-8",
+                            head,
+                            extra={"Allow": "POST, PUT"},
+                        )
+                        return
+                    ok, message = server.on_reload()
+                    self._send(
+                        200 if ok else 500,
+                        (message + "\n").encode(),
+                        "text/plain; charset=utf-8",
+                        head,
+                    )
+                elif path == "/" and method in ("GET", "HEAD"):
+                    page = render_landing(server.engine.snapshot, server.metrics_path)
+                    self._send(200, page, "text/html; charset=utf-8", head)
+                elif path in (server.metrics_path, "/-/healthy", "/-/ready", "/"):
+                    self._send(
+                        405,
+                        b"Method not allowed.\n",
+                        "text/plain; charset=utf-8",
+                        head,
+                        extra={"Allow": "GET, HEAD"},
+                    )
+                else:
+                    self._send(404, b"Not found.\n", "text/plain; charset=utf-8", head)
+
+            def _metrics(self, head: bool) -> None:
+                rendered = server.engine.snapshot.rendered
+                accept = self.headers.get("Accept-Encoding", "")
+                if "gzip" in accept.lower():
+                    self._send(
+                        200,
+                        rendered.gzipped,
+                        CONTENT_TYPE_METRICS,
+                        head,
+                        extra={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+                    )
+                else:
+                    self._send(
+                        200,
+                        rendered.text,
+                        CONTENT_TYPE_METRICS,
+                        head,
+                        extra={"Vary": "Accept-Encoding"},
+                    )
+
+            def _authorized(self) -> bool:
+                if server.auth is None:
+                    return True
+                header = self.headers.get("Authorization", "")
+                scheme, _, value = header.partition(" ")
+                if scheme.lower() == "basic":
+                    try:
+                        user, _, password = (
+                            base64.b64decode(value, validate=True).decode().partition(":")
+                        )
+                    except (binascii.Error, UnicodeDecodeError):
+                        user = password = ""
+                    if server.auth.check(user, password):
+                        return True
+                self._send(
+                    401,
+                    b"Unauthorized.\n",
+                    "text/plain; charset=utf-8",
+                    self.command == "HEAD",
+                    extra={"WWW-Authenticate": 'Basic realm="budget-exporter"'},
+                )
+                return False
+
+            def _send(
+                self,
+                code: int,
+                body: bytes,
+                ctype: str,
+                head: bool,
+                extra: dict[str, str] | None = None,
+            ) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in {**server.headers, **(extra or {})}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+        return Handler

@@ -1,0 +1,33 @@
+"""What the exporter knows about one source: its last good result and health."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from budget_exporter.model import Period, PollResult, Window
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """An immutable record; the poller replaces it after every attempt."""
+
+    name: str
+    provider: str
+    poll_interval_seconds: float
+    result: PollResult | None = None
+    windows: tuple[Window, ...] = ()
+    """The windows ``result`` was polled for."""
+    up: bool = False
+    attempted: bool = False
+    last_attempt: float | None = None
+    last_success: float | None = None
+    duration: float | None = None
+    last_error: str | None = None
+    requests: Counter[str] = field(default_factory=Counter)
+
+    def window(self, period: Period) -> Window | None:
+        return next((w for w in self.windows if w.period == period), None)
+
+    def with_(self, **changes: object) -> SourceState:
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,117 @@
+"""``--web.config.file``: TLS and basic auth, in the exporter-toolkit format.
+
+Supported keys: ``tls_server_config`` (``cert_file``, ``key_file``,
+``client_auth_type``, ``client_ca_file``, ``min_version``),
+``http_server_config.headers`` and ``basic_auth_users`` (bcrypt hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import threading
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from budget_exporter.errors import ConfigError
+
+
+class TLSServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cert_file: str
+    key_file: str
+    client_auth_type: Literal[
+        "NoClientCert", "RequestClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
+    ] = "NoClientCert"
+    client_ca_file: str | None = None
+    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+
+
+class HTTPServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class WebConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tls_server_config: TLSServerConfig | None = None
+    http_server_config: HTTPServerConfig = Field(default_factory=HTTPServerConfig)
+    basic_auth_users: dict[str, str] = Field(default_factory=dict)
+
+    def ssl_context(self, base: Path) -> ssl.SSLContext | None:
+        tls = self.tls_server_config
+        if tls is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = (
+            ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
+        )
+        context.load_cert_chain(base / tls.cert_file, base / tls.key_file)
+        if tls.client_auth_type != "NoClientCert":
+            if tls.client_ca_file:
+                context.load_verify_locations(base / tls.client_ca_file)
+            context.verify_mode = (
+                ssl.CERT_REQUIRED
+                if tls.client_auth_type == "RequireAndVerifyClientCert"
+                else ssl.CERT_OPTIONAL
+            )
+        return context
+
+
+class BasicAuth:
+    """Checks ``Authorization: Basic`` against bcrypt hashes, caching successes.
+
+    bcrypt is deliberately slow; Prometheus scrapes every few seconds with the
+    same credentials, so a verified pair is remembered by its SHA-256.
+    """
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = {u: h.encode() for u, h in users.items()}
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def check(self, user: str, password: str) -> bool:
+        import bcrypt
+
+        hashed = self.users.get(user)
+        if hashed is None:
+            return False
+        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        with self._lock:
+            if any(hmac.compare_digest(key, k) for k in self._verified):
+                return True
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:
+            return False
+        if ok:
+            with self._lock:
+                self._verified.add(key)
+        return ok
+
+
+def load_web_config(path: str) -> tuple[WebConfig, ssl.SSLContext | None]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(path, "", f"cannot read web config: {type(exc).__name__}") from None
+    try:
+        config = WebConfig.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise ConfigError(path, where, error["msg"]) from None
+    try:
+        context = config.ssl_context(Path(path).parent)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(path, "tls_server_config", f"cannot load TLS files: {exc}") from None
+    return config, context
