@@ -11,7 +11,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 from budget_exporter.config import BudgetConfig, Config
-from budget_exporter.model import SpendLine, Window
+from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
 from budget_exporter.state import SourceState
 
@@ -102,6 +102,9 @@ def _compute(
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
+    external = _provider_budget(budget, states, window) if budget.limit_from else None
+    if budget.limit_from is not None and external is None:
+        return None
     spend = forecast = Decimal(0)
     for source in config.budget_sources(budget):
         state = states.get(source.name)
@@ -116,18 +119,58 @@ def _compute(
             source_spend += line.amount
         spend += source_spend
         forecast += _source_forecast(state, budget, source_spend, elapsed)
+    warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
+    if external is not None:
+        if budget.spend_from_provider:
+            if external.actual is None:
+                return None
+            spend = external.actual
+            forecast = external.forecast or spend / Decimal(repr(elapsed))
+        if budget.limit_from is not None and budget.limit_from.thresholds:
+            warning, stop = _provider_thresholds(budget, external, warning, stop)
+    limit = budget.limit if budget.limit is not None else external.limit  # type: ignore[union-attr]
     return BudgetView(
         name=budget.name,
         currency=budget.currency,
         period=str(budget.period),
         labels=tuple(sorted(budget.labels.items())),
         window=window,
-        limit=budget.limit,
+        limit=limit,
         spend=spend,
         forecast=max(forecast, spend),
-        warning_ratio=config.warning_ratio(budget),
-        stop_ratio=config.stop_ratio(budget),
+        warning_ratio=warning,
+        stop_ratio=stop,
     )
+
+
+def _provider_budget(
+    budget: BudgetConfig, states: Mapping[str, SourceState], window: Window
+) -> ProviderBudget | None:
+    """The provider budget named by ``limit_from``, if polled for this window and usable."""
+    assert budget.limit_from is not None
+    state = states.get(budget.limit_from.source)
+    if state is None or state.result is None or state.window(budget.period) != window:
+        return None
+    for found in state.result.budgets:
+        if found.key == budget.limit_from.budget:
+            usable = (
+                found.period == budget.period
+                and found.currency == budget.currency
+                and found.limit > 0
+            )
+            return found if usable else None
+    return None
+
+
+def _provider_thresholds(
+    budget: BudgetConfig, external: ProviderBudget, warning: float, stop: float
+) -> tuple[float, float]:
+    """Configured ratios win; the provider's fill the gaps when they stay ordered."""
+    new_warning = budget.warning_ratio or external.warning_ratio or warning
+    new_stop = budget.stop_ratio or external.stop_ratio or stop
+    if new_warning < new_stop:
+        return new_warning, new_stop
+    return warning, stop
 
 
 def _lines(lines: Iterable[SpendLine], budget: BudgetConfig) -> Iterable[SpendLine]:
@@ -144,3 +187,31 @@ def _source_forecast(
             if forecast.period == budget.period and forecast.currency == budget.currency:
                 return max(forecast.amount, spend)
     return spend / Decimal(repr(elapsed))
+
+
+def limit_from_problems(config: Config, source: str, result: PollResult) -> list[str]:
+    """Why budgets taking their limit from ``source`` cannot use what it returned."""
+    problems = []
+    for budget in config.budgets:
+        ref = budget.limit_from
+        if ref is None or ref.source != source:
+            continue
+        found = next((b for b in result.budgets if b.key == ref.budget), None)
+        if found is None:
+            keys = ", ".join(sorted(b.key for b in result.budgets)) or "none"
+            problems.append(
+                f"budget {budget.name}: source {source} has no budget {ref.budget!r} (found: {keys})"
+            )
+        elif found.period != budget.period:
+            problems.append(
+                f"budget {budget.name}: provider budget {ref.budget!r} is {found.period}, "
+                f"not {budget.period}"
+            )
+        elif found.currency != budget.currency:
+            problems.append(
+                f"budget {budget.name}: provider budget {ref.budget!r} is in {found.currency}, "
+                f"not {budget.currency}"
+            )
+        elif found.limit <= 0:
+            problems.append(f"budget {budget.name}: provider budget {ref.budget!r} has no limit")
+    return problems

@@ -19,7 +19,14 @@ from typing import Any, get_args, get_origin
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from budget_exporter.errors import ConfigError
 from budget_exporter.fields import Currency, Duration, Money, Ratio
@@ -48,14 +55,28 @@ class GlobalConfig(BaseModel):
     max_series_per_source: int = Field(default=200, ge=1)
 
 
+class LimitFrom(BaseModel):
+    """Take a budget's limit from a budget kept in the provider (AWS or GCP Budgets)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    budget: str = Field(min_length=1)
+    thresholds: bool = True
+    """Use the provider budget's notification thresholds where the config sets none."""
+
+
 class BudgetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    limit: Money
+    limit: Money | None = None
+    limit_from: LimitFrom | None = None
     currency: Currency
     period: Period = Period.MONTHLY
-    sources: tuple[str, ...] = ("*",)
+    sources: tuple[str, ...] | None = None
+    """Source names or ``"*"``; unset means all sources, or, with ``limit_from``,
+    the provider budget's own actual and forecast spend."""
     match: dict[str, str] = Field(default_factory=dict)
     warning_ratio: Ratio | None = None
     stop_ratio: Ratio | None = None
@@ -63,17 +84,28 @@ class BudgetConfig(BaseModel):
 
     @field_validator("limit")
     @classmethod
-    def _positive(cls, value: Decimal) -> Decimal:
-        if value <= 0:
+    def _positive(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value <= 0:
             raise ValueError("must be greater than zero")
         return value
 
     @field_validator("sources")
     @classmethod
-    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
+    def _non_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
             raise ValueError('must name at least one source, or "*" for all')
         return value
+
+    @model_validator(mode="after")
+    def _limit_or_limit_from(self) -> BudgetConfig:
+        if (self.limit is None) == (self.limit_from is None):
+            raise ValueError("set exactly one of limit or limit_from")
+        return self
+
+    @property
+    def spend_from_provider(self) -> bool:
+        """Spend comes from the provider budget itself, not from source lines."""
+        return self.limit_from is not None and self.sources is None
 
     @field_validator("match")
     @classmethod
@@ -111,9 +143,19 @@ class Config:
         return get_provider(source.provider)
 
     def budget_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
-        if "*" in budget.sources:
+        """Sources whose spend lines the budget sums."""
+        if budget.spend_from_provider:
+            return []
+        if budget.sources is None or "*" in budget.sources:
             return list(self.sources)
         return [s for s in self.sources if s.name in budget.sources]
+
+    def polled_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
+        """Sources the budget needs data from: its spend sources and its limit source."""
+        found = self.budget_sources(budget)
+        if budget.limit_from is not None and all(s.name != budget.limit_from.source for s in found):
+            found += [s for s in self.sources if s.name == budget.limit_from.source]
+        return found
 
     def poll_interval(self, source: SourceConfig) -> timedelta:
         """Source setting, else the provider's default, else the global one."""
@@ -129,7 +171,7 @@ class Config:
     def periods(self, source: SourceConfig) -> frozenset[Period]:
         """The periods this source is polled for: its budgets' and, if it can, monthly."""
         supported = self.provider(source).periods_for(source)
-        wanted = {b.period for b in self.budgets if source in self.budget_sources(b)}
+        wanted = {b.period for b in self.budgets if source in self.polled_sources(b)}
         wanted.add(Period.MONTHLY)
         return frozenset(wanted & supported)
 
@@ -306,10 +348,15 @@ class _Loader:
     def check_budget_sources(self, config: Config) -> None:
         names = {s.name for s in config.sources}
         for index, budget in enumerate(config.budgets):
-            for pos, name in enumerate(budget.sources):
+            for pos, name in enumerate(budget.sources or ()):
                 if name != "*" and name not in names:
                     raise self.error(f"budgets[{index}].sources[{pos}]", f"unknown source {name!r}")
-            for source in config.budget_sources(budget):
+            if budget.limit_from is not None and budget.limit_from.source not in names:
+                raise self.error(
+                    f"budgets[{index}].limit_from.source",
+                    f"unknown source {budget.limit_from.source!r}",
+                )
+            for source in config.polled_sources(budget):
                 supported = config.provider(source).periods_for(source)
                 if budget.period not in supported:
                     kinds = ", ".join(sorted(supported))

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from budget_exporter.budgets import BudgetView, compute_budgets
+from budget_exporter.budgets import BudgetView, compute_budgets, limit_from_problems
 from budget_exporter.config import Config, load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.exposition import ExporterStatus, Rendered, build_families, render
@@ -300,6 +300,8 @@ class Engine:
             self.states[name] = state
             if result is not None:
                 self._count_mismatches(name)
+                for problem in limit_from_problems(self.config, name, result):
+                    log.warning("%s; the budget is not exported", problem)
         self.rebuild()
 
     def _count_mismatches(self, source: str) -> None:

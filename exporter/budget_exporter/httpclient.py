@@ -75,7 +75,7 @@ class CountingRetry(Retry):
 
     def increment(
         self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None
-    ):  # type: ignore[no-untyped-def,override]  # noqa: E501
+    ):  # type: ignore[no-untyped-def,override]
         # super() raises MaxRetryError when exhausted; the caller then counts
         # the final outcome, so only attempts that will be retried count here.
         retry = super().increment(method, url, response, error, _pool, _stacktrace)

@@ -94,10 +94,30 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderBudget:
+    """A budget kept in the provider itself (AWS Budgets, GCP Budgets).
+
+    A budget-exporter budget with ``limit_from`` takes its limit (and, unless
+    configured, its thresholds) from one of these; with no ``sources`` of its
+    own it also takes the provider's ``actual`` and ``forecast`` spend.
+    """
+
+    key: str
+    period: Period
+    limit: Decimal
+    currency: str
+    actual: Decimal | None = None
+    forecast: Decimal | None = None
+    warning_ratio: float | None = None
+    stop_ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PollResult:
     """Everything one successful poll of a source produced."""
 
     lines: tuple[SpendLine, ...] = ()
     forecasts: tuple[Forecast, ...] = ()
     samples: tuple[Sample, ...] = ()
+    budgets: tuple[ProviderBudget, ...] = ()
     polled_at: datetime | None = field(default=None, compare=False)
