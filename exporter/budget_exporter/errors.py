@@ -5,6 +5,7 @@ class ConfigError(Exception):
     """The configuration is invalid; ``str()`` is a single line naming file and field."""
 
     def __init__(self, file: str, path: str, message: str) -> None:
+        message = " ".join(message.split())  # always a single line
         self.file = file
         self.path = path
         self.message = message

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from budget_exporter import __version__
@@ -40,17 +40,32 @@ def status_of_response(code: int) -> RequestStatus:
     return "ok"
 
 
+def _causes(error: BaseException | None) -> list[BaseException]:
+    """``error`` and what caused it, outermost first (requests wraps urllib3 wraps OSError)."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = getattr(error, "reason", None) or error.__cause__ or error.__context__
+        if not isinstance(error, BaseException):
+            error = None
+    return chain
+
+
 def status_of_error(error: BaseException | None) -> RequestStatus:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
+    for cause in _causes(error):
+        if isinstance(cause, NewConnectionError):  # a subclass of ConnectTimeoutError
+            return "network"
         if isinstance(
-            error,
-            ReadTimeoutError | ConnectTimeoutError | requests.Timeout | TimeoutError,
+            cause, ReadTimeoutError | ConnectTimeoutError | requests.Timeout | TimeoutError
         ):
             return "timeout"
-        error = getattr(error, "reason", None) or error.__context__
     return "network"
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost readable reason of a requests/urllib3 error."""
+    innermost = _causes(error)[-1]
+    return str(innermost) or type(innermost).__name__
 
 
 class CountingRetry(Retry):
@@ -144,8 +159,11 @@ class HttpClient:
         except requests.RequestException as exc:
             status = status_of_error(exc)
             self._record(status)
-            kind = "timed out" if status == "timeout" else "failed"
-            raise SourceError(f"{method} {where} {kind}: {redactor(_short(exc))}") from None
+            if status == "timeout":
+                raise SourceError(f"{method} {where} timed out after {self.timeout:g}s") from None
+            raise SourceError(
+                f"{method} {where} failed: {redactor(_short(root_cause(exc)))}"
+            ) from None
         self._record(status_of_response(response.status_code))
         if not response.ok:
             raise HttpStatusError(
@@ -176,8 +194,7 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _short(text: str) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -15,7 +15,8 @@ _MIN_SECRET_LENGTH = 4
 _URL = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)?(?P<rest>[^\s'\"<>]*)"
 )
-_QUERY_VALUE = re.compile(r"([?&;][^=&#\s]+=)[^&#\s'\"<>]*")
+_QUERY_VALUE = re.compile(r"([?&;][^=&#\s]+=)[^&#\s'\"<>)]*")
+_PATH_QUERY = re.compile(r"(?<![\w:/])(/[^\s?'\"<>]*\?[^\s'\"<>)]+)")
 
 
 class Redactor:
@@ -51,7 +52,11 @@ def redact_urls(text: str) -> str:
         rest = _QUERY_VALUE.sub(lambda m: m.group(1) + MASK, match.group("rest"))
         return match.group("scheme") + userinfo + rest
 
-    return _URL.sub(scrub, text)
+    text = _URL.sub(scrub, text)
+    # bare paths with a query string, as in urllib3's "Max retries exceeded with url: /x?key=..."
+    return _PATH_QUERY.sub(
+        lambda m: _QUERY_VALUE.sub(lambda q: q.group(1) + MASK, m.group(1)), text
+    )
 
 
 redactor = Redactor()

@@ -34,7 +34,8 @@ def _compiles(expression: str) -> str:
     try:
         jmespath.compile(expression)
     except JMESPathError as exc:
-        raise ValueError(f"invalid JMESPath expression: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"invalid JMESPath expression: {reason}") from None
     return expression
 
 

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from budget_exporter.config import load_config
+from budget_exporter.engine import Engine
+
+from tests.fake_upstream import FakeUpstream
+
+
+class Clock:
+    """A settable clock for the engine (Unix seconds)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str, name: str = "config.yml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_engine(write_config: Callable[[str], Path]) -> Iterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def make(text: str, clock: Callable[[], float] | None = None) -> Engine:
+        path = write_config(text)
+        engine = Engine(load_config(path), clock=clock or Clock(1_764_000_000.0))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop(timeout=1)
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import gzip
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+from budget_exporter.server import ExporterServer, parse_listen_address
+from budget_exporter.webconfig import load_web_config
+
+CONFIG = """
+sources:
+  - {name: a, provider: static, amount: 85, currency: USD}
+  - {name: b, provider: static, amount: 5, currency: EUR}
+budgets:
+  - {name: team-a, limit: 100, currency: USD, sources: [a]}
+  - {name: euro, limit: 100, currency: EUR, sources: [b]}
+"""
+
+
+@pytest.fixture
+def serve(make_engine) -> Iterator:
+    servers: list[ExporterServer] = []
+
+    def start(text: str = CONFIG, **kwargs) -> tuple[ExporterServer, str]:
+        engine = make_engine(text)
+        server = ExporterServer(engine, "127.0.0.1:0", **kwargs)
+        server.start()
+        servers.append(server)
+        return server, f"{server.scheme}://127.0.0.1:{server.port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_endpoints(serve) -> None:
+    server, url = serve()
+    assert requests.get(f"{url}/-/healthy", timeout=5).status_code == 200
+    ready = requests.get(f"{url}/-/ready", timeout=5)
+    assert ready.status_code == 503 and "a, b" in ready.text
+    server.engine.poll_all_once()
+    assert requests.get(f"{url}/-/ready", timeout=5).status_code == 200
+
+    plain = requests.get(f"{url}/metrics", headers={"Accept-Encoding": "identity"}, timeout=5)
+    assert plain.status_code == 200
+    assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert 'budget_spend_amount{budget="team-a",currency="USD",period="monthly"} 85.0' in plain.text
+    raw = requests.get(
+        f"{url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True
+    )
+    assert raw.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(raw.raw.read()) == plain.content
+
+    page = requests.get(f"{url}/", timeout=5)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "team-a" in page.text and "85.00 USD" in page.text and "85.0%" in page.text
+    assert 'href="/metrics"' in page.text and "warning" in page.text
+
+    assert requests.get(f"{url}/nope", timeout=5).status_code == 404
+    assert requests.post(f"{url}/metrics", timeout=5).status_code == 405
+    assert requests.get(f"{url}/-/reload", timeout=5).status_code == 405
+    head = requests.head(f"{url}/metrics", timeout=5)
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_reload_endpoint(serve, write_config) -> None:
+    server, url = serve()
+    write_config(CONFIG.replace("limit: 100, currency: USD", "limit: 200, currency: USD"))
+    answer = requests.post(f"{url}/-/reload", timeout=5)
+    assert answer.status_code == 200
+    assert server.engine.config.budgets[0].limit == 200
+    write_config("sources: [")
+    answer = requests.post(f"{url}/-/reload", timeout=5)
+    assert answer.status_code == 500 and "invalid YAML" in answer.text
+    assert server.engine.config.budgets[0].limit == 200
+
+
+def test_basic_auth(serve, tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"basic_auth_users:\n  prom: '{hashed}'\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    )
+    config, context = load_web_config(str(web))
+    _, url = serve(web_config=config, ssl_context=context)
+    denied = requests.get(f"{url}/metrics", timeout=5)
+    assert denied.status_code == 401 and "Basic" in denied.headers["WWW-Authenticate"]
+    assert requests.get(f"{url}/metrics", auth=("prom", "wrong"), timeout=5).status_code == 401
+    for _ in range(2):  # the second check is served from the cache
+        ok = requests.get(f"{url}/metrics", auth=("prom", "s3cret-pass"), timeout=5)
+        assert ok.status_code == 200 and ok.headers["X-Frame-Options"] == "deny"
+
+
+def test_tls(serve, tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+    config, context = load_web_config(str(web))
+    _, url = serve(web_config=config, ssl_context=context)
+    assert url.startswith("https://")
+    assert (
+        requests.get(f"{url}/-/healthy", verify=str(tmp_path / "cert.pem"), timeout=5).status_code
+        == 200
+    )
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{url}/-/healthy", timeout=5)
+    assert isinstance(context, ssl.SSLContext)
+
+
+def test_web_config_errors(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config: {cert_file: missing.pem, key_file: missing.pem}\n")
+    with pytest.raises(Exception, match="tls_server_config: cannot load TLS files"):
+        load_web_config(str(web))
+    web.write_text("basic_auth_user: {}\n")
+    with pytest.raises(Exception, match="basic_auth_user"):
+        load_web_config(str(web))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [(":9820", ("", 9820)), ("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9820", ("::1", 9820))],
+)
+def test_parse_listen_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9820", "host:", "host:http", ":70000"])
+def test_parse_listen_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen_address(text)
