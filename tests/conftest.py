@@ -5,9 +5,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
-
 from tests.fake_upstream import FakeUpstream
 
 

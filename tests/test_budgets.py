@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+
 from budget_exporter.budgets import compute_budgets, limit_from_problems, line_matches
 from budget_exporter.config import load_config
 from budget_exporter.model import Forecast, Period, PollResult, ProviderBudget, SpendLine

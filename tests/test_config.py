@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError
 from budget_exporter.model import Period

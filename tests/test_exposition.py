@@ -3,9 +3,10 @@ from __future__ import annotations
 import gzip
 from decimal import Decimal
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from budget_exporter.exposition import cap_lines, label_name
 from budget_exporter.model import Period, Sample, SpendLine
-from prometheus_client.parser import text_string_to_metric_families
 
 
 def samples(text: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:

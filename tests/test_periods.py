@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from budget_exporter.durations import format_duration, parse_duration
 from budget_exporter.model import Period
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import responses
+
 from budget_exporter.errors import SourceError
 from budget_exporter.model import Period
 from budget_exporter.periods import window_at

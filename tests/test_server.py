@@ -9,6 +9,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
+
 from budget_exporter.server import ExporterServer, parse_listen_address
 from budget_exporter.webconfig import load_web_config
 
