@@ -151,3 +151,16 @@ def test_a_crashing_provider_is_contained(make_engine) -> None:
     assert not engine.poll_all_once()
     assert engine.snapshot_states()["a"].last_error == "RuntimeError: unexpected bug"
     assert metric(engine, "budget_source_up", source="b") == 1
+
+
+def test_a_provider_that_cannot_even_start_is_contained(make_engine, monkeypatch) -> None:
+    from budget_exporter.providers.static import StaticProvider
+
+    def broken_init(self, config, context):
+        raise RuntimeError("no credentials found")
+
+    monkeypatch.setattr(StaticProvider, "__init__", broken_init)
+    engine = make_engine("sources: [{name: a, provider: static, amount: 1, currency: USD}]")
+    assert not engine.poll_all_once()
+    assert engine.snapshot_states()["a"].last_error == "RuntimeError: no credentials found"
+    assert metric(engine, "budget_source_up", source="a") == 0

@@ -80,10 +80,22 @@ class SourceRunner:
             now=engine.now,
             logger=self.logger,
         )
-        self.provider: Provider = config.provider(source)(source, context)
+        self._context = context
+        self._provider: Provider | None = None
         self._stop = threading.Event()
         self._poll_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @property
+    def provider(self) -> Provider:
+        """The provider instance, created on first use (creating an SDK client can fail)."""
+        if self._provider is None:
+            self._provider = self.config.provider(self.source)(self.source, self._context)
+        return self._provider
+
+    def close(self) -> None:
+        if self._provider is not None:
+            self._provider.close()
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -105,7 +117,7 @@ class SourceRunner:
                 self.poll()
                 delay = self.next_delay()
         finally:
-            self.provider.close()
+            self.close()
 
     def next_delay(self) -> float:
         """The interval with jitter, but never past the next period boundary."""
@@ -127,7 +139,7 @@ class SourceRunner:
             result: PollResult | None = None
             error: str | None = None
             try:
-                result = self.provider.poll(windows)
+                result = self.provider.poll(windows)  # built here, so a failing client is contained
                 if not isinstance(result, PollResult):
                     raise TypeError(f"provider returned {type(result).__name__}, not PollResult")
                 wanted = {w.period for w in windows}
@@ -202,7 +214,7 @@ class Engine:
         with ThreadPoolExecutor(max_workers=min(8, max(len(runners), 1))) as pool:
             results = list(pool.map(lambda r: r.poll(), runners))
         for runner in runners:
-            runner.provider.close()
+            runner.close()
         return all(results)
 
     def pending_sources(self) -> list[str]:
