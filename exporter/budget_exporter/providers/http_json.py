@@ -148,7 +148,7 @@ class HttpJsonProvider(Provider):
             kwargs: dict[str, Any] = {"headers": config.headers, "params": params}
             if config.method == "POST":
                 kwargs["json"] = body
-            document = self.context_http_json(url, kwargs)
+            document = self.http.json(config.method, url, **kwargs)
             yield document
             token = jmespath.search(config.next_page, document) if config.next_page else None
             if token in (None, "", False):
@@ -159,9 +159,6 @@ class HttpJsonProvider(Provider):
                 url = urljoin(url, str(token))
                 params = {}
         raise SourceError(f"more than max_pages ({config.max_pages}) pages")
-
-    def context_http_json(self, url: str, kwargs: dict[str, Any]) -> Any:
-        return self.http.json(self.config.method, url, **kwargs)
 
     def parse(self, document: Any, period: Period) -> list[SpendLine]:
         config: HttpJsonConfig = self.config
