@@ -156,3 +156,9 @@ def test_parse_listen_address(text: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_address_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_listen_address(text)
+
+
+def test_oversized_body_is_refused(serve) -> None:
+    _, url = serve()
+    answer = requests.post(f"{url}/-/reload", data=b"x" * (2 << 20), timeout=5)
+    assert answer.status_code == 413

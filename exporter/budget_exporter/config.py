@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -41,6 +41,15 @@ _BUDGET_LABELS = frozenset({"budget", "currency", "period"})
 _SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
 
 
+class CheckConfig(BaseModel):
+    """``global.check``: the pre-operation check API (``POST /api/v1/check``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_data_age: Duration = timedelta(hours=6)
+    on_stale: Literal["fail_open", "fail_closed"] = "fail_open"
+
+
 class GlobalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +62,7 @@ class GlobalConfig(BaseModel):
     max_retry_after: Duration = timedelta(minutes=5)
     jitter_ratio: float = Field(default=0.1, ge=0, le=0.5)
     max_series_per_source: int = Field(default=200, ge=1)
+    check: CheckConfig = CheckConfig()
 
 
 class LimitFrom(BaseModel):

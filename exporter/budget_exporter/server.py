@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from budget_exporter import api
 from budget_exporter.engine import Engine
 from budget_exporter.landing import render_landing
 from budget_exporter.webconfig import BasicAuth, WebConfig
@@ -19,6 +20,7 @@ log = logging.getLogger("budget_exporter.web")
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_PORT = 9820
+_MAX_BODY = 1 << 20
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -99,8 +101,17 @@ class ExporterServer:
 
             def _dispatch(self, head: bool) -> None:
                 length = self.headers.get("Content-Length", "0")
-                if length.isdigit() and int(length) > 0:
-                    self.rfile.read(min(int(length), 1 << 20))  # keep-alive needs it consumed
+                if not length.isdigit() or int(length) > _MAX_BODY:
+                    self.close_connection = True  # the unread body cannot be skipped
+                    self._send(
+                        413,
+                        b"Request body too large.\n",
+                        "text/plain; charset=utf-8",
+                        head,
+                        extra={"Connection": "close"},
+                    )
+                    return
+                body = self.rfile.read(int(length)) if int(length) else b""
                 if not self._authorized():
                     return
                 path = self.path.split("?", 1)[0]
@@ -133,6 +144,9 @@ class ExporterServer:
                         "text/plain; charset=utf-8",
                         head,
                     )
+                elif path.startswith(api.PREFIX):
+                    code, payload, extra = api.handle(server.engine, method, path, body)
+                    self._send(code, payload, api.CONTENT_TYPE, head, extra=extra)
                 elif path == "/" and method in ("GET", "HEAD"):
                     page = render_landing(server.engine.snapshot, server.metrics_path)
                     self._send(200, page, "text/html; charset=utf-8", head)

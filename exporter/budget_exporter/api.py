@@ -1,0 +1,313 @@
+"""The read-only JSON API: ``GET /api/v1/budgets`` and ``POST /api/v1/check``.
+
+Both answer from the engine's current snapshot; neither calls a provider.
+``/api/v1/check`` tells an application, before it spends, whether a budget
+still has room: the operation is allowed while the spend plus its estimated
+cost stays below the budget's stop threshold.  When the budget's data is
+older than ``global.check.max_data_age`` (or missing) the answer follows
+``global.check.on_stale`` (``fail_open`` or ``fail_closed``) and says so --
+except that stale data already at or past the stop threshold still denies
+(month-to-date spend does not go down).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from budget_exporter.budgets import BudgetView
+from budget_exporter.config import BudgetConfig, CheckConfig, Config
+from budget_exporter.engine import Engine, Snapshot
+from budget_exporter.state import SourceState
+
+PREFIX = "/api/v1/"
+JSON_HEADERS = {"Cache-Control": "no-store"}
+CONTENT_TYPE = "application/json"
+
+Reply = tuple[int, bytes, dict[str, str]]
+
+
+def handle(engine: Engine, method: str, path: str, body: bytes) -> Reply:
+    """Answer one API request: status, JSON body and extra headers."""
+    if path == PREFIX + "budgets":
+        if method not in ("GET", "HEAD"):
+            return _error(405, "use GET", allow="GET, HEAD")
+        return _reply(200, budgets_document(engine.snapshot, engine.clock()))
+    if path == PREFIX + "check":
+        if method != "POST":
+            return _error(405, 'use POST with {"budget": "<name>", "cost": <amount>}', allow="POST")
+        try:
+            request = json.loads(body.decode("utf-8") or "null")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _error(400, "the body is not JSON")
+        status, answer = check(engine.snapshot, engine.clock(), request)
+        return _reply(status, answer)
+    return _error(404, "unknown API path; see /api/v1/budgets and /api/v1/check")
+
+
+def _reply(status: int, document: Mapping[str, Any], extra: dict[str, str] | None = None) -> Reply:
+    text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return status, text.encode("utf-8"), {**JSON_HEADERS, **(extra or {})}
+
+
+def _error(status: int, message: str, allow: str | None = None) -> Reply:
+    return _reply(status, {"error": message}, {"Allow": allow} if allow else None)
+
+
+# -- figures -------------------------------------------------------------------
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _money(amount: Decimal) -> float:
+    return float(amount)
+
+
+def _sources(snapshot: Snapshot, budget: BudgetConfig) -> list[SourceState]:
+    config: Config = snapshot.config
+    names = {s.name for s in _polled(config, budget)}
+    return [s for s in snapshot.states if s.name in names]
+
+
+def _polled(config: Config, budget: BudgetConfig) -> list[Any]:
+    polled = getattr(config, "polled_sources", None)
+    return polled(budget) if polled is not None else config.budget_sources(budget)
+
+
+def data_age(states: list[SourceState], now: float) -> float | None:
+    """Seconds since the oldest of ``states``' last successful polls; None if one never succeeded."""
+    if not states or any(s.last_success is None for s in states):
+        return None
+    return max(0.0, now - min(s.last_success for s in states if s.last_success is not None))
+
+
+def _source_health(state: SourceState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "provider": state.provider,
+        "up": state.up if state.attempted else None,
+        "last_success": _iso(state.last_success),
+        "last_attempt": _iso(state.last_attempt),
+        "last_error": state.last_error,
+    }
+
+
+def _state(ratio: float, warning: float, stop: float) -> str:
+    if ratio >= 1:
+        return "exceeded"
+    if ratio >= stop:
+        return "stop"
+    if ratio >= warning:
+        return "warning"
+    return "ok"
+
+
+def budget_document(
+    snapshot: Snapshot, budget: BudgetConfig, now: float, check: CheckConfig
+) -> dict[str, Any]:
+    view = _view(snapshot, budget.name, now)
+    states = _sources(snapshot, budget)
+    age = data_age(states, now)
+    stale = view is None or age is None or age > check.max_data_age.total_seconds()
+    document: dict[str, Any] = {
+        "name": budget.name,
+        "period": str(budget.period),
+        "currency": budget.currency,
+        "labels": dict(budget.labels),
+        "state": view.state if view is not None else "unknown",
+        "data_age_seconds": None if age is None else round(age, 3),
+        "stale": stale,
+        "sources": [_source_health(s) for s in states],
+    }
+    if view is None:
+        document["reason"] = "no data for the current period yet from every source"
+        return document
+    document.update(
+        {
+            "spend": _money(view.spend),
+            "limit": _money(view.limit),
+            "forecast": _money(view.forecast),
+            "usage_ratio": view.usage_ratio,
+            "forecast_ratio": view.forecast_ratio,
+            "warning_ratio": view.warning_ratio,
+            "stop_ratio": view.stop_ratio,
+            "warning_amount": _money(view.limit * Decimal(repr(view.warning_ratio))),
+            "stop_amount": _money(view.limit * Decimal(repr(view.stop_ratio))),
+            "window": {
+                "start": view.window.start.isoformat().replace("+00:00", "Z"),
+                "end": view.window.end.isoformat().replace("+00:00", "Z"),
+            },
+        }
+    )
+    return document
+
+
+def _view(snapshot: Snapshot, name: str, now: float) -> BudgetView | None:
+    """The budget's figures, unless they belong to a period that has ended since."""
+    view = next((b for b in snapshot.budgets if b.name == name), None)
+    if view is not None and view.window.end.timestamp() <= now:
+        return None
+    return view
+
+
+def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
+    config: Config = snapshot.config
+    check_config = config.global_.check
+    return {
+        "generated_at": _iso(now),
+        "data_as_of": _iso(snapshot.built_at),
+        "check": {
+            "max_data_age_seconds": check_config.max_data_age.total_seconds(),
+            "on_stale": check_config.on_stale,
+        },
+        "budgets": [budget_document(snapshot, b, now, check_config) for b in config.budgets],
+        "sources": [_source_health(s) for s in snapshot.states],
+    }
+
+
+# -- the check -----------------------------------------------------------------
+
+
+def _cost(value: Any) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("cost must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("cost must be a finite number")
+    try:
+        cost = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise ValueError("cost must be a number") from None
+    if not cost.is_finite() or cost < 0:
+        raise ValueError("cost must be a finite number, zero or more")
+    return cost
+
+
+def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, Any]]:
+    """Decide whether an operation of ``request["cost"]`` fits ``request["budget"]``."""
+    if not isinstance(request, dict):
+        return 400, {"error": 'the body must be a JSON object such as {"budget": "openai"}'}
+    unknown = sorted(set(request) - {"budget", "cost", "currency"})
+    if unknown:
+        return 400, {"error": f"unknown field {unknown[0]!r} (known: budget, cost, currency)"}
+    name = request.get("budget")
+    if not isinstance(name, str) or not name:
+        return 400, {"error": "budget (the budget's name) is required"}
+    config: Config = snapshot.config
+    budget = next((b for b in config.budgets if b.name == name), None)
+    if budget is None:
+        return 404, {"error": f"unknown budget {name!r}"}
+    try:
+        cost = _cost(request.get("cost"))
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    currency = request.get("currency")
+    if currency is not None and (
+        not isinstance(currency, str) or currency.upper() != budget.currency
+    ):
+        return 400, {"error": f"cost must be in the budget's currency, {budget.currency}"}
+
+    policy = config.global_.check
+    view = _view(snapshot, name, now)
+    age = data_age(_sources(snapshot, budget), now)
+    max_age = policy.max_data_age.total_seconds()
+    answer: dict[str, Any] = {"budget": name, "currency": budget.currency, "cost": _money(cost)}
+
+    within: bool | None = None
+    if view is not None:
+        after = view.spend + cost
+        ratio_after = float(after / view.limit)
+        within = ratio_after < view.stop_ratio
+        answer.update(
+            {
+                "state": view.state,
+                "state_after": _state(ratio_after, view.warning_ratio, view.stop_ratio),
+                "ratio": view.usage_ratio,
+                "ratio_after": ratio_after,
+                "spend": _money(view.spend),
+                "limit": _money(view.limit),
+                "stop_ratio": view.stop_ratio,
+                "remaining_before_stop": _money(
+                    view.limit * Decimal(repr(view.stop_ratio)) - view.spend
+                ),
+            }
+        )
+    else:
+        answer["state"] = "unknown"
+    stale = view is None or age is None or age > max_age
+    answer["data_age_seconds"] = None if age is None else round(age, 3)
+    answer["stale"] = stale
+
+    if not stale:
+        assert view is not None and within is not None
+        answer["allowed"] = within
+        answer["reason"] = _reason(view, cost, answer["ratio_after"], within)
+    elif within is False:
+        assert view is not None
+        answer["allowed"] = False
+        answer["reason"] = (
+            f"{_staleness(view, age, max_age)}, but even that data puts the budget at "
+            f"{answer['ratio_after']:.2%} of its limit after this operation, not below the stop "
+            f"threshold of {_pct(view.stop_ratio)} (month-to-date spend does not go down)"
+        )
+        answer["policy"] = policy.on_stale
+    else:
+        allowed = policy.on_stale == "fail_open"
+        answer["allowed"] = allowed
+        answer["policy"] = policy.on_stale
+        answer["reason"] = (
+            f"{_staleness(view, age, max_age)}: {'allowed' if allowed else 'denied'} "
+            f"by the {policy.on_stale} policy (global.check.on_stale)"
+        )
+    # Stable key order for readers: the verdict first.
+    first = ("allowed", "budget", "state", "state_after", "ratio", "ratio_after", "reason")
+    ordered = {k: answer[k] for k in first if k in answer}
+    ordered.update({k: v for k, v in answer.items() if k not in ordered})
+    return 200, ordered
+
+
+def _reason(view: BudgetView, cost: Decimal, ratio_after: float, within: bool) -> str:
+    with_cost = f" plus this operation's {cost} {view.currency}" if cost else ""
+    if within:
+        return (
+            f"spend of {view.spend:.2f} {view.currency}{with_cost} is {ratio_after:.2%} of the "
+            f"{view.limit} {view.currency} limit, below the stop threshold of {_pct(view.stop_ratio)}"
+        )
+    return (
+        f"spend of {view.spend:.2f} {view.currency}{with_cost} is {ratio_after:.2%} of the "
+        f"{view.limit} {view.currency} limit, at or above the stop threshold of "
+        f"{_pct(view.stop_ratio)}"
+    )
+
+
+def _staleness(view: BudgetView | None, age: float | None, max_age: float) -> str:
+    if view is None or age is None:
+        return "no data yet for this budget's current period"
+    return (
+        f"the budget's data is {_duration(age)} old, older than the allowed "
+        f"{_duration(max_age)} (global.check.max_data_age)"
+    )
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

@@ -1,0 +1,238 @@
+"""Ask budget-exporter before an expensive call; raise :class:`BudgetExceeded` when denied.
+
+    from budget_exporter.guard import BudgetGuard, BudgetExceeded
+    from budget_exporter.pricing import estimate
+
+    guard = BudgetGuard("http://budget-exporter:9820")
+    guard.check_budget("openai", cost=estimate("gpt-4o", 12_000, 800))   # raises if denied
+
+    @guard.guarded("openai", cost=lambda prompt, **_: estimate("gpt-4o", len(prompt) // 4, 800))
+    def summarise(prompt: str) -> str: ...
+
+Answers are cached for ``cache_seconds`` (the exporter's figures change only
+when a source is polled), requests time out after ``timeout`` seconds, and an
+unreachable exporter allows the call (``fail_open=True``, the default) or
+denies it (``fail_open=False``).  A budget name the exporter does not know is
+always an error (:class:`BudgetCheckError`): a typo must not pass silently.
+
+Module-level :func:`check_budget` and :func:`guarded` use a guard configured
+from the environment: ``BUDGET_EXPORTER_URL`` (default
+``http://127.0.0.1:9820``) and ``BUDGET_EXPORTER_FAIL_OPEN`` (``true``/``false``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+import requests
+
+log = logging.getLogger("budget_exporter.guard")
+
+DEFAULT_URL = "http://127.0.0.1:9820"
+P = ParamSpec("P")
+R = TypeVar("R")
+Cost = float | int | Decimal | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The exporter's answer (or the local fallback when it could not be asked)."""
+
+    allowed: bool
+    budget: str
+    reason: str
+    state: str | None = None
+    ratio_after: float | None = None
+    stale: bool = False
+    reachable: bool = True
+    answer: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class BudgetCheckError(Exception):
+    """The check itself is wrong (unknown budget, bad request, bad credentials): fix the caller."""
+
+
+class BudgetExceeded(Exception):
+    """The budget has no room for this operation (or could not be checked, fail-closed)."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__(f"budget {decision.budget!r}: {decision.reason}")
+
+
+class BudgetGuard:
+    """A small client of ``POST /api/v1/check`` with a local cache."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 2.0,
+        cache_seconds: float = 10.0,
+        fail_open: bool = True,
+        auth: tuple[str, str] | None = None,
+        verify: bool | str = True,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("BUDGET_EXPORTER_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self.cache_seconds = cache_seconds
+        self.fail_open = fail_open
+        self.auth = auth
+        self.verify = verify
+        self.session = session or requests.Session()
+        self._cache: dict[tuple[str, str], tuple[float, Decision]] = {}
+        self._lock = threading.Lock()
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def check(self, budget: str, cost: Cost = None) -> Decision:
+        """The decision for ``budget`` and ``cost``; never raises :class:`BudgetExceeded`."""
+        amount = _amount(cost)
+        key = (budget, str(amount))
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+        decision = self._ask(budget, amount)
+        with self._lock:
+            self._cache[key] = (time.monotonic() + self.cache_seconds, decision)
+        return decision
+
+    def check_budget(self, budget: str, cost: Cost = None) -> Decision:
+        """Like :meth:`check`, but raise :class:`BudgetExceeded` when not allowed."""
+        decision = self.check(budget, cost)
+        if not decision.allowed:
+            raise BudgetExceeded(decision)
+        return decision
+
+    def guarded(
+        self, budget: str, cost: Cost | Callable[..., Cost] = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator: check ``budget`` before each call; ``cost`` may be a function of its arguments."""
+
+        def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            @functools.wraps(func)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                amount = cost(*args, **kwargs) if callable(cost) else cost
+                self.check_budget(budget, amount)
+                return func(*args, **kwargs)
+
+            return wrapper
+
+        return decorate
+
+    def _ask(self, budget: str, amount: Decimal | None) -> Decision:
+        body: dict[str, Any] = {"budget": budget}
+        if amount is not None:
+            body["cost"] = float(amount)
+        try:
+            response = self.session.post(
+                f"{self.url}/api/v1/check",
+                json=body,
+                timeout=self.timeout,
+                auth=self.auth,
+                verify=self.verify,
+            )
+        except requests.RequestException as exc:
+            return self._unreachable(budget, f"cannot reach budget-exporter ({type(exc).__name__})")
+        if response.status_code in (400, 404):
+            raise BudgetCheckError(_error_text(response))
+        if response.status_code in (401, 403):
+            raise BudgetCheckError(
+                f"budget-exporter refused the credentials (HTTP {response.status_code}): "
+                "pass auth=(user, password) matching its web config"
+            )
+        if response.status_code != 200:
+            return self._unreachable(
+                budget, f"budget-exporter answered HTTP {response.status_code}"
+            )
+        try:
+            answer = response.json()
+            allowed = answer["allowed"]
+        except (ValueError, KeyError, TypeError):
+            return self._unreachable(budget, "budget-exporter's answer is not a check result")
+        if not isinstance(allowed, bool):
+            return self._unreachable(budget, "budget-exporter's answer is not a check result")
+        return Decision(
+            allowed=allowed,
+            budget=budget,
+            reason=str(answer.get("reason", "")),
+            state=answer.get("state"),
+            ratio_after=answer.get("ratio_after"),
+            stale=bool(answer.get("stale", False)),
+            answer=answer,
+        )
+
+    def _unreachable(self, budget: str, why: str) -> Decision:
+        verdict = "allowed (fail-open)" if self.fail_open else "denied (fail-closed)"
+        log.warning("budget check for %s: %s; %s", budget, why, verdict)
+        return Decision(
+            allowed=self.fail_open,
+            budget=budget,
+            reason=f"{why}; {verdict}",
+            reachable=False,
+        )
+
+
+def _amount(cost: Cost) -> Decimal | None:
+    if cost is None:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal):
+        raise TypeError("cost must be a number")
+    amount = Decimal(repr(cost)) if isinstance(cost, float) else Decimal(cost)
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("cost must be a finite number, zero or more")
+    return amount
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"budget-exporter answered HTTP {response.status_code}"
+
+
+_default: BudgetGuard | None = None
+_default_lock = threading.Lock()
+
+
+def default_guard() -> BudgetGuard:
+    """The module-level guard, configured from the environment on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            fail_open = os.environ.get("BUDGET_EXPORTER_FAIL_OPEN", "true").strip().lower()
+            _default = BudgetGuard(fail_open=fail_open not in ("false", "0", "no"))
+        return _default
+
+
+def check_budget(budget: str, cost: Cost = None) -> Decision:
+    """Ask the default guard; raise :class:`BudgetExceeded` when denied."""
+    return default_guard().check_budget(budget, cost)
+
+
+def guarded(
+    budget: str, cost: Cost | Callable[..., Cost] = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator using the default guard; see :meth:`BudgetGuard.guarded`."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return default_guard().guarded(budget, cost)(func)(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,213 @@
+"""Pieces shared by the LLM providers (``openai``, ``anthropic``).
+
+Both APIs answer with pages of daily buckets (``data``, ``has_more``,
+``next_page``); both need an organization Admin key; both have a usage API
+whose token counts can be priced with :mod:`budget_exporter.pricing` for an
+estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from budget_exporter.errors import SourceError
+from budget_exporter.httpclient import HttpClient, HttpStatusError
+from budget_exporter.model import Period, Sample, SpendLine, Window
+from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
+from budget_exporter.providers.base import SourceConfig
+from budget_exporter.providers.http_json import parse_amount
+
+USAGE_TOKENS = "budget_source_usage_tokens"
+USAGE_TOKENS_HELP = (
+    "Tokens used so far in the current month (UTC), by model and token type, "
+    "from the provider's usage API (input excludes cached and cache-write tokens)."
+)
+ESTIMATED_COST = "budget_source_estimated_cost_amount"
+ESTIMATED_COST_HELP = (
+    "ESTIMATE, not billed spend: month-to-date token usage priced with the price table "
+    "taken on price_table_date (list prices, no discounts)."
+)
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+Tokens = dict[str, dict[str, int]]
+"""model -> token type -> month-to-date count."""
+
+
+class LlmSourceConfig(SourceConfig):
+    """Fields shared by the LLM providers; ``admin_key`` is a secret."""
+
+    admin_key: str = Field(min_length=1)
+    base_url: str = Field(pattern=r"^https?://")
+    page_size: int = Field(default=31, ge=1, le=31)
+    max_pages: int = Field(default=100, ge=1, le=10_000)
+    usage_tokens: bool = False
+    estimate_cost: bool = False
+    pricing: PricingConfig | None = None
+
+    secret_fields = frozenset({"admin_key"})
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return checked_base_url(value)
+
+    @model_validator(mode="after")
+    def _pricing_loads(self) -> LlmSourceConfig:
+        if self.pricing is not None:
+            if not self.estimate_cost:
+                raise ValueError("pricing is only used with estimate_cost: true")
+            try:
+                self.pricing.table()
+            except PricingError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def price_table(self) -> PriceTable:
+        return (self.pricing or PricingConfig()).table()
+
+
+def checked_base_url(value: str) -> str:
+    """``value`` without a trailing slash; plain http only to a loopback host (keys travel)."""
+    parts = urlsplit(value)
+    if not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("must use https (plain http only to a loopback address)")
+    return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def monthly_window(windows: Sequence[Window]) -> Window | None:
+    return next((w for w in windows if w.period == Period.MONTHLY), None)
+
+
+def pages(
+    http: HttpClient,
+    url: str,
+    params: Sequence[tuple[str, str]],
+    headers: Mapping[str, str],
+    max_pages: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Each page's ``data`` list, following ``next_page`` while ``has_more``."""
+    cursor: str | None = None
+    seen: set[str] = set()
+    for _ in range(max_pages):
+        query = list(params) if cursor is None else [*params, ("page", cursor)]
+        document = http.json("GET", url, params=query, headers=dict(headers))
+        if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+            raise SourceError(f"unexpected answer from {_path(url)}: no data list")
+        yield [b for b in document["data"] if isinstance(b, dict)]
+        if not document.get("has_more"):
+            return
+        cursor = document.get("next_page")
+        if not isinstance(cursor, str) or not cursor:
+            raise SourceError(f"{_path(url)} said has_more but gave no next_page")
+        if cursor in seen:
+            raise SourceError(f"{_path(url)} returned the same next_page twice")
+        seen.add(cursor)
+    raise SourceError(f"{_path(url)}: more than max_pages ({max_pages}) pages")
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("://", 1)[-1].split("/", 1)[-1]
+
+
+def results(bucket: Mapping[str, Any]) -> list[dict[str, Any]]:
+    items = bucket.get("results")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise SourceError("a bucket's results is not a list")
+    return [r for r in items if isinstance(r, dict)]
+
+
+def currency_of(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _CURRENCY.match(value.strip()):
+        raise SourceError(f"{where}: currency is not a 3-letter code")
+    return value.strip().upper()
+
+
+def count(value: Any, where: str) -> int:
+    """A token count (JSON number or numeric string); missing/null is 0."""
+    if value is None:
+        return 0
+    amount = parse_amount(value, where)
+    if amount < 0:
+        raise SourceError(f"{where} is negative")
+    return int(amount)
+
+
+class LineSum:
+    """Sums amounts of identical (currency, dimensions) across daily buckets."""
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = defaultdict(Decimal)
+
+    def add(self, amount: Decimal, currency: str, dims: Mapping[str, str]) -> None:
+        key = tuple(sorted((k, v) for k, v in dims.items() if v))
+        self._sums[(currency, key)] += amount
+
+    def lines(self, period: Period) -> tuple[SpendLine, ...]:
+        return tuple(
+            SpendLine.of(period, amount, currency, dict(dims))
+            for (currency, dims), amount in sorted(self._sums.items())
+        )
+
+
+def token_samples(tokens: Tokens) -> list[Sample]:
+    return [
+        Sample.of(USAGE_TOKENS, USAGE_TOKENS_HELP, n, {"model": model, "token_type": kind})
+        for model, kinds in sorted(tokens.items())
+        for kind, n in sorted(kinds.items())
+    ]
+
+
+def estimate_samples(tokens: Tokens, table: PriceTable, logger: logging.Logger) -> list[Sample]:
+    """Estimated cost per model; models without a price are left out, with a warning."""
+    out: list[Sample] = []
+    unpriced: list[str] = []
+    for model, kinds in sorted(tokens.items()):
+        try:
+            cost = table.cost(model, kinds)
+        except UnknownModelError:
+            unpriced.append(model)
+            continue
+        labels = {
+            "model": model,
+            "currency": table.currency,
+            "price_table_date": table.taken.isoformat(),
+        }
+        out.append(Sample.of(ESTIMATED_COST, ESTIMATED_COST_HELP, float(cost), labels))
+    if unpriced:
+        logger.warning(
+            "no price for model(s) %s in the price table (taken %s): their cost is not "
+            "estimated; add them under pricing.models or set pricing.default",
+            ", ".join(unpriced),
+            table.taken.isoformat(),
+        )
+    return out
+
+
+def admin_key_error(exc: HttpStatusError, api: str) -> SourceError:
+    """A clear message for 401/403: these APIs take only organization Admin keys."""
+    return SourceError(
+        f"{exc} -- the {api} needs an organization Admin key with access to usage and costs; "
+        "a project or user API key is refused"
+    )

@@ -1,0 +1,45 @@
+"""Test harness for real processes on 127.0.0.1.
+
+- :mod:`tests.support.net`: ``free_port``, ``http_get``/``get_json``, ``wait_until``.
+- :mod:`tests.support.services`: ``ServiceSet`` starting the exporter
+  (``python -m budget_exporter``), Prometheus and Alertmanager, each waited for
+  until ready and stopped on close; ``prom_query``, ``prom_alerts``, ``am_alerts``.
+- :mod:`tests.support.receivers`: ``SlackReceiver`` (records webhook posts) and
+  ``SmtpRecorder`` (aiosmtpd; records mails and logins).
+
+Fixtures built on these live in ``tests/e2e/conftest.py``.
+"""
+
+from tests.support.net import free_port, get_json, http_get, wait_until
+from tests.support.receivers import ReceivedMail, SlackReceiver, SmtpRecorder, WebhookPost
+from tests.support.services import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    Service,
+    ServiceError,
+    ServiceSet,
+    am_alerts,
+    find_binary,
+    prom_alerts,
+    prom_query,
+)
+
+__all__ = [
+    "ALERTMANAGER",
+    "PROMETHEUS",
+    "ReceivedMail",
+    "Service",
+    "ServiceError",
+    "ServiceSet",
+    "SlackReceiver",
+    "SmtpRecorder",
+    "WebhookPost",
+    "am_alerts",
+    "find_binary",
+    "free_port",
+    "get_json",
+    "http_get",
+    "prom_alerts",
+    "prom_query",
+    "wait_until",
+]

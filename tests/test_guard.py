@@ -1,0 +1,222 @@
+"""``budget_exporter.guard``: the client applications call before they spend."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from budget_exporter import guard as guard_module
+from budget_exporter.guard import (
+    BudgetCheckError,
+    BudgetExceeded,
+    BudgetGuard,
+    check_budget,
+    guarded,
+)
+from budget_exporter.pricing import estimate
+from tests.fake_upstream import FakeUpstream, Reply
+
+URL = "http://exporter.test:9820"
+CHECK = f"{URL}/api/v1/check"
+
+
+def answer(allowed: bool, **extra: Any) -> dict[str, Any]:
+    return {
+        "allowed": allowed,
+        "budget": "openai",
+        "state": "warning",
+        "state_after": "stop" if not allowed else "warning",
+        "ratio": 0.9,
+        "ratio_after": 0.97 if not allowed else 0.91,
+        "reason": "spend is 97.00% of the limit" if not allowed else "below the stop threshold",
+        "stale": False,
+        **extra,
+    }
+
+
+def sent(call: Any) -> dict[str, Any]:
+    return json.loads(call.request.body)
+
+
+@responses.activate
+def test_allowed_returns_the_decision() -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    decision = BudgetGuard(URL).check_budget("openai", cost=0.42)
+    assert decision.allowed and decision.state == "warning" and decision.ratio_after == 0.91
+    assert decision.reachable and not decision.stale
+    assert sent(responses.calls[0]) == {"budget": "openai", "cost": 0.42}
+
+
+@responses.activate
+def test_denied_raises_budget_exceeded_with_the_reason() -> None:
+    responses.add(responses.POST, CHECK, json=answer(False))
+    guard = BudgetGuard(URL)
+    with pytest.raises(BudgetExceeded) as caught:
+        guard.check_budget("openai", cost=5)
+    assert caught.value.decision.allowed is False
+    assert caught.value.decision.ratio_after == 0.97
+    assert "budget 'openai'" in str(caught.value) and "97.00%" in str(caught.value)
+    # check() reports the same decision without raising.
+    assert guard.check("openai", cost=5).allowed is False
+
+
+@responses.activate
+def test_answers_are_cached_briefly_per_budget_and_cost() -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    guard = BudgetGuard(URL, cache_seconds=0.3)
+    guard.check("openai", cost=1)
+    guard.check("openai", cost=1)
+    assert len(responses.calls) == 1
+    guard.check("openai", cost=2)  # another cost is another question
+    guard.check("openai")
+    assert len(responses.calls) == 3
+    time.sleep(0.35)
+    guard.check("openai", cost=1)
+    assert len(responses.calls) == 4
+    guard.clear_cache()
+    guard.check("openai", cost=1)
+    assert len(responses.calls) == 5
+
+
+@responses.activate
+def test_unreachable_exporter_fails_open_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    responses.add(responses.POST, CHECK, body=requests.ConnectionError("refused"))
+    with caplog.at_level(logging.WARNING, logger="budget_exporter.guard"):
+        decision = BudgetGuard(URL).check_budget("openai", cost=1)
+    assert decision.allowed is True and decision.reachable is False
+    assert "fail-open" in decision.reason
+    assert "cannot reach budget-exporter" in caplog.text
+
+
+@responses.activate
+def test_unreachable_exporter_fails_closed_when_asked() -> None:
+    responses.add(responses.POST, CHECK, status=503, body="down")
+    with pytest.raises(BudgetExceeded) as caught:
+        BudgetGuard(URL, fail_open=False).check_budget("openai")
+    assert caught.value.decision.reachable is False
+    assert "HTTP 503" in str(caught.value) and "fail-closed" in str(caught.value)
+
+
+@responses.activate
+def test_a_garbled_answer_counts_as_unreachable() -> None:
+    responses.add(responses.POST, CHECK, json={"allowed": "yes"})
+    decision = BudgetGuard(URL, fail_open=False).check("openai")
+    assert decision.allowed is False and decision.reachable is False
+
+
+def test_timeout_on_a_real_slow_exporter() -> None:
+    fake = FakeUpstream(default=Reply(json=answer(True), delay=1.0)).start()
+    try:
+        started = time.monotonic()
+        decision = BudgetGuard(fake.url, timeout=0.2, fail_open=True).check("openai")
+        elapsed = time.monotonic() - started
+        with pytest.raises(BudgetExceeded, match="fail-closed"):
+            BudgetGuard(fake.url, timeout=0.2, fail_open=False).check_budget("openai")
+    finally:
+        fake.stop()
+    assert decision.allowed is True and decision.reachable is False
+    assert "ReadTimeout" in decision.reason
+    assert elapsed < 0.9
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (404, {"error": "unknown budget 'opnai'"}, "unknown budget 'opnai'"),
+        (400, {"error": "cost must be a number"}, "cost must be a number"),
+        (401, {}, "refused the credentials"),
+    ],
+)
+@responses.activate
+def test_caller_mistakes_are_errors_whatever_the_policy(
+    status: int, body: dict[str, Any], message: str
+) -> None:
+    responses.add(responses.POST, CHECK, status=status, json=body)
+    with pytest.raises(BudgetCheckError, match=message):
+        BudgetGuard(URL, fail_open=True).check("opnai")
+
+
+@pytest.mark.parametrize("cost", [-1, float("inf"), float("nan")])
+def test_bad_costs_are_refused_locally(cost: float) -> None:
+    with pytest.raises(ValueError):
+        BudgetGuard(URL).check("openai", cost=cost)
+
+
+@responses.activate
+def test_decorator_computes_the_cost_from_the_arguments() -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    guard = BudgetGuard(URL, auth=("app", "pw"))
+    ran: list[int] = []
+
+    @guard.guarded("openai", cost=lambda tokens, **_: estimate("gpt-4o-mini", tokens, 1_000))
+    def complete(tokens: int, *, prompt: str) -> str:
+        ran.append(tokens)
+        return prompt.upper()
+
+    assert complete(100_000, prompt="hi") == "HI"
+    assert ran == [100_000]
+    assert complete.__name__ == "complete"
+    # 100k x 0.15 + 1k x 0.60 per million = 0.0156 USD
+    assert sent(responses.calls[0])["cost"] == pytest.approx(0.0156)
+    assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+
+@responses.activate
+def test_decorator_does_not_call_when_denied() -> None:
+    responses.add(responses.POST, CHECK, json=answer(False))
+    ran: list[str] = []
+
+    @BudgetGuard(URL).guarded("openai", cost=3)
+    def expensive() -> None:
+        ran.append("ran")
+
+    with pytest.raises(BudgetExceeded):
+        expensive()
+    assert ran == []
+
+
+@pytest.fixture
+def default_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(guard_module, "_default", None)
+    monkeypatch.setenv("BUDGET_EXPORTER_URL", URL)
+    yield
+    guard_module._default = None
+
+
+@responses.activate
+def test_module_level_function_and_decorator_use_the_environment(default_guard: None) -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    assert check_budget("openai", cost=1).allowed
+
+    @guarded("openai", cost=2)
+    def work() -> str:
+        return "done"
+
+    assert work() == "done"
+    assert [sent(c)["cost"] for c in responses.calls] == [1, 2]
+
+
+@responses.activate
+def test_module_level_fail_closed_from_the_environment(
+    default_guard: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUDGET_EXPORTER_FAIL_OPEN", "false")
+    responses.add(responses.POST, CHECK, body=requests.ConnectTimeout("slow"))
+    with pytest.raises(BudgetExceeded, match="fail-closed"):
+        check_budget("openai")
+
+
+def test_an_exporter_without_the_budget_is_a_caller_error() -> None:
+    fake = FakeUpstream(default=Reply(status=404, json={"error": "unknown budget 'x'"})).start()
+    try:
+        with pytest.raises(BudgetCheckError, match="unknown budget 'x'"):
+            BudgetGuard(fake.url, timeout=2).check("x")
+    finally:
+        fake.stop()

@@ -1,0 +1,369 @@
+"""The ``anthropic`` provider against payloads shaped like Anthropic's Admin API."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+from budget_exporter.errors import SourceError
+from budget_exporter.model import Period
+from budget_exporter.periods import window_at
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.llm_helpers import MONTH, make_provider, parse_metrics, run_once, samples, value
+
+BASE = "https://api.anthropic.test"
+COSTS = f"{BASE}/v1/organizations/cost_report"
+USAGE = f"{BASE}/v1/organizations/usage_report/messages"
+KEY = "sk-ant-admin01-test-abcdefghijklmnop"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bucket(day: int, results: list[dict[str, Any]], month: Any = MONTH) -> dict[str, Any]:
+    start = month.start + timedelta(days=day)
+    return {
+        "starting_at": rfc3339(start),
+        "ending_at": rfc3339(start + timedelta(days=1)),
+        "results": results,
+    }
+
+
+def cost(
+    cents: Any,
+    workspace: str | None,
+    model: str | None = None,
+    token_type: str | None = None,
+    cost_type: str | None = "tokens",
+) -> dict[str, Any]:
+    description = f"{model} Usage - {token_type}" if model else "Web Search"
+    return {
+        "currency": "USD",
+        "amount": cents,
+        "workspace_id": workspace,
+        "description": description,
+        "cost_type": cost_type,
+        "context_window": "0-200k",
+        "model": model,
+        "service_tier": "standard",
+        "token_type": token_type,
+    }
+
+
+def page(buckets: list[dict[str, Any]], next_page: str | None) -> dict[str, Any]:
+    return {"data": buckets, "has_more": next_page is not None, "next_page": next_page}
+
+
+SONNET = "claude-sonnet-4-20250514"
+COST_PAGES = {
+    None: page(
+        [
+            bucket(
+                0,
+                [
+                    cost("123.78912", "wrkspc_01A", SONNET, "uncached_input_tokens"),
+                    cost("250", None, SONNET, "output_tokens"),
+                ],
+            ),
+            bucket(1, []),
+        ],
+        "page_Mg==",
+    ),
+    "page_Mg==": page(
+        [
+            bucket(
+                2,
+                [
+                    cost(76.21088, "wrkspc_01A", SONNET, "uncached_input_tokens"),
+                    cost("1000", None, None, None, cost_type="web_search"),
+                    cost("10.5", "wrkspc_01A", SONNET, "cache_creation.ephemeral_1h_input_tokens"),
+                ],
+            )
+        ],
+        None,
+    ),
+}
+
+
+def paged(pages: dict[str | None, dict[str, Any]]) -> Any:
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        cursor = parse_qs(urlsplit(request.url).query).get("page", [None])[0]
+        if cursor not in pages:
+            return (
+                400,
+                {},
+                json.dumps({"type": "error", "error": {"type": "invalid_request_error"}}),
+            )
+        return 200, {"Content-Type": "application/json"}, json.dumps(pages[cursor])
+
+    return answer
+
+
+def raw_query(call: Any) -> str:
+    return urlsplit(call.request.url).query
+
+
+@responses.activate
+def test_cost_report_in_cents_over_every_page() -> None:
+    responses.add_callback(responses.GET, COSTS, callback=paged(COST_PAGES))
+    provider = make_provider("anthropic", admin_key=KEY, base_url=BASE)
+
+    result = provider.poll([MONTH])
+
+    lines = {tuple(sorted(ln.dims.items())): ln.amount for ln in result.lines}
+    assert lines == {
+        (
+            ("charge_category", "tokens"),
+            ("model", SONNET),
+            ("sub_account_id", "wrkspc_01A"),
+            ("token_type", "input"),
+        ): Decimal("2.00"),  # 123.78912 + 76.21088 cents
+        (
+            ("charge_category", "tokens"),
+            ("model", SONNET),
+            ("sub_account_id", "default"),
+            ("token_type", "output"),
+        ): Decimal("2.50"),
+        (("charge_category", "web_search"), ("sub_account_id", "default")): Decimal("10"),
+        (
+            ("charge_category", "tokens"),
+            ("model", SONNET),
+            ("sub_account_id", "wrkspc_01A"),
+            ("token_type", "cache_write_1h"),
+        ): Decimal("0.105"),
+    }
+    assert {ln.currency for ln in result.lines} == {"USD"}
+    assert len(responses.calls) == 2
+    first = parse_qs(raw_query(responses.calls[0]))
+    assert first == {
+        "starting_at": [rfc3339(MONTH.start)],
+        "bucket_width": ["1d"],
+        "limit": ["31"],
+        "group_by[]": ["workspace_id", "description"],
+    }
+    # The bracketed key goes on the wire as the API documents it (brackets percent-encoded).
+    assert "group_by%5B%5D=workspace_id&group_by%5B%5D=description" in raw_query(responses.calls[0])
+    assert parse_qs(raw_query(responses.calls[1]))["page"] == ["page_Mg=="]
+    for call in responses.calls:
+        assert call.request.headers["x-api-key"] == KEY
+        assert call.request.headers["anthropic-version"] == "2023-06-01"
+        assert "Authorization" not in call.request.headers
+
+
+@responses.activate
+def test_without_description_grouping_there_is_only_the_workspace() -> None:
+    responses.add(
+        responses.GET,
+        COSTS,
+        json=page([bucket(0, [cost("99.5", None, None, None, None)])], None),
+    )
+    provider = make_provider("anthropic", admin_key=KEY, base_url=BASE, group_by=["workspace_id"])
+    result = provider.poll([MONTH])
+    assert [(ln.dims, ln.amount) for ln in result.lines] == [
+        ({"sub_account_id": "default"}, Decimal("0.995"))
+    ]
+    assert parse_qs(raw_query(responses.calls[0]))["group_by[]"] == ["workspace_id"]
+
+
+@responses.activate
+def test_empty_month_gives_no_lines_and_no_error() -> None:
+    responses.add(responses.GET, COSTS, json=page([bucket(0, []), bucket(1, [])], None))
+    assert make_provider("anthropic", admin_key=KEY, base_url=BASE).poll([MONTH]).lines == ()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@responses.activate
+def test_non_admin_key_is_a_clear_error(status: int) -> None:
+    responses.add(
+        responses.GET,
+        COSTS,
+        status=status,
+        json={
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+        },
+    )
+    provider = make_provider("anthropic", admin_key=KEY, base_url=BASE, retries=2)
+    with pytest.raises(SourceError) as caught:
+        provider.poll([MONTH])
+    assert f"HTTP {status}" in str(caught.value)
+    assert "Admin key" in str(caught.value)
+    assert KEY not in str(caught.value)
+    assert provider.requests_seen == ["client_error"]
+
+
+@responses.activate
+def test_429_with_retry_after_is_retried() -> None:
+    responses.add(
+        responses.GET,
+        COSTS,
+        status=429,
+        headers={"Retry-After": "1"},
+        json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+    )
+    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost("500", None)])], None))
+    provider = make_provider("anthropic", admin_key=KEY, base_url=BASE, retries=3)
+    result = provider.poll([MONTH])
+    assert [ln.amount for ln in result.lines] == [Decimal(5)]
+    assert provider.requests_seen == ["throttled", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"has_more": False}, "no data list"),
+        (page([bucket(0, [cost("1.2.3", None)])], None), "not a number"),
+        (page([{"results": []}], None), "no starting_at"),
+        (page([{"starting_at": "yesterday", "results": []}], None), "RFC 3339"),
+        (page([bucket(0, [{**cost("1", None), "currency": None}])], None), "currency"),
+    ],
+)
+@responses.activate
+def test_malformed_answers_fail_the_poll(document: dict[str, Any], message: str) -> None:
+    responses.add(responses.GET, COSTS, json=document)
+    with pytest.raises(SourceError, match=message):
+        make_provider("anthropic", admin_key=KEY, base_url=BASE).poll([MONTH])
+
+
+def usage(model: str, uncached: int, read: int, w5m: int, w1h: int, out: int) -> dict[str, Any]:
+    return {
+        "uncached_input_tokens": uncached,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": w5m, "ephemeral_1h_input_tokens": w1h},
+        "output_tokens": out,
+        "server_tool_use": {"web_search_requests": 0},
+        "api_key_id": None,
+        "workspace_id": None,
+        "model": model,
+        "service_tier": None,
+        "context_window": None,
+    }
+
+
+@responses.activate
+def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) -> None:
+    responses.add(responses.GET, COSTS, json=page([], None))
+    responses.add_callback(
+        responses.GET,
+        USAGE,
+        callback=paged(
+            {
+                None: page([bucket(0, [usage(SONNET, 500_000, 1_000_000, 0, 0, 50_000)])], "p2"),
+                "p2": page(
+                    [
+                        bucket(1, []),
+                        bucket(
+                            2,
+                            [
+                                usage(SONNET, 500_000, 0, 100_000, 100_000, 50_000),
+                                usage("claude-next-1", 10, 0, 0, 0, 10),
+                            ],
+                        ),
+                    ],
+                    None,
+                ),
+            }
+        ),
+    )
+    provider = make_provider(
+        "anthropic",
+        admin_key=KEY,
+        base_url=BASE,
+        usage_tokens=True,
+        estimate_cost=True,
+    )
+    with caplog.at_level(logging.WARNING):
+        result = provider.poll([MONTH])
+    tokens = {
+        dict(s.labels)["token_type"]: s.value
+        for s in result.samples
+        if s.name == "budget_source_usage_tokens" and dict(s.labels)["model"] == SONNET
+    }
+    assert tokens == {
+        "input": 1_000_000,
+        "cached_input": 1_000_000,
+        "cache_write": 100_000,
+        "cache_write_1h": 100_000,
+        "output": 100_000,
+    }
+    estimates = {
+        dict(s.labels)["model"]: s.value
+        for s in result.samples
+        if s.name == "budget_source_estimated_cost_amount"
+    }
+    # claude-sonnet-4: 1M x 3 + 1M x 0.30 + 0.1M x 3.75 + 0.1M x 6 + 0.1M x 15 = 5.775
+    assert estimates == {SONNET: pytest.approx(5.775)}
+    assert "claude-next-1" in caplog.text
+    assert parse_qs(raw_query(responses.calls[1]))["group_by[]"] == ["model"]
+    assert parse_qs(raw_query(responses.calls[2]))["page"] == ["p2"]
+
+
+def test_whole_exporter_against_a_loopback_anthropic(tmp_path: Path) -> None:
+    month = window_at(Period.MONTHLY, datetime.now(UTC))
+    fake = FakeUpstream().start()
+    try:
+        fake.reply(
+            Reply(
+                json=page(
+                    [bucket(0, [cost("4200", "wrkspc_ml", SONNET, "output_tokens")], month)],
+                    "page_two",
+                )
+            ),
+            Reply(
+                json=page(
+                    [bucket(0, [cost("800.5", None, SONNET, "uncached_input_tokens")], month)], None
+                )
+            ),
+            Reply(json=page([bucket(0, [usage(SONNET, 10, 20, 0, 0, 30)], month)], None)),
+        )
+        config = tmp_path / "anthropic.yml"
+        config.write_text(
+            f"""
+global: {{retries: 1, retry_backoff: 10ms}}
+sources:
+  - name: claude
+    provider: anthropic
+    admin_key: {KEY}
+    base_url: {fake.url}
+    usage_tokens: true
+budgets:
+  - {{name: claude, limit: 100, currency: USD, sources: [claude]}}
+  - {{name: claude-ml, limit: 50, currency: USD, sources: [claude], match: {{sub_account_id: wrkspc_ml}}}}
+"""
+        )
+        proc = run_once(config)
+    finally:
+        fake.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    metrics = parse_metrics(proc.stdout)
+    assert value(metrics, "budget_spend_amount", budget="claude") == pytest.approx(50.005)
+    assert value(metrics, "budget_spend_amount", budget="claude-ml") == pytest.approx(42.0)
+    costs = {
+        dict(ls)["sub_account_id"]: v
+        for ls, v in samples(metrics, "budget_source_cost_amount").items()
+    }
+    assert costs == {"wrkspc_ml": pytest.approx(42.0), "default": pytest.approx(8.005)}
+    assert value(metrics, "budget_source_usage_tokens", source="claude", token_type="output") == 30
+    assert (
+        value(metrics, "budget_source_usage_tokens", source="claude", token_type="cached_input")
+        == 20
+    )
+    assert value(metrics, "budget_source_up", source="claude") == 1
+    assert value(metrics, "budget_source_api_requests_total", source="claude", status="ok") == 3
+    assert [s.path for s in fake.seen] == [
+        "/v1/organizations/cost_report",
+        "/v1/organizations/cost_report",
+        "/v1/organizations/usage_report/messages",
+    ]
+    assert fake.seen[1].query["page"] == "page_two"
+    assert all(s.headers.get("x-api-key") == KEY for s in fake.seen)

@@ -1,0 +1,536 @@
+"""The ``openai`` provider against payloads shaped like OpenAI's Costs and Usage APIs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+import yaml
+
+from budget_exporter.config import load_config
+from budget_exporter.errors import ConfigError, SourceError
+from budget_exporter.model import Period
+from budget_exporter.periods import window_at
+from budget_exporter.providers.openai import split_line_item
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.llm_helpers import (
+    DAY,
+    MONTH,
+    MONTH_START,
+    make_provider,
+    parse_metrics,
+    run_once,
+    samples,
+    value,
+)
+
+BASE = "https://api.openai.test/v1"
+COSTS = f"{BASE}/organization/costs"
+USAGE = f"{BASE}/organization/usage/completions"
+KEY = "sk-admin-test-0123456789abcdef"
+
+
+def cost(value: Any, line_item: str | None, project_id: str | None) -> dict[str, Any]:
+    return {
+        "object": "organization.costs.result",
+        "amount": {"value": value, "currency": "usd"},
+        "line_item": line_item,
+        "project_id": project_id,
+    }
+
+
+def bucket(day: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+    start = MONTH_START + day * DAY
+    return {"object": "bucket", "start_time": start, "end_time": start + DAY, "results": results}
+
+
+def page(buckets: list[dict[str, Any]], next_page: str | None) -> dict[str, Any]:
+    return {
+        "object": "page",
+        "data": buckets,
+        "has_more": next_page is not None,
+        "next_page": next_page,
+    }
+
+
+COST_PAGES = {
+    None: page(
+        [
+            bucket(
+                0,
+                [
+                    cost(0.06, "gpt-4o-2024-08-06, input", "proj_a"),
+                    cost("12.50", "gpt-4o-2024-08-06, output", "proj_a"),
+                ],
+            ),
+            bucket(1, []),  # an empty day
+        ],
+        "page_AAA",
+    ),
+    "page_AAA": page(
+        [
+            bucket(
+                2,
+                [
+                    cost("0.5", "gpt-4o-2024-08-06, input", "proj_a"),
+                    cost(1.25, "web search tool calls", "proj_b"),
+                    cost(0.02, None, None),
+                ],
+            )
+        ],
+        None,
+    ),
+}
+
+
+def paged(pages: dict[str | None, dict[str, Any]]) -> Any:
+    """A ``responses`` callback answering each ``page`` cursor with its page."""
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        cursor = parse_qs(urlsplit(request.url).query).get("page", [None])[0]
+        if cursor not in pages:
+            return 400, {}, json.dumps({"error": {"message": "bad page"}})
+        return 200, {"Content-Type": "application/json"}, json.dumps(pages[cursor])
+
+    return answer
+
+
+def query(call: Any) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(call.request.url).query)
+
+
+@responses.activate
+def test_costs_follow_every_page_and_sum_string_and_number_amounts() -> None:
+    responses.add_callback(responses.GET, COSTS, callback=paged(COST_PAGES))
+    provider = make_provider("openai", admin_key=KEY, base_url=BASE)
+
+    result = provider.poll([MONTH])
+
+    lines = {tuple(sorted(ln.dims.items())): (ln.amount, ln.currency) for ln in result.lines}
+    assert lines == {
+        (
+            ("charge_category", "gpt-4o-2024-08-06, input"),
+            ("model", "gpt-4o-2024-08-06"),
+            ("sub_account_id", "proj_a"),
+            ("token_type", "input"),
+        ): (Decimal("0.56"), "USD"),
+        (
+            ("charge_category", "gpt-4o-2024-08-06, output"),
+            ("model", "gpt-4o-2024-08-06"),
+            ("sub_account_id", "proj_a"),
+            ("token_type", "output"),
+        ): (Decimal("12.50"), "USD"),
+        (("charge_category", "web search tool calls"), ("sub_account_id", "proj_b")): (
+            Decimal("1.25"),
+            "USD",
+        ),
+        (): (Decimal("0.02"), "USD"),
+    }
+    assert sum(ln.amount for ln in result.lines) == Decimal("14.33")
+    assert len(responses.calls) == 2
+    first, second = (query(c) for c in responses.calls)
+    assert first == {
+        "start_time": [str(MONTH_START)],
+        "bucket_width": ["1d"],
+        "limit": ["31"],
+        "group_by": ["project_id", "line_item"],
+    }
+    assert second["page"] == ["page_AAA"]
+    assert second["group_by"] == ["project_id", "line_item"]
+    assert all(c.request.headers["Authorization"] == f"Bearer {KEY}" for c in responses.calls)
+    assert provider.requests_seen == ["ok", "ok"]
+    assert result.samples == ()
+
+
+@responses.activate
+def test_project_filter_and_grouping_are_sent() -> None:
+    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost(3, None, "proj_x")])], None))
+    provider = make_provider(
+        "openai",
+        admin_key=KEY,
+        base_url=BASE,
+        group_by=["project_id"],
+        project_ids=["proj_x", "proj_y"],
+    )
+    result = provider.poll([MONTH])
+    assert [(ln.dims, ln.amount) for ln in result.lines] == [({"sub_account_id": "proj_x"}, 3)]
+    sent = query(responses.calls[0])
+    assert sent["group_by"] == ["project_id"]
+    assert sent["project_ids"] == ["proj_x", "proj_y"]
+
+
+@responses.activate
+def test_buckets_outside_the_month_are_ignored() -> None:
+    earlier = {**bucket(0, [cost(99, None, None)]), "start_time": MONTH_START - DAY}
+    responses.add(
+        responses.GET, COSTS, json=page([earlier, bucket(3, [cost(1, None, None)])], None)
+    )
+    result = make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
+    assert [ln.amount for ln in result.lines] == [Decimal(1)]
+
+
+@responses.activate
+def test_no_cost_at_all_is_a_real_zero_not_missing_data() -> None:
+    responses.add(responses.GET, COSTS, json=page([bucket(0, []), bucket(1, [])], None))
+    result = make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
+    assert result.lines == ()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@responses.activate
+def test_non_admin_key_is_a_clear_error(status: int) -> None:
+    responses.add(
+        responses.GET,
+        COSTS,
+        status=status,
+        json={"error": {"message": "You have insufficient permissions for this operation."}},
+    )
+    provider = make_provider("openai", admin_key=KEY, base_url=BASE, retries=2)
+    with pytest.raises(SourceError) as caught:
+        provider.poll([MONTH])
+    message = str(caught.value)
+    assert f"HTTP {status}" in message
+    assert "Admin key" in message
+    assert KEY not in message
+    assert provider.requests_seen == ["client_error"]  # 4xx is not retried
+
+
+@responses.activate
+def test_429_is_retried_then_succeeds() -> None:
+    responses.add(
+        responses.GET,
+        COSTS,
+        status=429,
+        headers={"Retry-After": "1"},
+        json={"error": {"message": "Rate limit reached"}},
+    )
+    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost("2.5", None, None)])], None))
+    provider = make_provider("openai", admin_key=KEY, base_url=BASE, retries=2)
+    result = provider.poll([MONTH])
+    assert [ln.amount for ln in result.lines] == [Decimal("2.5")]
+    assert provider.requests_seen == ["throttled", "ok"]
+
+
+@responses.activate
+def test_429_until_retries_run_out_fails_the_poll() -> None:
+    responses.add(responses.GET, COSTS, status=429, headers={"Retry-After": "0"}, json={})
+    provider = make_provider("openai", admin_key=KEY, base_url=BASE, retries=1)
+    with pytest.raises(SourceError, match="HTTP 429"):
+        provider.poll([MONTH])
+    assert provider.requests_seen == ["throttled", "throttled"]
+
+
+def test_retry_after_is_waited_for_on_a_real_connection() -> None:
+    fake = FakeUpstream().start()
+    try:
+        fake.reply(
+            Reply(status=429, headers={"Retry-After": "1"}, json={"error": {}}),
+            Reply(json=page([bucket(0, [cost(1, None, None)])], None)),
+        )
+        provider = make_provider("openai", admin_key=KEY, base_url=f"{fake.url}/v1", retries=2)
+        started = time.monotonic()
+        result = provider.poll([MONTH])
+        elapsed = time.monotonic() - started
+    finally:
+        fake.stop()
+    assert [ln.amount for ln in result.lines] == [Decimal(1)]
+    assert elapsed >= 0.95, f"Retry-After: 1 not honoured ({elapsed:.2f}s)"
+    assert len(fake.seen) == 2
+    assert provider.requests_seen == ["throttled", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"object": "page", "has_more": False}, "no data list"),
+        (page([bucket(0, [cost("12,5", None, None)])], None), "not a number"),
+        (page([bucket(0, [cost(None, None, None)])], None), "missing"),
+        (page([bucket(0, [{"amount": {"value": 1, "currency": "dollars"}}])], None), "currency"),
+        ({"object": "page", "data": [], "has_more": True, "next_page": None}, "no next_page"),
+    ],
+)
+@responses.activate
+def test_malformed_answers_fail_the_poll(document: dict[str, Any], message: str) -> None:
+    responses.add(responses.GET, COSTS, json=document)
+    with pytest.raises(SourceError, match=message):
+        make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
+
+
+@responses.activate
+def test_a_cursor_that_repeats_is_caught() -> None:
+    responses.add(responses.GET, COSTS, json=page([], "same"))
+    with pytest.raises(SourceError, match="same next_page twice"):
+        make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
+
+
+def usage(model: str | None, inp: int, out: int, cached: int) -> dict[str, Any]:
+    return {
+        "object": "organization.usage.completions.result",
+        "input_tokens": inp,
+        "output_tokens": out,
+        "input_cached_tokens": cached,
+        "input_audio_tokens": 0,
+        "output_audio_tokens": 0,
+        "num_model_requests": 7,
+        "project_id": None,
+        "user_id": None,
+        "api_key_id": None,
+        "model": model,
+        "batch": None,
+    }
+
+
+USAGE_PAGES = {
+    None: page(
+        [
+            bucket(0, [usage("gpt-4o-2024-08-06", 600_000, 60_000, 200_000)]),
+            bucket(1, []),
+        ],
+        "page_U2",
+    ),
+    "page_U2": page(
+        [
+            bucket(
+                2,
+                [
+                    usage("gpt-4o-2024-08-06", 400_000, 40_000, 0),
+                    usage("gpt-4o-mini-2024-07-18", 1_000_000, 0, 0),
+                    usage("ft:gpt-4o-mini:acme::abc", 1000, 1000, 0),
+                ],
+            )
+        ],
+        None,
+    ),
+}
+
+
+@responses.activate
+def test_usage_tokens_and_labelled_estimate(caplog: pytest.LogCaptureFixture) -> None:
+    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost(4, None, "proj_a")])], None))
+    responses.add_callback(responses.GET, USAGE, callback=paged(USAGE_PAGES))
+    provider = make_provider(
+        "openai",
+        admin_key=KEY,
+        base_url=BASE,
+        group_by=["project_id"],
+        usage_tokens=True,
+        estimate_cost=True,
+    )
+    with caplog.at_level(logging.WARNING):
+        result = provider.poll([MONTH])
+
+    tokens = {
+        (dict(s.labels)["model"], dict(s.labels)["token_type"]): s.value
+        for s in result.samples
+        if s.name == "budget_source_usage_tokens"
+    }
+    assert tokens[("gpt-4o-2024-08-06", "input")] == 800_000
+    assert tokens[("gpt-4o-2024-08-06", "cached_input")] == 200_000
+    assert tokens[("gpt-4o-2024-08-06", "output")] == 100_000
+    assert tokens[("gpt-4o-mini-2024-07-18", "input")] == 1_000_000
+    assert tokens[("ft:gpt-4o-mini:acme::abc", "output")] == 1000
+
+    estimates = {
+        dict(s.labels)["model"]: s
+        for s in result.samples
+        if s.name == "budget_source_estimated_cost_amount"
+    }
+    # gpt-4o: 0.8M x 2.50 + 0.2M x 1.25 + 0.1M x 10.00 = 3.25 USD
+    assert estimates["gpt-4o-2024-08-06"].value == pytest.approx(3.25)
+    # gpt-4o-mini: 1M x 0.15
+    assert estimates["gpt-4o-mini-2024-07-18"].value == pytest.approx(0.15)
+    assert dict(estimates["gpt-4o-mini-2024-07-18"].labels) == {
+        "model": "gpt-4o-mini-2024-07-18",
+        "currency": "USD",
+        "price_table_date": "2025-11-25",
+    }
+    assert "ESTIMATE" in estimates["gpt-4o-2024-08-06"].documentation
+    # The fine-tuned model has no price: left out, loudly, not exported as 0.
+    assert "ft:gpt-4o-mini:acme::abc" not in estimates
+    assert "ft:gpt-4o-mini:acme::abc" in caplog.text and "no price" in caplog.text
+    # Estimates never become spend.
+    assert [ln.amount for ln in result.lines] == [Decimal(4)]
+    assert query(responses.calls[1])["group_by"] == ["model"]
+    assert query(responses.calls[2])["page"] == ["page_U2"]
+
+
+@responses.activate
+def test_price_overrides_and_default_from_config(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yml"
+    table.write_text(
+        "taken: 2026-10-01\ncurrency: USD\nmodels:\n  gpt-4o: {input: 5, output: 20}\n"
+    )
+    responses.add(responses.GET, COSTS, json=page([], None))
+    responses.add(
+        responses.GET,
+        USAGE,
+        json=page(
+            [bucket(0, [usage("gpt-4o", 1_000_000, 0, 0), usage("ft:x", 1_000_000, 0, 0)])],
+            None,
+        ),
+    )
+    provider = make_provider(
+        "openai",
+        admin_key=KEY,
+        base_url=BASE,
+        estimate_cost=True,
+        pricing={"file": str(table), "default": {"input": 1, "output": 1}},
+    )
+    result = provider.poll([MONTH])
+    estimates = {dict(s.labels)["model"]: s for s in result.samples}
+    assert estimates["gpt-4o"].value == pytest.approx(5.0)
+    assert estimates["ft:x"].value == pytest.approx(1.0)
+    assert dict(estimates["gpt-4o"].labels)["price_table_date"] == "2026-10-01"
+    assert not any(s.name == "budget_source_usage_tokens" for s in result.samples)
+
+
+@pytest.mark.parametrize(
+    ("line_item", "expected"),
+    [
+        ("gpt-4o-2024-08-06, input", ("gpt-4o-2024-08-06", "input")),
+        ("gpt-4o-mini, cached input", ("gpt-4o-mini", "cached_input")),
+        ("o3, Output", ("o3", "output")),
+        ("ft:gpt-4o-mini:acme::x1, input", ("ft:gpt-4o-mini:acme::x1", "input")),
+        ("text-embedding-3-small", ("text-embedding-3-small", None)),
+        ("web search tool calls", (None, None)),
+        ("Image models", (None, None)),
+        ("assistants", (None, None)),
+    ],
+)
+def test_line_items_name_models(line_item: str, expected: tuple[str | None, str | None]) -> None:
+    assert split_line_item(line_item) == expected
+
+
+def test_config_reads_the_key_from_a_file_and_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text(KEY + "\n")
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "sources:\n"
+        "  - {name: a, provider: openai, admin_key_file: key}\n"
+        "  - {name: b, provider: openai, admin_key: '${OPENAI_ADMIN_KEY}'}\n"
+    )
+    config = load_config(path, env={"OPENAI_ADMIN_KEY": "sk-admin-from-env"})
+    assert [s.admin_key for s in config.sources] == [KEY, "sk-admin-from-env"]
+    assert {KEY, "sk-admin-from-env"} <= config.secrets
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "admin_key: field required"),
+        ({"admin_key": "k", "page_size": 500}, "page_size"),
+        ({"admin_key": "k", "group_by": ["model"]}, "group_by"),
+        ({"admin_key": "k", "base_url": "http://proxy.example.com/v1"}, "must use https"),
+        ({"admin_key": "k", "pricing": {"models": {"x": {"input": 1}}}}, "estimate_cost: true"),
+        (
+            {"admin_key": "k", "estimate_cost": True, "pricing": {"file": "/nonexistent.yml"}},
+            "price table",
+        ),
+    ],
+)
+def test_config_errors_are_one_clear_line(
+    tmp_path: Path, fields: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({"sources": [{"name": "a", "provider": "openai", **fields}]}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_whole_exporter_against_a_loopback_openai(tmp_path: Path) -> None:
+    fake = FakeUpstream().start()
+    try:
+        # The exporter asks for the real current month: shape the buckets for it.
+        start = int(window_at(Period.MONTHLY, datetime.now(UTC)).start.timestamp())
+
+        def day(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "object": "bucket",
+                "start_time": start + n * DAY,
+                "end_time": start + (n + 1) * DAY,
+                "results": results,
+            }
+
+        fake.reply(
+            Reply(
+                json=page(
+                    [day(0, [cost("100.25", "gpt-4o-2024-08-06, output", "proj_a")]), day(0, [])],
+                    "p2",
+                )
+            ),
+            Reply(json=page([day(0, [cost(20, "web search tool calls", "proj_b")])], None)),
+        )
+        config = tmp_path / "openai.yml"
+        config.write_text(
+            f"""
+global: {{retries: 1, retry_backoff: 10ms}}
+sources:
+  - name: openai
+    provider: openai
+    admin_key: {KEY}
+    base_url: {fake.url}/v1
+budgets:
+  - {{name: openai, limit: 500, currency: USD, sources: [openai]}}
+  - {{name: proj-a, limit: 200, currency: USD, sources: [openai], match: {{sub_account_id: proj_a}}}}
+"""
+        )
+        proc = run_once(config)
+    finally:
+        fake.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert KEY not in proc.stdout and KEY not in proc.stderr
+    metrics = parse_metrics(proc.stdout)
+    assert value(metrics, "budget_spend_amount", budget="openai") == pytest.approx(120.25)
+    assert value(metrics, "budget_spend_amount", budget="proj-a") == pytest.approx(100.25)
+    assert value(metrics, "budget_usage_ratio", budget="openai") == pytest.approx(120.25 / 500)
+    costs = samples(metrics, "budget_source_cost_amount")
+    assert {dict(ls)["sub_account_id"]: v for ls, v in costs.items()} == {
+        "proj_a": pytest.approx(100.25),
+        "proj_b": pytest.approx(20.0),
+    }
+    line = next(dict(ls) for ls in costs if dict(ls)["sub_account_id"] == "proj_a")
+    assert line["model"] == "gpt-4o-2024-08-06" and line["token_type"] == "output"
+    assert line["currency"] == "USD" and line["provider"] == "openai"
+    assert value(metrics, "budget_source_up", source="openai") == 1
+    assert value(metrics, "budget_source_api_requests_total", source="openai", status="ok") == 2
+    assert [s.query.get("page") for s in fake.seen] == [None, "p2"]
+    assert all(s.headers.get("Authorization") == f"Bearer {KEY}" for s in fake.seen)
+
+
+def test_whole_exporter_reports_a_refused_key_as_source_down(tmp_path: Path) -> None:
+    fake = FakeUpstream(
+        default=Reply(status=401, json={"error": {"message": "Incorrect API key"}})
+    ).start()
+    try:
+        config = tmp_path / "openai.yml"
+        config.write_text(
+            f"""
+global: {{retries: 0}}
+sources:
+  - {{name: openai, provider: openai, admin_key: {KEY}, base_url: '{fake.url}/v1'}}
+budgets:
+  - {{name: openai, limit: 500, currency: USD}}
+"""
+        )
+        proc = run_once(config)
+    finally:
+        fake.stop()
+    assert proc.returncode == 1
+    metrics = parse_metrics(proc.stdout)
+    assert value(metrics, "budget_source_up", source="openai") == 0
+    assert (
+        value(metrics, "budget_source_api_requests_total", source="openai", status="client_error")
+        == 1
+    )
+    assert not samples(metrics, "budget_spend_amount")  # no fake zero
+    assert "Admin key" in proc.stderr and KEY not in proc.stderr
