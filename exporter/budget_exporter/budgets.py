@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -86,8 +86,9 @@ def compute_budgets(
     lines left out for being in another currency than the budget's.
     """
     views = []
+    cache: _TotalsCache = {}
     for budget in config.budgets:
-        view = _compute(config, budget, states, now, mismatches)
+        view = _compute(config, budget, states, now, mismatches, cache)
         if view is not None:
             views.append(view)
     return views
@@ -99,6 +100,7 @@ def _compute(
     states: Mapping[str, SourceState],
     now: datetime,
     mismatches: Counter[tuple[str, str, str]] | None,
+    cache: _TotalsCache,
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
@@ -110,13 +112,12 @@ def _compute(
         state = states.get(source.name)
         if state is None or state.result is None or state.window(budget.period) != window:
             return None  # no data for this window yet: show nothing rather than a fake zero
-        source_spend = Decimal(0)
-        for line in _lines(state.result.lines, budget):
-            if line.currency != budget.currency:
-                if mismatches is not None:
-                    mismatches[(budget.name, source.name, line.currency)] += 1
-                continue
-            source_spend += line.amount
+        totals = _totals(state, budget, cache)
+        source_spend = totals.get(budget.currency, (Decimal(0), 0))[0]
+        if mismatches is not None:
+            for currency, (_, count) in totals.items():
+                if currency != budget.currency:
+                    mismatches[(budget.name, source.name, currency)] += count
         spend += source_spend
         forecast += _source_forecast(state, budget, source_spend, elapsed)
     warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
@@ -173,8 +174,28 @@ def _provider_thresholds(
     return warning, stop
 
 
-def _lines(lines: Iterable[SpendLine], budget: BudgetConfig) -> Iterable[SpendLine]:
-    return (ln for ln in lines if ln.period == budget.period and line_matches(ln, budget.match))
+_Totals = dict[str, tuple[Decimal, int]]
+_TotalsCache = dict[tuple[str, str], _Totals]
+
+
+def _totals(state: SourceState, budget: BudgetConfig, cache: _TotalsCache) -> _Totals:
+    """Sum and count of the source's matching lines per currency, for the budget's period.
+
+    Budgets without ``match`` share one sum per source and period, so many
+    budgets over large sources stay cheap to compute.
+    """
+    assert state.result is not None
+    key = (state.name, budget.period)
+    if not budget.match and key in cache:
+        return cache[key]
+    totals: _Totals = {}
+    for line in state.result.lines:
+        if line.period == budget.period and line_matches(line, budget.match):
+            amount, count = totals.get(line.currency, (Decimal(0), 0))
+            totals[line.currency] = (amount + line.amount, count + 1)
+    if not budget.match:
+        cache[key] = totals
+    return totals
 
 
 def _source_forecast(

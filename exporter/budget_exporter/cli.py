@@ -138,7 +138,7 @@ def _serve(engine: object, args: argparse.Namespace) -> int:
     log.info(
         "listening on %s://%s (version %s, %d sources, %d budgets)",
         server.scheme,
-        args.listen_address,
+        f"{args.listen_address.rpartition(':')[0]}:{server.port}",
         __version__,
         len(engine.config.sources),
         len(engine.config.budgets),

@@ -34,6 +34,7 @@ from budget_exporter.model import Period
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
 
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: faster
 _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -203,7 +204,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(file, "", f"cannot read file: {_os_reason(exc)}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(file, "", _yaml_reason(exc)) from None
     if raw is None:

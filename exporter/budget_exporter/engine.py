@@ -218,8 +218,12 @@ class Engine:
         return all(results)
 
     def pending_sources(self) -> list[str]:
-        """Sources not yet attempted since start or their last reconfiguration."""
-        return [name for name, state in self.snapshot_states().items() if not state.attempted]
+        """Sources whose first attempt is not in the served snapshot yet.
+
+        Judged on the snapshot, not the live states, so that once ready,
+        ``/metrics`` already holds every source's first result.
+        """
+        return [state.name for state in self.snapshot.states if not state.attempted]
 
     def snapshot_states(self) -> dict[str, SourceState]:
         with self._lock:
@@ -311,46 +315,50 @@ class Engine:
                 state = state.with_(result=result, windows=windows, last_success=attempted_at)
             self.states[name] = state
             if result is not None:
-                self._count_mismatches(name)
                 for problem in limit_from_problems(self.config, name, result):
                     log.warning("%s; the budget is not exported", problem)
-        self.rebuild()
+        self.rebuild(polled=name if result is not None else None)
 
-    def _count_mismatches(self, source: str) -> None:
-        found: Counter[tuple[str, str, str]] = Counter()
-        compute_budgets(self.config, self.states, self.now(), found)
+    def _count_mismatches(self, source: str, found: Counter[tuple[str, str, str]]) -> None:
+        """Count (once per poll of ``source``) its lines left out for their currency."""
         for key, count in found.items():
-            if key[1] == source:
-                self._mismatches[key] += count
-                log.warning(
-                    "budget %s: %d line(s) from source %s are in %s, not the budget's currency; "
-                    "left out (no currency conversion)",
-                    key[0],
-                    count,
-                    source,
-                    key[2],
-                )
+            if key[1] != source:
+                continue
+            self._mismatches[key] += count
+            log.warning(
+                "budget %s: %d line(s) from source %s are in %s, not the budget's currency; "
+                "left out (no currency conversion)",
+                key[0],
+                count,
+                source,
+                key[2],
+            )
 
     # -- snapshot ----------------------------------------------------------------
 
-    def rebuild(self) -> None:
+    def rebuild(self, polled: str | None = None) -> None:
+        """Build and swap in a new snapshot; ``polled`` names a source with new lines."""
         with self._build_lock:
-            self.snapshot = self._build()
+            self.snapshot = self._build(polled)
 
-    def _build(self) -> Snapshot:
+    def _build(self, polled: str | None = None) -> Snapshot:
         with self._lock:
             config = self.config
             states = {
                 name: state.with_(requests=Counter(self._requests.get(name, Counter())))
                 for name, state in self.states.items()
             }
+        now = self.now()
+        found: Counter[tuple[str, str, str]] = Counter()
+        budgets = tuple(compute_budgets(config, states, now, found))
+        with self._lock:
+            if polled is not None:
+                self._count_mismatches(polled, found)
             status = ExporterStatus(
                 reload_successful=self._reload_ok,
                 last_reload_success=self._last_reload_success,
                 mismatches=dict(self._mismatches),
             )
-        now = self.now()
-        budgets = tuple(compute_budgets(config, states, now))
         ordered = tuple(states[s.name] for s in config.sources if s.name in states)
         max_series = {
             s.name: s.max_series or config.global_.max_series_per_source for s in config.sources
