@@ -1,0 +1,285 @@
+"""``gcp_billing_export``: month-to-date GCP spend from the BigQuery billing export.
+
+Google has no API that returns spend; the standard usage cost export
+(``gcp_billing_export_v1_<BILLING_ACCOUNT_ID>``) is the programmatic source.
+One query per poll sums the net cost -- ``cost`` plus every credit, all cost
+types (regular, tax, adjustment, rounding error), so the total matches the
+invoice -- of the current invoice month, grouped by project
+(``sub_account_id``) and service (``service_name``), and returns
+``MAX(export_time)`` as a freshness gauge (``budget_source_data_timestamp_seconds``).
+
+Invoice months run midnight to midnight in the billing account's time zone
+(US Pacific unless configured).  The monthly window the exporter asks for is
+a UTC calendar month; its invoice month is the one with the same name, so for
+the first hours of a UTC month (until midnight in the account's time zone)
+the new month shows what GCP has booked to it so far: nothing.  The time zone
+sets where the partition filter starts: the table is partitioned by export
+day (``_PARTITIONTIME``, UTC), and only partitions from the day before the
+invoice month began are scanned, which keeps the bytes billed small.
+
+Amounts are summed as ``NUMERIC`` in BigQuery and read as ``Decimal``.  The
+query runs through ``jobs.query`` (one request; results with more rows than a
+page continue through ``jobs.get`` and ``jobs.getQueryResults``), with
+``maximum_bytes_billed`` as a hard cap on what one poll can cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from budget_exporter.errors import SourceError
+from budget_exporter.fields import Duration
+from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.providers import _gcp, register
+from budget_exporter.providers.base import Provider, SourceConfig
+
+API = "BigQuery"
+FRESHNESS = "budget_source_data_timestamp_seconds"
+FRESHNESS_DOC = (
+    "Unix time of the newest cost data the source returned "
+    "(BigQuery billing export: MAX(export_time) of the invoice month)."
+)
+BYTES = "budget_source_query_processed_bytes"
+BYTES_DOC = "Bytes the source's last billing query processed (BigQuery bills by bytes scanned)."
+_PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]$")
+_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+_TABLE = re.compile(r"^[A-Za-z0-9_-]{1,1024}$")
+_PARTITION_MARGIN = timedelta(days=1)
+
+
+def split_table(value: str) -> tuple[str, str, str]:
+    """``project.dataset.table`` (backticks and ``project:dataset.table`` accepted)."""
+    text = value.strip().strip("`")
+    if ":" in text and text.count(".") == 1:
+        text = text.replace(":", ".", 1)  # legacy project:dataset.table
+    parts = text.rsplit(".", 2)
+    if len(parts) != 3:
+        raise ValueError("must be project.dataset.table")
+    project, dataset, table = parts
+    if not _PROJECT.match(project):
+        raise ValueError(f"{project!r} is not a valid project ID")
+    if not _DATASET.match(dataset):
+        raise ValueError(f"{dataset!r} is not a valid dataset name")
+    if not _TABLE.match(table):
+        raise ValueError(f"{table!r} is not a valid table name")
+    return project, dataset, table
+
+
+class GcpBillingExportConfig(SourceConfig):
+    table: str
+    """``project.dataset.gcp_billing_export_v1_XXXXXX_XXXXXX_XXXXXX`` (standard usage cost)."""
+    project: str | None = None
+    """Project that runs (and pays for) the query job; default: the table's project."""
+    location: str | None = None
+    """Location of the export dataset (``US``, ``EU``, ``europe-west1``...); optional."""
+    time_zone: str = "America/Los_Angeles"
+    include_credits: bool = True
+    partition_filter: bool = True
+    """Turn off only for a view or copy without ``_PARTITIONTIME``."""
+    maximum_bytes_billed: int | None = Field(default=10 * 1024**3, ge=10 * 1024**2)
+    query_timeout: Duration = timedelta(minutes=5)
+    credentials_file: str | None = None
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+[^\s?#]*$")
+
+    @field_validator("table")
+    @classmethod
+    def _valid_table(cls, value: str) -> str:
+        return ".".join(split_table(value))
+
+    @field_validator("project")
+    @classmethod
+    def _valid_project(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT.match(value):
+            raise ValueError("is not a valid project ID")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @property
+    def job_project(self) -> str:
+        return self.project or split_table(self.table)[0]
+
+
+def invoice_month(window: Window) -> str:
+    """``YYYYMM`` of the invoice month matching the (UTC) monthly window."""
+    middle = window.start + (window.end - window.start) / 2
+    return f"{middle.year:04d}{middle.month:02d}"
+
+
+def partition_start(month: str, zone: str) -> datetime:
+    """First export-day partition that can hold rows of invoice month ``month``.
+
+    The invoice month starts at local midnight in ``zone``; partitions are UTC
+    days; one day of margin covers rows exported just around the boundary.
+    """
+    local = datetime(int(month[:4]), int(month[4:]), 1, tzinfo=ZoneInfo(zone))
+    utc_day = local.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return utc_day - _PARTITION_MARGIN
+
+
+def build_query(config: GcpBillingExportConfig) -> str:
+    credits = (
+        "\n    + SUM(IFNULL((SELECT SUM(CAST(c.amount AS NUMERIC)) FROM UNNEST(credits) AS c), 0))"
+        if config.include_credits
+        else ""
+    )
+    partition = "\n  AND _PARTITIONTIME >= @partition_start" if config.partition_filter else ""
+    return (
+        "SELECT\n"
+        "  project.id AS project_id,\n"
+        "  service.description AS service_description,\n"
+        "  currency,\n"
+        f"  SUM(CAST(cost AS NUMERIC)){credits} AS net_cost,\n"
+        "  MAX(export_time) AS last_export_time\n"
+        f"FROM `{config.table}`\n"
+        f"WHERE invoice.month = @invoice_month{partition}\n"
+        "GROUP BY project_id, service_description, currency"
+    )
+
+
+def parse_rows(rows: Any, period: Period) -> tuple[list[SpendLine], datetime | None]:
+    """Spend lines and the newest ``export_time`` from the query's rows."""
+    lines: list[SpendLine] = []
+    newest: datetime | None = None
+    for index, row in enumerate(rows):
+        currency = row.get("currency")
+        if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise SourceError(f"row {index} of the billing export has no valid currency")
+        amount = row.get("net_cost")
+        if amount is None:
+            amount = Decimal(0)
+        if not isinstance(amount, Decimal):
+            amount = Decimal(str(amount))
+        if not amount.is_finite():
+            raise SourceError(f"row {index} of the billing export has a non-finite cost")
+        dims = {
+            "sub_account_id": row.get("project_id") or "",
+            "service_name": row.get("service_description") or "",
+        }
+        lines.append(SpendLine.of(period, amount, currency, dims))
+        exported = row.get("last_export_time")
+        if isinstance(exported, datetime) and (newest is None or exported > newest):
+            newest = exported
+    return lines, newest
+
+
+_HINTS: dict[int | str, str] = {
+    "bytesBilledLimitExceeded": "raise maximum_bytes_billed, or check that the partition filter "
+    "is on",
+    "rateLimitExceeded": "still rate-limited after global.retries retries",
+    "quotaExceeded": "a BigQuery quota of the job project is used up; see the message",
+    400: "check that table is a standard usage cost export table (gcp_billing_export_v1_...); "
+    "for a view without _PARTITIONTIME set partition_filter: false",
+    403: "the identity needs roles/bigquery.jobUser on the job project and "
+    "roles/bigquery.dataViewer on the billing export dataset",
+    404: "check table (project.dataset.gcp_billing_export_v1_<BILLING_ACCOUNT_ID>) and location",
+}
+
+
+@register
+class GcpBillingExportProvider(Provider):
+    name = "gcp_billing_export"
+    config_model = GcpBillingExportConfig
+    default_poll_interval = timedelta(hours=4)
+    supported_periods = frozenset({Period.MONTHLY})
+
+    def __init__(self, config: GcpBillingExportConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self._client: Any = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            _gcp.require_sdk(self.name, "google.cloud.bigquery")
+            from google.auth.transport.requests import AuthorizedSession
+            from google.cloud import bigquery
+
+            config: GcpBillingExportConfig = self.config
+            credentials = _gcp.load_credentials(config.credentials_file)
+            session = _gcp.count_requests(AuthorizedSession(credentials), self.context)
+            self._client = bigquery.Client(
+                project=config.job_project,
+                credentials=credentials,
+                _http=session,
+                location=config.location,
+                client_info=_gcp.client_info("bigquery"),
+                client_options=_gcp.client_options(config.endpoint_url),
+            )
+        return self._client
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        window = next((w for w in windows if w.period is Period.MONTHLY), None)
+        if window is None:
+            return PollResult()
+        month = invoice_month(window)
+        client = self.client()
+        rows, processed = _gcp.call(
+            self.context, lambda: self.run_query(client, month), api=API, hints=_HINTS
+        )
+        lines, newest = parse_rows(rows, window.period)
+        samples = []
+        if newest is not None:
+            samples.append(Sample.of(FRESHNESS, FRESHNESS_DOC, newest.timestamp()))
+        if processed is not None:
+            samples.append(Sample.of(BYTES, BYTES_DOC, processed))
+        self.context.logger.debug(
+            "invoice month %s: %d lines, %s bytes processed", month, len(lines), processed
+        )
+        return PollResult(lines=tuple(lines), samples=tuple(samples))
+
+    def run_query(self, client: Any, month: str) -> tuple[list[Any], int | None]:
+        """Run the query and read every page; raises the library's exceptions."""
+        from google.cloud import bigquery
+
+        config: GcpBillingExportConfig = self.config
+        parameters: list[Any] = [bigquery.ScalarQueryParameter("invoice_month", "STRING", month)]
+        if config.partition_filter:
+            parameters.append(
+                bigquery.ScalarQueryParameter(
+                    "partition_start", "TIMESTAMP", partition_start(month, config.time_zone)
+                )
+            )
+        job_config = bigquery.QueryJobConfig(
+            query_parameters=parameters,
+            labels={"app": "budget-exporter", "source": self.context.source},
+            use_query_cache=True,
+        )
+        if config.maximum_bytes_billed is not None:
+            job_config.maximum_bytes_billed = config.maximum_bytes_billed
+        try:
+            result = client.query_and_wait(
+                build_query(config),
+                job_config=job_config,
+                location=config.location,
+                project=config.job_project,
+                api_timeout=self.context.timeout.total_seconds(),
+                wait_timeout=config.query_timeout.total_seconds(),
+                retry=None,
+                job_retry=None,
+            )
+            rows = list(result)
+        except TimeoutError:
+            raise SourceError(
+                f"the billing query did not finish within query_timeout "
+                f"({config.query_timeout.total_seconds():g}s)"
+            ) from None
+        processed = getattr(result, "total_bytes_processed", None)
+        return rows, int(processed) if processed is not None else None

@@ -1,0 +1,657 @@
+"""gcp_budgets: the real Budget and Cloud Billing clients (REST transport) against `responses`.
+
+The Budget API's answers are shaped as its REST reference documents them
+(camelCase, ``units`` as an int64 string, ``nanos``); one test uses the integer
+enums the server sends back when the client asks for ``enum-encoding=int``.
+Credentials are a service-account key generated for the test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import responses
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
+
+from budget_exporter.budgets import limit_from_problems
+from budget_exporter.config import load_config
+from budget_exporter.engine import Engine
+from budget_exporter.errors import ConfigError, SourceError
+from budget_exporter.model import Period, PollResult
+from budget_exporter.periods import window_at
+from budget_exporter.providers.base import ProviderContext
+from budget_exporter.providers.gcp_budgets import (
+    GcpBudgetsConfig,
+    GcpBudgetsProvider,
+    money,
+)
+
+TOKEN_URI = "https://oauth2.googleapis.com/token"
+ACCOUNT = "01A2B3-C4D5E6-F7A8B9"
+BUDGETS = f"https://billingbudgets.googleapis.com/v1/billingAccounts/{ACCOUNT}/budgets"
+BILLING = f"https://cloudbilling.googleapis.com/v1/billingAccounts/{ACCOUNT}"
+ENUM_INT = {"$alt": "json;enum-encoding=int"}
+NOW = datetime(2025, 9, 15, 12, 0, tzinfo=UTC)
+TABLE = "billing-admin.billing_export.gcp_billing_export_v1_01A2B3_C4D5E6_F7A8B9"
+
+
+def budget(budget_id, display_name, *, amount, period="MONTH", rules=(), projects=()):
+    body = {
+        "name": f"billingAccounts/{ACCOUNT}/budgets/{budget_id}",
+        "displayName": display_name,
+        "budgetFilter": {"creditTypesTreatment": "INCLUDE_ALL_CREDITS"},
+        "amount": amount,
+        "thresholdRules": [
+            {"thresholdPercent": p, "spendBasis": basis} if basis else {"thresholdPercent": p}
+            for p, basis in rules
+        ],
+        "notificationsRule": {"disableDefaultIamRecipients": False},
+        "etag": "b2f1e3",
+    }
+    if projects:
+        body["budgetFilter"]["projects"] = list(projects)
+    if isinstance(period, dict):
+        body["budgetFilter"]["customPeriod"] = period
+    elif period:
+        body["budgetFilter"]["calendarPeriod"] = period
+    return body
+
+
+def specified(units, nanos=0, currency="USD"):
+    body = {"specifiedAmount": {"currencyCode": currency, "units": str(units)}}
+    if nanos:
+        body["specifiedAmount"]["nanos"] = nanos
+    return body
+
+
+TEAM_A = budget(
+    "6f1c9e12-8a2b-4c3d-9e4f-5a6b7c8d9e0f",
+    "Team A",
+    amount=specified(1000, 500_000_000),
+    rules=[(0.5, "CURRENT_SPEND"), (0.9, None), (1.0, "CURRENT_SPEND"), (1.2, "FORECASTED_SPEND")],
+    projects=["projects/482913570134"],
+)
+PLATFORM = budget(
+    "0b7d3e55-1c2a-4f6e-8d9c-7a6b5c4d3e2f",
+    "Platform",
+    amount=specified(25000, currency="USD"),
+    period="QUARTER",
+    rules=[(0.8, "CURRENT_SPEND")],
+)
+LAST_PERIOD = budget(
+    "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+    "Follow last month",
+    amount={"lastPeriodAmount": {}},
+    rules=[(1.0, "CURRENT_SPEND")],
+)
+ACCOUNT_BODY = {
+    "name": f"billingAccounts/{ACCOUNT}",
+    "open": True,
+    "displayName": "Acme main billing",
+    "masterBillingAccount": "",
+    "parent": "organizations/731952468013",
+    "currencyCode": "USD",
+}
+
+
+def page_matcher(token=None, size="100"):
+    params = {"pageSize": size, **ENUM_INT}
+    if token:
+        params["pageToken"] = token
+    return [responses.matchers.query_param_matcher(params)]
+
+
+@pytest.fixture(scope="module")
+def key_info():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "billing-admin",
+        "private_key_id": "3f1c0ffee0ddba11",
+        "private_key": pem,
+        "client_email": "budget-exporter@billing-admin.iam.gserviceaccount.com",
+        "client_id": "104729000000000000001",
+        "token_uri": TOKEN_URI,
+    }
+
+
+@pytest.fixture
+def key_file(tmp_path, key_info) -> Path:
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(key_info))
+    return path
+
+
+@pytest.fixture
+def mock():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        # The GAPIC clients sign their own JWTs for service accounts: a token
+        # request is possible but not required.
+        rsps.add(
+            responses.POST,
+            TOKEN_URI,
+            json={"access_token": "ya29.test", "expires_in": 3599, "token_type": "Bearer"},
+        )
+        yield rsps
+        rsps.remove(responses.POST, TOKEN_URI)
+
+
+def add_account(rsps, **changes):
+    rsps.add(
+        responses.GET,
+        BILLING,
+        match=[responses.matchers.query_param_matcher(ENUM_INT)],
+        json={**ACCOUNT_BODY, **changes},
+    )
+
+
+def add_budget_pages(rsps, *pages):
+    for index, items in enumerate(pages):
+        body = {"budgets": items}
+        if index + 1 < len(pages):
+            body["nextPageToken"] = f"page-{index + 2}"
+        token = f"page-{index + 1}" if index else None
+        rsps.add(responses.GET, BUDGETS, match=page_matcher(token), json=body)
+
+
+def make(key_file, retries=0, **options):
+    counts: Counter[str] = Counter()
+    logger = logging.getLogger("test.gcp_budgets")
+    context = ProviderContext(
+        source="gcp-budgets",
+        timeout=timedelta(seconds=5),
+        retries=retries,
+        retry_backoff=timedelta(0),
+        max_retry_after=timedelta(seconds=1),
+        record_request=lambda status: counts.update([status]),
+        now=lambda: NOW,
+        logger=logger,
+    )
+    config = GcpBudgetsConfig(
+        name="gcp-budgets",
+        provider="gcp_budgets",
+        billing_account_id=ACCOUNT,
+        credentials_file=str(key_file),
+        **options,
+    )
+    return GcpBudgetsProvider(config, context), counts
+
+
+def windows():
+    return [window_at(p, NOW) for p in (Period.MONTHLY, Period.QUARTERLY)]
+
+
+def by_key(result: PollResult):
+    return {b.key: b for b in result.budgets}
+
+
+# -- pure parts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("units", "nanos", "expected"),
+    [
+        (1000, 500_000_000, Decimal("1000.5")),
+        (0, 10_000_000, Decimal("0.01")),
+        (-5, -750_000_000, Decimal("-5.75")),
+        (123456789012, 1, Decimal("123456789012.000000001")),
+    ],
+)
+def test_money_is_exact(units, nanos, expected):
+    assert money(units, nanos) == expected
+
+
+def test_config_accepts_prefixed_ids_and_rejects_bad_ones(tmp_path):
+    config = GcpBudgetsConfig(
+        name="b",
+        provider="gcp_budgets",
+        billing_account_id=f"billingAccounts/{ACCOUNT.lower()}",
+        projects=["projects/shop-prod", "data-lake"],
+    )
+    assert config.billing_account_id == ACCOUNT
+    assert config.projects == ("shop-prod", "data-lake")
+    path = tmp_path / "c.yml"
+    path.write_text(
+        'sources:\n  - name: b\n    provider: gcp_budgets\n    billing_account_id: "0123-ABCD"\n'
+    )
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.billing_account_id: must look like"):
+        load_config(path)
+
+
+# -- polls against the mocked APIs --------------------------------------------------------
+
+
+def test_budgets_from_every_page_become_provider_budgets(mock, key_file):
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A], [PLATFORM])
+    provider, counts = make(key_file)
+    result = provider.poll(windows())
+    provider.close()
+
+    found = by_key(result)
+    assert set(found) == {"Team A", "Platform"}
+    team = found["Team A"]
+    assert (team.period, team.limit, team.currency) == (Period.MONTHLY, Decimal("1000.5"), "USD")
+    # current-spend rules below 100 %: lowest warns, highest stops; forecast rules are ignored
+    assert (team.warning_ratio, team.stop_ratio) == (0.5, 0.9)
+    assert team.actual is None and team.forecast is None  # a GCP budget carries no spend
+    platform = found["Platform"]
+    assert (platform.period, platform.limit) == (Period.QUARTERLY, Decimal(25000))
+    assert (platform.warning_ratio, platform.stop_ratio) == (0.8, None)
+
+    (info,) = [s for s in result.samples if s.name == "budget_source_billing_account_info"]
+    assert dict(info.labels) == {
+        "billing_account_id": ACCOUNT,
+        "billing_account_name": "Acme main billing",
+        "currency": "USD",
+    }
+    assert counts == Counter({"ok": 3})  # account + two budget pages
+    assert all("budget-exporter/" in c.request.headers["User-Agent"] for c in mock.calls)
+
+
+def test_integer_enums_as_the_server_sends_them(mock, key_file):
+    quarterly = dict(PLATFORM, budgetFilter={"calendarPeriod": 2, "creditTypesTreatment": 1})
+    quarterly["thresholdRules"] = [
+        {"thresholdPercent": 0.6, "spendBasis": 1},
+        {"thresholdPercent": 0.7, "spendBasis": 2},
+    ]
+    add_account(mock)
+    add_budget_pages(mock, [quarterly])
+    provider, _ = make(key_file)
+    (found,) = provider.poll(windows()).budgets
+    assert (found.period, found.warning_ratio, found.stop_ratio) == (Period.QUARTERLY, 0.6, None)
+
+
+def test_last_period_amount_is_reported_not_guessed(mock, key_file, caplog):
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A, LAST_PERIOD])
+    provider, _ = make(key_file)
+    with caplog.at_level(logging.WARNING, logger="test.gcp_budgets"):
+        result = provider.poll(windows())
+    follow = by_key(result)["Follow last month"]
+    assert follow.limit == 0 and follow.currency == "USD"
+    assert "lastPeriodAmount" in caplog.text and "Follow last month" in caplog.text
+
+    # a budget-exporter budget pointing at it is refused with a reason
+    config_path = Path(provider.config.credentials_file).parent / "c.yml"
+    config_path.write_text(
+        textwrap.dedent(
+            """\
+            sources:
+              - name: gcp-budgets
+                provider: gcp_budgets
+                billing_account_id: 01A2B3-C4D5E6-F7A8B9
+            budgets:
+              - name: follow
+                currency: USD
+                limit_from: {source: gcp-budgets, budget: Follow last month}
+            """
+        )
+    )
+    problems = limit_from_problems(load_config(config_path), "gcp-budgets", result)
+    assert problems == ["budget follow: provider budget 'Follow last month' has no limit"]
+
+
+def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, caplog):
+    custom = budget(
+        "c0ffee00-0000-4000-8000-000000000001",
+        "Launch",
+        amount=specified(5000),
+        period={"startDate": {"year": 2025, "month": 9, "day": 1}},
+    )
+    twin = dict(
+        TEAM_A, name=f"billingAccounts/{ACCOUNT}/budgets/1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+    )
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A, twin, custom])
+    provider, _ = make(key_file)
+    with caplog.at_level(logging.WARNING, logger="test.gcp_budgets"):
+        result = provider.poll(windows())
+    assert set(by_key(result)) == {
+        "6f1c9e12-8a2b-4c3d-9e4f-5a6b7c8d9e0f",
+        "1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+    }
+    assert "custom date range" in caplog.text and "shares its display name" in caplog.text
+
+
+def test_missing_budget_currency_falls_back_to_the_account(mock, key_file):
+    bare = budget("e1", "EU team", amount={"specifiedAmount": {"units": "800"}})
+    add_account(mock, currencyCode="EUR")
+    add_budget_pages(mock, [bare])
+    provider, _ = make(key_file)
+    (found,) = provider.poll(windows()).budgets
+    assert (found.limit, found.currency) == (Decimal(800), "EUR")
+
+
+def test_configured_projects_are_checked_against_the_account(mock, key_file, caplog):
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A])
+    projects = f"{BILLING}/projects"
+    info = lambda project, enabled=True: {  # noqa: E731
+        "name": f"projects/{project}/billingInfo",
+        "projectId": project,
+        "billingAccountName": f"billingAccounts/{ACCOUNT}",
+        "billingEnabled": enabled,
+    }
+    mock.add(
+        responses.GET,
+        projects,
+        match=page_matcher(),
+        json={
+            "projectBillingInfo": [info("shop-prod"), info("sandbox", False)],
+            "nextPageToken": "p2",
+        },
+    )
+    mock.add(
+        responses.GET,
+        projects,
+        match=page_matcher("p2"),
+        json={"projectBillingInfo": [info("data-lake")]},
+    )
+    provider, counts = make(key_file, projects=["shop-prod", "data-lake", "sandbox", "elsewhere-1"])
+    with caplog.at_level(logging.WARNING, logger="test.gcp_budgets"):
+        result = provider.poll(windows())
+    billed = {
+        dict(s.labels)["sub_account_id"]: s.value
+        for s in result.samples
+        if s.name == "budget_source_project_billing_enabled"
+    }
+    assert billed == {"shop-prod": 1, "data-lake": 1, "sandbox": 0, "elsewhere-1": 0}
+    assert "project elsewhere-1 is not billed" in caplog.text
+    assert counts == Counter({"ok": 4})
+
+
+def test_permission_denied_names_role_and_permission(mock, key_file):
+    add_account(mock)
+    mock.add(
+        responses.GET,
+        BUDGETS,
+        status=403,
+        json={
+            "error": {
+                "code": 403,
+                "message": "The caller does not have permission",
+                "status": "PERMISSION_DENIED",
+            }
+        },
+    )
+    provider, counts = make(key_file, retries=2)
+    with pytest.raises(SourceError) as err:
+        provider.poll(windows())
+    text = str(err.value)
+    assert "Cloud Billing Budget API answered HTTP 403 PERMISSION_DENIED" in text
+    assert "The caller does not have permission" in text
+    assert "roles/billing.viewer" in text and "billing.budgets.list" in text
+    assert counts == Counter({"ok": 1, "client_error": 1})
+
+
+def test_disabled_api_says_to_enable_it(mock, key_file):
+    add_account(mock)
+    message = (
+        "Cloud Billing Budget API has not been used in project 271828182845 before or it is "
+        "disabled. Enable it by visiting https://console.developers.google.com/apis/api/"
+        "billingbudgets.googleapis.com/overview?project=271828182845 then retry."
+    )
+    mock.add(
+        responses.GET,
+        BUDGETS,
+        status=403,
+        json={
+            "error": {
+                "code": 403,
+                "message": message,
+                "status": "PERMISSION_DENIED",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "SERVICE_DISABLED",
+                        "domain": "googleapis.com",
+                        "metadata": {
+                            "service": "billingbudgets.googleapis.com",
+                            "consumer": "projects/271828182845",
+                        },
+                    }
+                ],
+            }
+        },
+    )
+    provider, _ = make(key_file)
+    with pytest.raises(SourceError, match="enable the API") as err:
+        provider.poll(windows())
+    assert "has not been used in project 271828182845" in str(err.value)
+
+
+def test_unknown_billing_account(mock, key_file):
+    mock.add(
+        responses.GET,
+        BILLING,
+        status=404,
+        json={
+            "error": {
+                "code": 404,
+                "message": "Requested entity was not found.",
+                "status": "NOT_FOUND",
+            }
+        },
+    )
+    provider, counts = make(key_file)
+    with pytest.raises(SourceError) as err:
+        provider.poll(windows())
+    assert "Cloud Billing API answered HTTP 404 NOT_FOUND" in str(err.value)
+    assert "check billing_account_id" in str(err.value)
+    assert counts == Counter({"client_error": 1})
+
+
+def test_server_errors_are_retried(mock, key_file):
+    mock.add(
+        responses.GET,
+        BILLING,
+        status=503,
+        json={
+            "error": {
+                "code": 503,
+                "message": "The service is currently unavailable.",
+                "status": "UNAVAILABLE",
+            }
+        },
+    )
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A])
+    provider, counts = make(key_file, retries=1)
+    assert [b.key for b in provider.poll(windows()).budgets] == ["Team A"]
+    assert counts == Counter({"server_error": 1, "ok": 2})
+
+
+def test_endpoint_overrides_for_both_apis(mock, key_file):
+    mock.add(
+        responses.GET,
+        f"http://127.0.0.1:8081/v1/billingAccounts/{ACCOUNT}",
+        json=ACCOUNT_BODY,
+    )
+    mock.add(
+        responses.GET,
+        f"http://127.0.0.1:8082/v1/billingAccounts/{ACCOUNT}/budgets",
+        json={"budgets": [TEAM_A]},
+    )
+    provider, counts = make(
+        key_file,
+        billing_endpoint_url="http://127.0.0.1:8081",
+        endpoint_url="http://127.0.0.1:8082/",
+    )
+    assert [b.key for b in provider.poll(windows()).budgets] == ["Team A"]
+    assert counts == Counter({"ok": 2})
+
+
+def test_quota_project_is_sent(mock, key_file):
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A])
+    provider, _ = make(key_file, quota_project="finops-quota")
+    provider.poll(windows())
+    assert all(c.request.headers.get("x-goog-user-project") == "finops-quota" for c in mock.calls)
+
+
+# -- the whole exporter --------------------------------------------------------------------
+
+
+def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
+    mock, key_file, tmp_path
+):
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A, PLATFORM])
+    mock.add(
+        responses.POST,
+        "https://bigquery.googleapis.com/bigquery/v2/projects/billing-admin/queries",
+        json={
+            "kind": "bigquery#queryResponse",
+            "jobReference": {"projectId": "billing-admin", "jobId": "job_a1", "location": "US"},
+            "jobComplete": True,
+            "totalRows": "2",
+            "totalBytesProcessed": "1048576",
+            "schema": {
+                "fields": [
+                    {"name": "project_id", "type": "STRING", "mode": "NULLABLE"},
+                    {"name": "service_description", "type": "STRING", "mode": "NULLABLE"},
+                    {"name": "currency", "type": "STRING", "mode": "NULLABLE"},
+                    {"name": "net_cost", "type": "NUMERIC", "mode": "NULLABLE"},
+                    {"name": "last_export_time", "type": "TIMESTAMP", "mode": "NULLABLE"},
+                ]
+            },
+            "rows": [
+                {
+                    "f": [
+                        {"v": "shop-prod"},
+                        {"v": "Compute Engine"},
+                        {"v": "USD"},
+                        {"v": "600.25"},
+                        {"v": "1757928600000000"},
+                    ]
+                },
+                {
+                    "f": [
+                        {"v": "data-lake"},
+                        {"v": "BigQuery"},
+                        {"v": "USD"},
+                        {"v": "99.75"},
+                        {"v": "1757928600000000"},
+                    ]
+                },
+            ],
+        },
+    )
+    path = tmp_path / "config.yml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            global:
+              retries: 0
+            sources:
+              - name: gcp-billing
+                provider: gcp_billing_export
+                table: {TABLE}
+                credentials_file: {key_file}
+              - name: gcp-budgets
+                provider: gcp_budgets
+                billing_account_id: {ACCOUNT}
+                credentials_file: {key_file}
+            budgets:
+              - name: team-a
+                currency: USD
+                limit_from: {{source: gcp-budgets, budget: Team A}}
+                sources: [gcp-billing]
+                match: {{sub_account_id: shop-prod}}
+            """
+        )
+    )
+    engine = Engine(load_config(path), clock=NOW.timestamp)
+    assert engine.poll_all_once()
+    text = engine.snapshot.rendered.text.decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    team = (("budget", "team-a"), ("currency", "USD"), ("period", "monthly"))
+    assert samples[("budget_limit_amount", team)] == 1000.5
+    assert samples[("budget_spend_amount", team)] == 600.25
+    assert samples[("budget_warning_threshold_ratio", team)] == 0.5
+    assert samples[("budget_stop_threshold_ratio", team)] == 0.9
+    assert samples[("budget_usage_ratio", team)] == pytest.approx(600.25 / 1000.5)
+    assert (
+        samples[
+            (
+                "budget_source_cost_amount",
+                (
+                    ("currency", "USD"),
+                    ("provider", "gcp_billing_export"),
+                    ("service_name", "Compute Engine"),
+                    ("source", "gcp-billing"),
+                    ("sub_account_id", "shop-prod"),
+                ),
+            )
+        ]
+        == 600.25
+    )
+    for source, provider, requests in (
+        ("gcp-budgets", "gcp_budgets", 2),
+        ("gcp-billing", "gcp_billing_export", 1),
+    ):
+        labels = (("provider", provider), ("source", source))
+        assert samples[("budget_source_up", labels)] == 1
+        assert (
+            samples[("budget_source_api_requests_total", (*labels, ("status", "ok")))] == requests
+        )
+    assert (
+        samples[
+            (
+                "budget_source_billing_account_info",
+                (
+                    ("billing_account_id", ACCOUNT),
+                    ("billing_account_name", "Acme main billing"),
+                    ("currency", "USD"),
+                    ("provider", "gcp_budgets"),
+                    ("source", "gcp-budgets"),
+                ),
+            )
+        ]
+        == 1
+    )
+
+
+def test_a_budgets_source_does_not_block_daily_budgets_over_all_sources(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            sources:
+              - name: gcp-budgets
+                provider: gcp_budgets
+                billing_account_id: {ACCOUNT}
+              - name: invoices
+                provider: static
+                amount: 5
+                currency: USD
+            budgets:
+              - name: daily
+                limit: 50
+                currency: USD
+                period: daily
+                sources: ["*"]
+            """
+        )
+    )
+    config = load_config(path)
+    assert Period.DAILY in config.periods(config.sources[0])
