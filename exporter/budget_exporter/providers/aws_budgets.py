@@ -1,0 +1,221 @@
+"""``aws_budgets``: import the budgets kept in AWS Budgets.
+
+Each COST budget with a daily, monthly, quarterly or annual period becomes a
+:class:`~budget_exporter.model.ProviderBudget` keyed by its name: the limit of
+the current period (``BudgetLimit``, or the matching ``PlannedBudgetLimits``
+entry), AWS's own actual and forecasted spend (``CalculatedSpend``), and the
+warning/stop ratios from its ``PERCENTAGE`` notifications on actual spend.  A
+budget-exporter budget picks one with
+``limit_from: {source: <this source>, budget: <AWS budget name>}``.
+
+Other budget types (usage, RI/Savings Plans coverage and utilisation) and
+custom periods carry no spend limit comparable to a calendar budget and are
+skipped.  ``DescribeBudgets`` is followed over every page.  The Budgets API has
+no per-request fee; AWS refreshes its figures a few times a day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import Field
+
+from budget_exporter.errors import SourceError
+from budget_exporter.model import Period, PollResult, ProviderBudget, Window
+from budget_exporter.periods import window_at
+from budget_exporter.providers import register
+from budget_exporter.providers._aws import AwsSession, AwsSourceConfig, aws_errors, parse_money
+from budget_exporter.providers.base import Provider
+
+TIME_UNITS = {
+    "DAILY": Period.DAILY,
+    "MONTHLY": Period.MONTHLY,
+    "QUARTERLY": Period.QUARTERLY,
+    "ANNUALLY": Period.YEARLY,
+}
+PAGE_SIZE = 100
+
+
+class BudgetsConfig(AwsSourceConfig):
+    account_id: str | None = Field(default=None, pattern=r"^\d{12}$")
+    """The account that owns the budgets; default: the credentials' own account."""
+    budget_names: tuple[str, ...] | None = Field(default=None, min_length=1)
+    """Import only these budgets (default: every COST budget)."""
+    notifications: bool = True
+    """Read each budget's notification thresholds (one request per budget)."""
+    max_pages: int = Field(default=20, ge=1, le=1000)
+
+
+def threshold_ratios(
+    notifications: Iterable[Mapping[str, Any]],
+) -> tuple[float | None, float | None]:
+    """Warning and stop ratios from a budget's notifications.
+
+    Only alerts on ACTUAL spend with a PERCENTAGE threshold above 0 and below
+    100 % count (100 % is already the ``exceeded`` state, as for GCP budgets):
+    the lowest becomes the warning ratio and, when there are at least two, the
+    highest becomes the stop ratio.
+    """
+    ratios: set[float] = set()
+    for item in notifications:
+        if item.get("NotificationType") != "ACTUAL":
+            continue
+        if item.get("ThresholdType", "PERCENTAGE") != "PERCENTAGE":
+            continue
+        if item.get("ComparisonOperator", "GREATER_THAN") not in ("GREATER_THAN", "EQUAL_TO"):
+            continue
+        try:
+            percent = Decimal(str(item.get("Threshold")))
+        except ArithmeticError:
+            continue
+        if percent.is_finite() and 0 < percent < 100:
+            ratios.add(float(percent / 100))
+    if not ratios:
+        return None, None
+    ordered = sorted(ratios)
+    return ordered[0], (ordered[-1] if len(ordered) > 1 else None)
+
+
+def _amount(node: Any, what: str) -> tuple[Decimal, str] | None:
+    if not isinstance(node, Mapping) or node.get("Amount") is None:
+        return None
+    unit = str(node.get("Unit") or "").strip().upper()
+    if len(unit) != 3 or not unit.isalpha():
+        raise SourceError(f"{what}.Unit is not a 3-letter currency code")
+    return parse_money(node["Amount"], f"{what}.Amount"), unit
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def parse_budget(budget: Mapping[str, Any], now: datetime) -> ProviderBudget | str:
+    """A ProviderBudget, or the reason the budget cannot be one."""
+    name = str(budget.get("BudgetName") or "")
+    where = f"budget {name!r}"
+    if budget.get("BudgetType") != "COST":
+        return f"{where} is a {budget.get('BudgetType')} budget, not COST"
+    period = TIME_UNITS.get(str(budget.get("TimeUnit")))
+    if period is None:
+        return f"{where} has time unit {budget.get('TimeUnit')}, not a calendar period"
+    end = _epoch((budget.get("TimePeriod") or {}).get("End"))
+    if end is not None and end <= now.timestamp():
+        return f"{where} has ended"
+    window: Window = window_at(period, now)
+    limit = _amount(budget.get("BudgetLimit"), f"{where} BudgetLimit")
+    if limit is None:
+        planned = budget.get("PlannedBudgetLimits") or {}
+        key = str(int(window.start.timestamp()))
+        limit = _amount(planned.get(key), f"{where} PlannedBudgetLimits[{key}]")
+        if limit is None:
+            return f"{where} has no limit for the current period"
+    amount, currency = limit
+    spend = budget.get("CalculatedSpend") or {}
+    actual = _amount(spend.get("ActualSpend"), f"{where} ActualSpend")
+    forecast = _amount(spend.get("ForecastedSpend"), f"{where} ForecastedSpend")
+    return ProviderBudget(
+        key=name,
+        period=period,
+        limit=amount,
+        currency=currency,
+        actual=actual[0] if actual and actual[1] == currency else None,
+        forecast=forecast[0] if forecast and forecast[1] == currency else None,
+    )
+
+
+@register
+class BudgetsProvider(Provider):
+    name = "aws_budgets"
+    config_model = BudgetsConfig
+    default_poll_interval = timedelta(hours=1)
+    supported_periods = frozenset(TIME_UNITS.values())
+
+    def __init__(self, config: BudgetsConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self.aws = AwsSession(config, context)
+        self._account_id: str | None = config.account_id
+
+    def close(self) -> None:
+        self.aws.close()
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        config: BudgetsConfig = self.config
+        now = self.context.now().astimezone(UTC)
+        with aws_errors(config.role_arn):
+            account = self.account_id()
+            found: list[ProviderBudget] = []
+            for raw in self.describe_budgets(account):
+                name = str(raw.get("BudgetName") or "")
+                if config.budget_names is not None and name not in config.budget_names:
+                    continue
+                parsed = parse_budget(raw, now)
+                if isinstance(parsed, str):
+                    self.context.logger.debug("skipped: %s", parsed)
+                    continue
+                if config.notifications:
+                    warning, stop = threshold_ratios(self.notifications(account, name))
+                    parsed = ProviderBudget(
+                        key=parsed.key,
+                        period=parsed.period,
+                        limit=parsed.limit,
+                        currency=parsed.currency,
+                        actual=parsed.actual,
+                        forecast=parsed.forecast,
+                        warning_ratio=warning,
+                        stop_ratio=stop,
+                    )
+                found.append(parsed)
+        return PollResult(budgets=tuple(found), polled_at=now)
+
+    def account_id(self) -> str:
+        if self._account_id is None:
+            identity = self.aws.client("sts").get_caller_identity()
+            self._account_id = str(identity["Account"])
+        return self._account_id
+
+    def describe_budgets(self, account: str) -> list[dict[str, Any]]:
+        """Every page of DescribeBudgets."""
+        return self._all_pages(
+            "DescribeBudgets", "Budgets", {"AccountId": account, "MaxResults": PAGE_SIZE}
+        )
+
+    def notifications(self, account: str, budget: str) -> list[dict[str, Any]]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._all_pages(
+                "DescribeNotificationsForBudget",
+                "Notifications",
+                {"AccountId": account, "BudgetName": budget, "MaxResults": PAGE_SIZE},
+            )
+        except ClientError as exc:
+            # A budget deleted between the two calls has no notifications.
+            if (exc.response.get("Error") or {}).get("Code") == "NotFoundException":
+                return []
+            raise
+
+    def _all_pages(self, operation: str, key: str, request: dict[str, Any]) -> list[dict[str, Any]]:
+        client = self.aws.client("budgets")
+        call = getattr(client, _snake(operation))
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(self.config.max_pages):
+            page = call(**request, **({"NextToken": token} if token else {}))
+            items.extend(page.get(key) or [])
+            token = page.get("NextToken") or None
+            if token is None:
+                return items
+        raise SourceError(
+            f"{operation} answered more than max_pages ({self.config.max_pages}) pages"
+        )
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
