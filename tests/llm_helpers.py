@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-import requests
+import pytest
+import responses
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.model import Period
+from budget_exporter.errors import SourceError
+from budget_exporter.model import Period, PollResult
 from budget_exporter.periods import window_at
 from budget_exporter.providers import get_provider
 from budget_exporter.providers.base import ProviderContext
-from tests.support.net import free_port
+from tests.support.exporter import run
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 MONTH = window_at(Period.MONTHLY, NOW)
@@ -75,71 +74,66 @@ def samples(series: Series, name: str) -> dict[frozenset[tuple[str, str]], float
     return {ls: v for (n, ls), v in series.items() if n == name}
 
 
+def by_label(series: Series, name: str, label: str) -> dict[str, float]:
+    """``{value of label: sample value}`` over the samples of ``name``."""
+    return {dict(ls)[label]: v for ls, v in samples(series, name).items()}
+
+
+def paged(pages: dict[str | None, dict[str, Any]], unknown: dict[str, Any]) -> Any:
+    """A ``responses`` callback answering each ``page`` cursor with its page, and a
+    cursor it does not know with 400 and the API's error body ``unknown``."""
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        cursor = parse_qs(urlsplit(request.url).query).get("page", [None])[0]
+        if cursor not in pages:
+            return 400, {}, json.dumps(unknown)
+        return 200, {"Content-Type": "application/json"}, json.dumps(pages[cursor])
+
+    return answer
+
+
+def assert_admin_key_refused(
+    name: str, url: str, status: int, error: dict[str, Any], *, key: str, base_url: str
+) -> None:
+    """When ``url`` (the cost endpoint, mocked with ``responses``) answers ``status``
+    401 or 403 with the API's ``error`` body, the poll fails saying an Admin key is
+    needed, never shows the key, and is not retried."""
+    responses.add(responses.GET, url, status=status, json=error)
+    provider = make_provider(name, admin_key=key, base_url=base_url, retries=2)
+    with pytest.raises(SourceError) as caught:
+        provider.poll([MONTH])
+    message = str(caught.value)
+    assert f"HTTP {status}" in message
+    assert "Admin key" in message
+    assert key not in message
+    assert provider.requests_seen == ["client_error"]  # 4xx is not retried
+
+
+def assert_429_retried(
+    name: str, url: str, throttled: dict[str, Any], answer: dict[str, Any], **fields: Any
+) -> PollResult:
+    """When ``url`` (mocked with ``responses``) first answers 429 with ``Retry-After: 1``
+    and the API's ``throttled`` body, then ``answer``, the poll is retried once and
+    succeeds; its result."""
+    responses.add(responses.GET, url, status=429, headers={"Retry-After": "1"}, json=throttled)
+    responses.add(responses.GET, url, json=answer)
+    provider = make_provider(name, **fields)
+    result = provider.poll([MONTH])
+    assert provider.requests_seen == ["throttled", "ok"]
+    return result
+
+
 def run_once(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """``python -m budget_exporter --once``: poll every source, print the metrics."""
-    return subprocess.run(
-        [sys.executable, "-m", "budget_exporter", f"--config.file={config}", "--once", *flags],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ},
-    )
+    return run(f"--config.file={config}", "--once", *flags)
 
 
-class Exporter:
-    """``python -m budget_exporter`` serving on a loopback port."""
-
-    def __init__(self, config: Path, *flags: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "budget_exporter",
-                f"--config.file={config}",
-                f"--web.listen-address={self.url.removeprefix('http://')}",
-                *flags,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def wait_ready(self, timeout: float = 20, auth: tuple[str, str] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited: {self.proc.communicate()[1]}")
-            try:
-                response = requests.get(f"{self.url}/-/ready", timeout=1, auth=auth)
-                if response.status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("exporter never became ready")
-
-    def stop(self) -> str:
-        """Stop it; its stderr (the log)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
-
-
-def exporters() -> Iterator[Any]:
-    """Body of a fixture that starts exporters and always stops them."""
-    started: list[Exporter] = []
-
-    def start(config: Path, *flags: str) -> Exporter:
-        exporter = Exporter(config, *flags)
-        started.append(exporter)
-        return exporter
-
-    yield start
-    for exporter in started:
-        exporter.stop()
+def run_once_checked(
+    config: Path, *flags: str, secret: str, returncode: int = 0
+) -> tuple[subprocess.CompletedProcess[str], Series]:
+    """:func:`run_once`, checking its exit code and that ``secret`` is in neither its
+    output nor its log; the run and its parsed metrics."""
+    proc = run_once(config, *flags)
+    assert proc.returncode == returncode, proc.stderr
+    assert secret not in proc.stdout and secret not in proc.stderr
+    return proc, parse_metrics(proc.stdout)

@@ -17,7 +17,8 @@ from budget_exporter.errors import ConfigError
 from budget_exporter.guard import BudgetExceeded, BudgetGuard
 from budget_exporter.pricing import estimate
 from tests.conftest import Clock
-from tests.llm_helpers import NOW, exporters
+from tests.llm_helpers import NOW
+from tests.support.exporter import exporters
 
 HUNTER_KEY = "hunterkey-check-api-0123456789abcdef"
 
@@ -305,7 +306,7 @@ budgets:
     with pytest.raises(BudgetExceeded):
         find_emails(1_700)  # 20 + 170 = 190 USD >= 95 % of 200
     assert calls == ["ran"]
-    log = running.stop()
+    _, log = running.stop()
     assert "s3cret" not in log
 
 

@@ -1,89 +1,23 @@
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.fake_upstream import Reply
+from tests.support.exporter import ExporterProcess, exporters, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "budget_exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
-
-class Running:
-    def __init__(self, config: Path, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "budget_exporter",
-                f"--config.file={config}",
-                f"--web.listen-address={self.url.removeprefix('http://')}",
-                *flags,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read()  # type: ignore[union-attr]
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("exporter never became ready")
-
-    def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=15)
-        return self.proc.returncode, err
-
-
 @pytest.fixture
-def running() -> Iterator:
-    started: list[Running] = []
-
-    def start(config: Path, *flags: str, env: dict[str, str] | None = None) -> Running:
-        exporter = Running(config, *flags, env=env)
-        started.append(exporter)
-        return exporter
-
-    yield start
-    for exporter in started:
-        if exporter.proc.poll() is None:
-            exporter.proc.kill()
-            exporter.proc.communicate()
+def running() -> Iterator[Callable[..., ExporterProcess]]:
+    yield from exporters()
 
 
 def test_version() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,13 +15,15 @@ import responses
 from budget_exporter.errors import SourceError
 from budget_exporter.model import Period
 from budget_exporter.periods import window_at
+from tests import llm_helpers as llm
 from tests.fake_upstream import FakeUpstream, Reply
-from tests.llm_helpers import MONTH, make_provider, parse_metrics, run_once, samples, value
+from tests.llm_helpers import MONTH, make_provider, value
 
 BASE = "https://api.anthropic.test"
 COSTS = f"{BASE}/v1/organizations/cost_report"
 USAGE = f"{BASE}/v1/organizations/usage_report/messages"
 KEY = "sk-ant-admin01-test-abcdefghijklmnop"
+BAD_PAGE = {"type": "error", "error": {"type": "invalid_request_error"}}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -94,27 +95,13 @@ COST_PAGES = {
 }
 
 
-def paged(pages: dict[str | None, dict[str, Any]]) -> Any:
-    def answer(request: Any) -> tuple[int, dict[str, str], str]:
-        cursor = parse_qs(urlsplit(request.url).query).get("page", [None])[0]
-        if cursor not in pages:
-            return (
-                400,
-                {},
-                json.dumps({"type": "error", "error": {"type": "invalid_request_error"}}),
-            )
-        return 200, {"Content-Type": "application/json"}, json.dumps(pages[cursor])
-
-    return answer
-
-
 def raw_query(call: Any) -> str:
     return urlsplit(call.request.url).query
 
 
 @responses.activate
 def test_cost_report_in_cents_over_every_page() -> None:
-    responses.add_callback(responses.GET, COSTS, callback=paged(COST_PAGES))
+    responses.add_callback(responses.GET, COSTS, callback=llm.paged(COST_PAGES, BAD_PAGE))
     provider = make_provider("anthropic", admin_key=KEY, base_url=BASE)
 
     result = provider.poll([MONTH])
@@ -183,38 +170,21 @@ def test_empty_month_gives_no_lines_and_no_error() -> None:
 @pytest.mark.parametrize("status", [401, 403])
 @responses.activate
 def test_non_admin_key_is_a_clear_error(status: int) -> None:
-    responses.add(
-        responses.GET,
-        COSTS,
-        status=status,
-        json={
-            "type": "error",
-            "error": {"type": "authentication_error", "message": "invalid x-api-key"},
-        },
-    )
-    provider = make_provider("anthropic", admin_key=KEY, base_url=BASE, retries=2)
-    with pytest.raises(SourceError) as caught:
-        provider.poll([MONTH])
-    assert f"HTTP {status}" in str(caught.value)
-    assert "Admin key" in str(caught.value)
-    assert KEY not in str(caught.value)
-    assert provider.requests_seen == ["client_error"]
+    error = {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+    }
+    llm.assert_admin_key_refused("anthropic", COSTS, status, error, key=KEY, base_url=BASE)
 
 
 @responses.activate
 def test_429_with_retry_after_is_retried() -> None:
-    responses.add(
-        responses.GET,
-        COSTS,
-        status=429,
-        headers={"Retry-After": "1"},
-        json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+    throttled = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+    answer = page([bucket(0, [cost("500", None)])], None)
+    result = llm.assert_429_retried(
+        "anthropic", COSTS, throttled, answer, admin_key=KEY, base_url=BASE, retries=3
     )
-    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost("500", None)])], None))
-    provider = make_provider("anthropic", admin_key=KEY, base_url=BASE, retries=3)
-    result = provider.poll([MONTH])
     assert [ln.amount for ln in result.lines] == [Decimal(5)]
-    assert provider.requests_seen == ["throttled", "ok"]
 
 
 @pytest.mark.parametrize(
@@ -255,7 +225,7 @@ def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) 
     responses.add_callback(
         responses.GET,
         USAGE,
-        callback=paged(
+        callback=llm.paged(
             {
                 None: page([bucket(0, [usage(SONNET, 500_000, 1_000_000, 0, 0, 50_000)])], "p2"),
                 "p2": page(
@@ -271,7 +241,8 @@ def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) 
                     ],
                     None,
                 ),
-            }
+            },
+            BAD_PAGE,
         ),
     )
     provider = make_provider(
@@ -307,51 +278,43 @@ def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) 
     assert parse_qs(raw_query(responses.calls[2]))["page"] == ["p2"]
 
 
-def test_whole_exporter_against_a_loopback_anthropic(tmp_path: Path) -> None:
+def test_whole_exporter_against_a_loopback_anthropic(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
     month = window_at(Period.MONTHLY, datetime.now(UTC))
-    fake = FakeUpstream().start()
-    try:
-        fake.reply(
-            Reply(
-                json=page(
-                    [bucket(0, [cost("4200", "wrkspc_ml", SONNET, "output_tokens")], month)],
-                    "page_two",
-                )
-            ),
-            Reply(
-                json=page(
-                    [bucket(0, [cost("800.5", None, SONNET, "uncached_input_tokens")], month)], None
-                )
-            ),
-            Reply(json=page([bucket(0, [usage(SONNET, 10, 20, 0, 0, 30)], month)], None)),
-        )
-        config = tmp_path / "anthropic.yml"
-        config.write_text(
-            f"""
+    upstream.reply(
+        Reply(
+            json=page(
+                [bucket(0, [cost("4200", "wrkspc_ml", SONNET, "output_tokens")], month)],
+                "page_two",
+            )
+        ),
+        Reply(
+            json=page(
+                [bucket(0, [cost("800.5", None, SONNET, "uncached_input_tokens")], month)], None
+            )
+        ),
+        Reply(json=page([bucket(0, [usage(SONNET, 10, 20, 0, 0, 30)], month)], None)),
+    )
+    config = tmp_path / "anthropic.yml"
+    config.write_text(
+        f"""
 global: {{retries: 1, retry_backoff: 10ms}}
 sources:
   - name: claude
     provider: anthropic
     admin_key: {KEY}
-    base_url: {fake.url}
+    base_url: {upstream.url}
     usage_tokens: true
 budgets:
   - {{name: claude, limit: 100, currency: USD, sources: [claude]}}
   - {{name: claude-ml, limit: 50, currency: USD, sources: [claude], match: {{sub_account_id: wrkspc_ml}}}}
 """
-        )
-        proc = run_once(config)
-    finally:
-        fake.stop()
-    assert proc.returncode == 0, proc.stderr
-    assert KEY not in proc.stdout + proc.stderr
-    metrics = parse_metrics(proc.stdout)
+    )
+    _, metrics = llm.run_once_checked(config, secret=KEY)
     assert value(metrics, "budget_spend_amount", budget="claude") == pytest.approx(50.005)
     assert value(metrics, "budget_spend_amount", budget="claude-ml") == pytest.approx(42.0)
-    costs = {
-        dict(ls)["sub_account_id"]: v
-        for ls, v in samples(metrics, "budget_source_cost_amount").items()
-    }
+    costs = llm.by_label(metrics, "budget_source_cost_amount", "sub_account_id")
     assert costs == {"wrkspc_ml": pytest.approx(42.0), "default": pytest.approx(8.005)}
     assert value(metrics, "budget_source_usage_tokens", source="claude", token_type="output") == 30
     assert (
@@ -360,10 +323,10 @@ budgets:
     )
     assert value(metrics, "budget_source_up", source="claude") == 1
     assert value(metrics, "budget_source_api_requests_total", source="claude", status="ok") == 3
-    assert [s.path for s in fake.seen] == [
+    assert [s.path for s in upstream.seen] == [
         "/v1/organizations/cost_report",
         "/v1/organizations/cost_report",
         "/v1/organizations/usage_report/messages",
     ]
-    assert fake.seen[1].query["page"] == "page_two"
-    assert all(s.headers.get("x-api-key") == KEY for s in fake.seen)
+    assert upstream.seen[1].query["page"] == "page_two"
+    assert all(s.headers.get("x-api-key") == KEY for s in upstream.seen)

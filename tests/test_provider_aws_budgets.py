@@ -7,14 +7,9 @@ anything but loopback, so no test can reach real AWS.
 
 from __future__ import annotations
 
-import ipaddress
-import logging
-import os
-import socket
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,92 +18,27 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from moto.ce.models import ce_backends
 from moto.core import DEFAULT_ACCOUNT_ID
-from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
+from budget_exporter.errors import ConfigError
 from budget_exporter.model import Period, PollResult, ProviderBudget
 from budget_exporter.periods import window_at
-from budget_exporter.providers.aws_budgets import (
-    BudgetsConfig,
-    BudgetsProvider,
-    parse_budget,
-    threshold_ratios,
-)
-from budget_exporter.providers.base import ProviderContext
-from tests.conftest import Clock
+from budget_exporter.providers.aws_budgets import BudgetsProvider, parse_budget, threshold_ratios
+from tests.support import aws
+from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
 
 NOW = datetime(2026, 8, 21, 12, 0, tzinfo=UTC)
 OTHER_ACCOUNT = "111122223333"
 
-# -- keeping tests off real AWS ------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake credentials only; no shared config, no profile, no instance metadata."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def _loopback(host: Any) -> bool:
-    if host in (None, "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refuse every connection or name lookup that is not loopback."""
-    real_connect = socket.socket.connect
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
-            raise OSError(f"test tried to connect to {address[0]}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _loopback(host):
-            raise socket.gaierror(f"test tried to resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
 # -- helpers -------------------------------------------------------------------------
 
 
-class Harness:
+class Harness(aws.Harness):
+    provider_class = BudgetsProvider
+    source = "aws-budgets"
+
     def __init__(self, now: datetime = NOW, **settings: Any) -> None:
-        self.now = now
-        self.requests: Counter[str] = Counter()
-        context = ProviderContext(
-            source="aws-budgets",
-            timeout=timedelta(seconds=5),
-            retries=0,
-            retry_backoff=timedelta(milliseconds=10),
-            max_retry_after=timedelta(seconds=1),
-            record_request=lambda status: self.requests.update([status]),
-            now=lambda: self.now,
-            logger=logging.getLogger("budget_exporter.aws-budgets"),
-        )
-        config = BudgetsConfig.model_validate(
-            {"name": "aws-budgets", "provider": "aws_budgets", **settings}
-        )
-        self.provider = BudgetsProvider(config, context)
+        super().__init__(now, retries=0, **settings)
 
     def poll(self) -> PollResult:
         return self.provider.poll([window_at(Period.MONTHLY, self.now)])
@@ -174,14 +104,6 @@ def budgets_client(account: str) -> Any:
 
 def by_key(result: PollResult) -> dict[str, ProviderBudget]:
     return {b.key: b for b in result.budgets}
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 # -- thresholds and parsing ------------------------------------------------------------
@@ -362,17 +284,9 @@ def test_every_page_is_read() -> None:
 def test_missing_permission_names_the_iam_action() -> None:
     with mock_aws():
         h = Harness(account_id=DEFAULT_ACCOUNT_ID)
-        with Stubber(h.provider.aws.client("budgets")) as stubber:
-            stubber.add_client_error(
-                "describe_budgets",
-                service_error_code="AccessDeniedException",
-                service_message="User: arn:aws:iam::123456789012:user/monitor is not authorized "
-                "to perform: budgets:ViewBudget",
-                http_status_code=400,
-            )
-            with pytest.raises(SourceError) as info:
-                h.poll()
-    assert "budgets:ViewBudget" in str(info.value)
+        client = h.provider.aws.client("budgets")
+        message = aws.access_denied(client, "describe_budgets", "budgets:ViewBudget", h.poll)
+    assert "budgets:ViewBudget" in message
 
 
 def test_budget_deleted_between_calls_has_no_thresholds() -> None:
@@ -437,11 +351,9 @@ def test_whole_exporter_budgets_take_limits_from_aws(make_engine) -> None:
                 "DimensionValueAttributes": [],
             }
         )  # fmt: skip
-        engine = make_engine(
+        engine = aws.engine_without_retries(
+            make_engine,
             """
-            global:
-              retries: 0
-              retry_backoff: 10ms
             sources:
               - name: aws
                 provider: aws_cost_explorer
@@ -461,31 +373,42 @@ def test_whole_exporter_budgets_take_limits_from_aws(make_engine) -> None:
                 limit_from: {source: aws-budgets, budget: aws-quarterly}
                 currency: USD
             """,
-            clock=Clock(NOW.timestamp()),
+            NOW,
         )
         assert engine.poll_all_once()
     text = engine.snapshot.rendered.text.decode()
     # Spend and forecast straight from AWS Budgets, thresholds from its notifications.
-    assert metric_value(text, "budget_limit_amount", budget="from-aws") == 200
-    assert metric_value(text, "budget_spend_amount", budget="from-aws") == 150.5
-    assert metric_value(text, "budget_forecast_amount", budget="from-aws") == 210
-    assert metric_value(text, "budget_warning_threshold_ratio", budget="from-aws") == 0.5
-    assert metric_value(text, "budget_stop_threshold_ratio", budget="from-aws") == 0.75
+    from_aws = {
+        "budget_limit_amount": 200,
+        "budget_spend_amount": 150.5,
+        "budget_forecast_amount": 210,
+        "budget_warning_threshold_ratio": 0.5,
+        "budget_stop_threshold_ratio": 0.75,
+    }
+    assert {name: aws.metric_value(text, name, budget="from-aws") for name in from_aws} == from_aws
     # The AWS limit over Cost Explorer spend, with the exporter's own thresholds.
-    assert metric_value(text, "budget_limit_amount", budget="ce-against-aws-limit") == 200
-    assert metric_value(text, "budget_spend_amount", budget="ce-against-aws-limit") == 150
+    assert aws.metric_value(text, "budget_limit_amount", budget="ce-against-aws-limit") == 200
+    assert aws.metric_value(text, "budget_spend_amount", budget="ce-against-aws-limit") == 150
     assert (
-        metric_value(text, "budget_warning_threshold_ratio", budget="ce-against-aws-limit") == 0.8
+        aws.metric_value(text, "budget_warning_threshold_ratio", budget="ce-against-aws-limit")
+        == 0.8
     )
-    assert metric_value(text, "budget_spend_amount", budget="quarter", period="quarterly") == 300
     assert (
-        metric_value(text, "budget_source_cost_amount", source="aws", service_name="Amazon EC2")
+        aws.metric_value(text, "budget_spend_amount", budget="quarter", period="quarterly") == 300
+    )
+    assert (
+        aws.metric_value(text, "budget_source_cost_amount", source="aws", service_name="Amazon EC2")
         == 120
     )
-    assert metric_value(text, "budget_source_up", source="aws-budgets", provider="aws_budgets") == 1
-    assert metric_value(text, "budget_source_up", source="aws") == 1
+    assert (
+        aws.metric_value(text, "budget_source_up", source="aws-budgets", provider="aws_budgets")
+        == 1
+    )
+    assert aws.metric_value(text, "budget_source_up", source="aws") == 1
     # GetCallerIdentity, DescribeBudgets, two DescribeNotificationsForBudget.
     assert (
-        metric_value(text, "budget_source_api_requests_total", source="aws-budgets", status="ok")
+        aws.metric_value(
+            text, "budget_source_api_requests_total", source="aws-budgets", status="ok"
+        )
         == 4
     )

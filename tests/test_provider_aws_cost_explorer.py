@@ -9,11 +9,9 @@ so no test can reach real AWS.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -32,7 +30,6 @@ from moto.ce.models import ce_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 from moto.sts.models import sts_backends
-from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError, SourceError
@@ -44,8 +41,8 @@ from budget_exporter.providers.aws_cost_explorer import (
     CostExplorerProvider,
     parse_pages,
 )
-from budget_exporter.providers.base import ProviderContext
-from tests.conftest import Clock
+from tests.support import aws
+from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
 from tests.support.net import free_port
 
 NOW = datetime(2026, 8, 21, 12, 0, tzinfo=UTC)
@@ -55,76 +52,17 @@ SERVICE_AND_TAG = [
     {"Type": "TAG", "Key": "Environment"},
 ]
 
-# -- keeping tests off real AWS ------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake credentials only; no shared config, no profile, no instance metadata."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def _loopback(host: Any) -> bool:
-    if host in (None, "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refuse every connection or name lookup that is not loopback."""
-    real_connect = socket.socket.connect
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
-            raise OSError(f"test tried to connect to {address[0]}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _loopback(host):
-            raise socket.gaierror(f"test tried to resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
 # -- helpers -------------------------------------------------------------------------
 
 
-class Harness:
-    """A provider with a settable clock and a request counter."""
+class Harness(aws.Harness):
+    """Cost Explorer with forecasts off unless asked, and one retry by default."""
+
+    provider_class = CostExplorerProvider
+    source = "aws"
 
     def __init__(self, now: datetime = NOW, retries: int = 1, **settings: Any) -> None:
-        self.now = now
-        self.requests: Counter[str] = Counter()
-        self.context = ProviderContext(
-            source="aws",
-            timeout=timedelta(seconds=5),
-            retries=retries,
-            retry_backoff=timedelta(milliseconds=10),
-            max_retry_after=timedelta(seconds=1),
-            record_request=lambda status: self.requests.update([status]),
-            now=lambda: self.now,
-            logger=logging.getLogger("budget_exporter.aws"),
-        )
-        config = CostExplorerConfig.model_validate(
-            {"name": "aws", "provider": "aws_cost_explorer", "forecast": False, **settings}
-        )
-        self.provider = CostExplorerProvider(config, self.context)
+        super().__init__(now, retries, **{"forecast": False, **settings})
 
     def poll(self, *periods: Period) -> PollResult:
         windows = [window_at(p, self.now) for p in periods or (Period.MONTHLY,)]
@@ -207,14 +145,6 @@ def forecast_answer(amount: str, start: str, end: str) -> dict[str, Any]:
             {"TimePeriod": {"Start": start, "End": end}, "MeanValue": amount}
         ],
     }
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 # -- configuration -------------------------------------------------------------------
@@ -570,33 +500,23 @@ def test_parser_rejects_malformed_amounts() -> None:
 def test_missing_permission_names_the_iam_action() -> None:
     with mock_aws():
         h = Harness()
-        with Stubber(h.provider.aws.client("ce")) as stubber:
-            stubber.add_client_error(
-                "get_cost_and_usage",
-                service_error_code="AccessDeniedException",
-                service_message="User: arn:aws:iam::123456789012:user/monitor is not authorized "
-                "to perform: ce:GetCostAndUsage",
-                http_status_code=400,
-            )
-            with pytest.raises(SourceError) as info:
-                h.poll()
-    assert "ce:GetCostAndUsage" in str(info.value)
-    assert "access denied" in str(info.value)
+        client = h.provider.aws.client("ce")
+        message = aws.access_denied(client, "get_cost_and_usage", "ce:GetCostAndUsage", h.poll)
+    assert "ce:GetCostAndUsage" in message
+    assert "access denied" in message
 
 
 def test_rejected_credentials_are_reported_without_secrets() -> None:
     with mock_aws():
         h = Harness()
-        with Stubber(h.provider.aws.client("ce")) as stubber:
-            stubber.add_client_error(
-                "get_cost_and_usage",
-                service_error_code="UnrecognizedClientException",
-                service_message="The security token included in the request is invalid.",
-                http_status_code=400,
-            )
-            with pytest.raises(SourceError) as info:
-                h.poll()
-    assert str(info.value) == (
+        message = aws.stubbed_error(
+            h.provider.aws.client("ce"),
+            "get_cost_and_usage",
+            "UnrecognizedClientException",
+            h.poll,
+            "The security token included in the request is invalid.",
+        )
+    assert message == (
         "GetCostAndUsage: AWS rejected the credentials (UnrecognizedClientException)"
     )
 
@@ -609,18 +529,16 @@ def test_failed_assume_role_names_the_role_not_the_external_id() -> None:
         )
         sts = h.provider.aws._make_client(h.provider.aws._base_session(), "sts")
         h.provider.aws._sts = sts
-        with Stubber(sts) as stubber:
-            stubber.add_client_error(
-                "assume_role",
-                service_error_code="AccessDenied",
-                service_message="User: arn:aws:iam::123456789012:user/monitor is not authorized "
-                "to perform: sts:AssumeRole on resource: "
-                "arn:aws:iam::111111111111:role/budget-reader",
-                http_status_code=403,
-            )
-            with pytest.raises(SourceError) as info:
-                h.poll()
-    message = str(info.value)
+        message = aws.stubbed_error(
+            sts,
+            "assume_role",
+            "AccessDenied",
+            h.poll,
+            "User: arn:aws:iam::123456789012:user/monitor is not authorized "
+            "to perform: sts:AssumeRole on resource: "
+            "arn:aws:iam::111111111111:role/budget-reader",
+            http_status_code=403,
+        )
     assert message.startswith(
         "cannot assume role arn:aws:iam::111111111111:role/budget-reader (AccessDenied)"
     )
@@ -903,11 +821,9 @@ def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
                 ],
             ),
         )
-        engine = make_engine(
+        engine = aws.engine_without_retries(
+            make_engine,
             """
-            global:
-              retries: 0
-              retry_backoff: 10ms
             sources:
               - name: aws
                 provider: aws_cost_explorer
@@ -923,7 +839,7 @@ def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
                 sources: [aws]
                 match: {tag_team: ml}
             """,
-            clock=Clock(NOW.timestamp()),
+            NOW,
         )
         provider = engine.runners["aws"].provider
         client = provider.aws.new_client("ce")
@@ -936,11 +852,11 @@ def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
         assert engine.poll_all_once()
         stubber.assert_no_pending_responses()
     text = engine.snapshot.rendered.text.decode()
-    assert metric_value(text, "budget_spend_amount", budget="aws-total") == 60.0
-    assert metric_value(text, "budget_forecast_amount", budget="aws-total") == 170.0
-    assert metric_value(text, "budget_spend_amount", budget="aws-ml") == 51.25
+    assert aws.metric_value(text, "budget_spend_amount", budget="aws-total") == 60.0
+    assert aws.metric_value(text, "budget_forecast_amount", budget="aws-total") == 170.0
+    assert aws.metric_value(text, "budget_spend_amount", budget="aws-ml") == 51.25
     assert (
-        metric_value(
+        aws.metric_value(
             text,
             "budget_source_cost_amount",
             source="aws",
@@ -951,10 +867,12 @@ def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
         )
         == 41.25
     )
-    assert metric_value(text, "budget_source_up", source="aws") == 1
-    assert metric_value(text, "budget_source_api_requests_total", source="aws", status="ok") == 2
-    assert metric_value(text, "budget_source_cost_estimated", source="aws") == 1
-    assert metric_value(text, "budget_source_poll_interval_seconds", source="aws") == 8 * 3600
+    assert aws.metric_value(text, "budget_source_up", source="aws") == 1
+    assert (
+        aws.metric_value(text, "budget_source_api_requests_total", source="aws", status="ok") == 2
+    )
+    assert aws.metric_value(text, "budget_source_cost_estimated", source="aws") == 1
+    assert aws.metric_value(text, "budget_source_poll_interval_seconds", source="aws") == 8 * 3600
 
 
 def test_one_failing_account_leaves_the_others_alone(make_engine, monkeypatch) -> None:
@@ -963,11 +881,9 @@ def test_one_failing_account_leaves_the_others_alone(make_engine, monkeypatch) -
     with mock_aws():
         queue(grouped([group(["Amazon EC2"], "11.11")]), account="111111111111")
         queue(grouped([group(["Amazon RDS"], "22.22")]), account="222222222222")
-        engine = make_engine(
+        engine = aws.engine_without_retries(
+            make_engine,
             f"""
-            global:
-              retries: 0
-              retry_backoff: 10ms
             sources:
               - name: payer
                 provider: aws_cost_explorer
@@ -983,7 +899,7 @@ def test_one_failing_account_leaves_the_others_alone(make_engine, monkeypatch) -
                 forecast: false
                 endpoint_url: {dead}
             """,
-            clock=Clock(NOW.timestamp()),
+            NOW,
         )
         assert not engine.poll_all_once()
         payer_roles = sts_backends["111111111111"]["aws"].assumed_roles
@@ -993,13 +909,15 @@ def test_one_failing_account_leaves_the_others_alone(make_engine, monkeypatch) -
     assert payer_roles[0].session_name == "budget-exporter"
     text = engine.snapshot.rendered.text.decode()
     assert "payer-external-id-42" not in text
-    assert metric_value(text, "budget_source_up", source="payer") == 1
-    assert metric_value(text, "budget_source_up", source="member") == 1
-    assert metric_value(text, "budget_source_up", source="broken") == 0
-    assert metric_value(text, "budget_source_cost_amount", source="payer") == 11.11
-    assert metric_value(text, "budget_source_cost_amount", source="member") == 22.22
+    assert aws.metric_value(text, "budget_source_up", source="payer") == 1
+    assert aws.metric_value(text, "budget_source_up", source="member") == 1
+    assert aws.metric_value(text, "budget_source_up", source="broken") == 0
+    assert aws.metric_value(text, "budget_source_cost_amount", source="payer") == 11.11
+    assert aws.metric_value(text, "budget_source_cost_amount", source="member") == 22.22
     # AssumeRole and GetCostAndUsage, each sent once per account.
-    assert metric_value(text, "budget_source_api_requests_total", source="payer", status="ok") == 2
+    assert (
+        aws.metric_value(text, "budget_source_api_requests_total", source="payer", status="ok") == 2
+    )
     states = engine.snapshot_states()
     assert "network error" in (states["broken"].last_error or "")
 
@@ -1080,16 +998,16 @@ def test_exporter_once_against_moto_server(moto_server: str, write_config) -> No
     )
     assert run.returncode == 0, run.stderr
     text = run.stdout
-    assert metric_value(text, "budget_source_up", source="aws") == 1
-    assert metric_value(text, "budget_source_up", source="aws-budgets") == 1
-    assert metric_value(text, "budget_limit_amount", budget="aws") == 500
+    assert aws.metric_value(text, "budget_source_up", source="aws") == 1
+    assert aws.metric_value(text, "budget_source_up", source="aws-budgets") == 1
+    assert aws.metric_value(text, "budget_limit_amount", budget="aws") == 500
     if today.day == 1:  # empty month-to-date range: nothing asked, nothing spent
-        assert metric_value(text, "budget_spend_amount", budget="aws") == 0
-        assert metric_value(text, "budget_source_cost_amount", source="aws") is None
+        assert aws.metric_value(text, "budget_spend_amount", budget="aws") == 0
+        assert aws.metric_value(text, "budget_source_cost_amount", source="aws") is None
     else:
-        assert metric_value(text, "budget_spend_amount", budget="aws") == 123.45
+        assert aws.metric_value(text, "budget_spend_amount", budget="aws") == 123.45
         assert (
-            metric_value(
+            aws.metric_value(
                 text,
                 "budget_source_cost_amount",
                 source="aws",
@@ -1098,7 +1016,8 @@ def test_exporter_once_against_moto_server(moto_server: str, write_config) -> No
             == 123.45
         )
         assert (
-            metric_value(text, "budget_source_api_requests_total", source="aws", status="ok") == 1
+            aws.metric_value(text, "budget_source_api_requests_total", source="aws", status="ok")
+            == 1
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import socket
 import threading
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from budget_exporter.providers.azure_cost_management import (
     parse_query_result,
 )
 from budget_exporter.providers.base import ProviderContext
+from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt and braces)
 
 AUTHORITY = "https://login.example.test"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -74,20 +74,6 @@ def _clean_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No host setting may steer azure-identity anywhere but the mocks."""
     for name in _AZURE_ENV:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Belt and braces: any socket to a non-loopback address fails the test."""
-    connect = socket.socket.connect
-
-    def guarded(sock: socket.socket, address: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to reach the network: {address!r}")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ endpoint is mocked too), so the real auth path runs and nothing reaches Google.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import textwrap
@@ -18,16 +17,12 @@ from pathlib import Path
 
 import pytest
 import responses
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.model import Period, Window
 from budget_exporter.periods import window_at
-from budget_exporter.providers.base import ProviderContext
 from budget_exporter.providers.gcp_billing_export import (
     GcpBillingExportConfig,
     GcpBillingExportProvider,
@@ -35,45 +30,29 @@ from budget_exporter.providers.gcp_billing_export import (
     invoice_month,
     partition_start,
 )
+from tests.support import gcp
+from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
 
-TOKEN_URI = "https://oauth2.googleapis.com/token"
 ACCESS_TOKEN = "ya29.test-access-token"
 TABLE = "billing-admin.billing_export.gcp_billing_export_v1_0A1B2C_3D4E5F_6A7B8C"
 BQ = "https://bigquery.googleapis.com/bigquery/v2/projects/billing-admin"
 NOW = datetime(2025, 9, 15, 12, 0, tzinfo=UTC)
-SCHEMA = {
-    "fields": [
-        {"name": "project_id", "type": "STRING", "mode": "NULLABLE"},
-        {"name": "service_description", "type": "STRING", "mode": "NULLABLE"},
-        {"name": "currency", "type": "STRING", "mode": "NULLABLE"},
-        {"name": "net_cost", "type": "NUMERIC", "mode": "NULLABLE"},
-        {"name": "last_export_time", "type": "TIMESTAMP", "mode": "NULLABLE"},
-    ]
-}
 JOB_REF = {"projectId": "billing-admin", "jobId": "job_Qx7f2", "location": "US"}
-# 2025-09-15T09:30:00Z in microseconds, as BigQuery sends TIMESTAMPs when asked
-# for useInt64Timestamp (the client always asks).
-EXPORTED = 1757928600 * 1_000_000
-
-
-def row(project, service, currency, cost, exported=EXPORTED):
-    return {
-        "f": [{"v": project}, {"v": service}, {"v": currency}, {"v": cost}, {"v": str(exported)}]
-    }
-
 
 ROWS = [
-    row("shop-prod", "Compute Engine", "USD", "812.431200000"),
-    row("shop-prod", "Cloud Storage", "USD", "40.010000000", EXPORTED - 3600_000_000),
-    row("data-lake", "BigQuery", "USD", "377.500000000"),
-    row(None, "Support", "USD", "-12.250000000"),
+    gcp.export_row("shop-prod", "Compute Engine", "USD", "812.431200000"),
+    gcp.export_row(
+        "shop-prod", "Cloud Storage", "USD", "40.010000000", gcp.EXPORTED - 3600_000_000
+    ),
+    gcp.export_row("data-lake", "BigQuery", "USD", "377.500000000"),
+    gcp.export_row(None, "Support", "USD", "-12.250000000"),
 ]
 
 
 def query_response(rows, **extra):
     body = {
         "kind": "bigquery#queryResponse",
-        "schema": SCHEMA,
+        "schema": gcp.EXPORT_SCHEMA,
         "jobReference": JOB_REF,
         "totalRows": str(len(rows)),
         "rows": rows,
@@ -115,68 +94,32 @@ def error_body(code, status, reason, message):
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def key_info():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "billing-admin",
-        "private_key_id": "3f1c0ffee0ddba11",
-        "private_key": pem,
-        "client_email": "budget-exporter@billing-admin.iam.gserviceaccount.com",
-        "client_id": "104729000000000000001",
-        "token_uri": TOKEN_URI,
-    }
+    return gcp.service_account_info()
 
 
 @pytest.fixture
 def key_file(tmp_path, key_info) -> Path:
-    path = tmp_path / "key.json"
-    path.write_text(json.dumps(key_info))
-    return path
+    return gcp.write_key_file(tmp_path, key_info)
 
 
 @pytest.fixture
 def mock():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(
-            responses.POST,
-            TOKEN_URI,
-            json={"access_token": ACCESS_TOKEN, "expires_in": 3599, "token_type": "Bearer"},
-        )
+        gcp.add_token_endpoint(rsps, ACCESS_TOKEN)
         yield rsps
 
 
 def api_calls(rsps):
-    return [c for c in rsps.calls if not c.request.url.startswith(TOKEN_URI)]
+    return [c for c in rsps.calls if not c.request.url.startswith(gcp.TOKEN_URI)]
 
 
 def make(key_file, retries=0, **options):
-    counts: Counter[str] = Counter()
-    context = ProviderContext(
-        source="gcp-billing",
-        timeout=timedelta(seconds=5),
-        retries=retries,
-        retry_backoff=timedelta(0),
-        max_retry_after=timedelta(seconds=1),
-        record_request=lambda status: counts.update([status]),
-        now=lambda: NOW,
-        logger=logging.getLogger("test.gcp_billing_export"),
+    options = {"table": TABLE, "location": "US", **options}
+    return gcp.make_provider(
+        GcpBillingExportProvider, "gcp-billing", key_file, retries, NOW, **options
     )
-    config = GcpBillingExportConfig(
-        name="gcp-billing",
-        provider="gcp_billing_export",
-        table=TABLE,
-        location="US",
-        credentials_file=str(key_file),
-        **options,
-    )
-    return GcpBillingExportProvider(config, context), counts
 
 
 def september():
@@ -413,9 +356,7 @@ def test_permission_denied_names_the_roles(mock, key_file):
         json=error_body(403, "PERMISSION_DENIED", "accessDenied", message),
     )
     provider, counts = make(key_file, retries=3)
-    with pytest.raises(SourceError) as err:
-        provider.poll(september())
-    text = str(err.value)
+    text = gcp.poll_error(provider, september())
     assert "BigQuery answered HTTP 403 PERMISSION_DENIED" in text
     assert "bigquery.jobs.create" in text
     assert "roles/bigquery.jobUser" in text and "roles/bigquery.dataViewer" in text
@@ -435,9 +376,7 @@ def test_table_not_found_is_a_clear_source_error(mock, key_file):
         json=error_body(404, "NOT_FOUND", "notFound", message),
     )
     provider, counts = make(key_file)
-    with pytest.raises(SourceError) as err:
-        provider.poll(september())
-    text = str(err.value)
+    text = gcp.poll_error(provider, september())
     assert "HTTP 404" in text and "was not found in location US" in text
     assert "check table" in text
     assert counts == Counter({"client_error": 1})
@@ -484,10 +423,9 @@ def test_rate_limit_after_the_retries_is_not_called_a_permission_problem(mock, k
         json=error_body(403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits"),
     )
     provider, counts = make(key_file, retries=0)
-    with pytest.raises(SourceError) as err:
-        provider.poll(september())
-    assert "still rate-limited" in str(err.value)
-    assert "roles/" not in str(err.value)
+    text = gcp.poll_error(provider, september())
+    assert "still rate-limited" in text
+    assert "roles/" not in text
     assert counts == Counter({"throttled": 1})
 
 
@@ -523,14 +461,12 @@ def test_job_project_can_differ_from_the_table_project(mock, key_file):
 def test_rejected_credentials_never_leak_the_key(mock, key_file, key_info):
     mock.replace(
         responses.POST,
-        TOKEN_URI,
+        gcp.TOKEN_URI,
         status=400,
         json={"error": "invalid_grant", "error_description": "Invalid JWT Signature."},
     )
     provider, _ = make(key_file)
-    with pytest.raises(SourceError) as err:
-        provider.poll(september())
-    text = str(err.value)
+    text = gcp.poll_error(provider, september())
     assert "rejected the credentials" in text and "invalid_grant" in text
     assert key_info["private_key"].splitlines()[1] not in text
     assert not api_calls(mock)
@@ -621,12 +557,7 @@ def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
     )
     engine = Engine(load_config(path), clock=NOW.timestamp)
     assert engine.poll_all_once()
-    text = engine.snapshot.rendered.text.decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    samples = gcp.engine_samples(engine)
 
     def value(name, **labels):
         return samples[(name, tuple(sorted(labels.items())))]

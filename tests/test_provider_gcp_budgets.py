@@ -8,19 +8,15 @@ Credentials are a service-account key generated for the test.
 
 from __future__ import annotations
 
-import json
 import logging
 import textwrap
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import responses
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.budgets import limit_from_problems
 from budget_exporter.config import load_config
@@ -28,14 +24,14 @@ from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.model import Period, PollResult
 from budget_exporter.periods import window_at
-from budget_exporter.providers.base import ProviderContext
 from budget_exporter.providers.gcp_budgets import (
     GcpBudgetsConfig,
     GcpBudgetsProvider,
     money,
 )
+from tests.support import gcp
+from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
 
-TOKEN_URI = "https://oauth2.googleapis.com/token"
 ACCOUNT = "01A2B3-C4D5E6-F7A8B9"
 BUDGETS = f"https://billingbudgets.googleapis.com/v1/billingAccounts/{ACCOUNT}/budgets"
 BILLING = f"https://cloudbilling.googleapis.com/v1/billingAccounts/{ACCOUNT}"
@@ -110,30 +106,9 @@ def page_matcher(token=None, size="100"):
     return [responses.matchers.query_param_matcher(params)]
 
 
-@pytest.fixture(scope="module")
-def key_info():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "billing-admin",
-        "private_key_id": "3f1c0ffee0ddba11",
-        "private_key": pem,
-        "client_email": "budget-exporter@billing-admin.iam.gserviceaccount.com",
-        "client_id": "104729000000000000001",
-        "token_uri": TOKEN_URI,
-    }
-
-
 @pytest.fixture
-def key_file(tmp_path, key_info) -> Path:
-    path = tmp_path / "key.json"
-    path.write_text(json.dumps(key_info))
-    return path
+def key_file(tmp_path) -> Path:
+    return gcp.write_key_file(tmp_path)
 
 
 @pytest.fixture
@@ -141,13 +116,9 @@ def mock():
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         # The GAPIC clients sign their own JWTs for service accounts: a token
         # request is possible but not required.
-        rsps.add(
-            responses.POST,
-            TOKEN_URI,
-            json={"access_token": "ya29.test", "expires_in": 3599, "token_type": "Bearer"},
-        )
+        gcp.add_token_endpoint(rsps, "ya29.test")
         yield rsps
-        rsps.remove(responses.POST, TOKEN_URI)
+        rsps.remove(responses.POST, gcp.TOKEN_URI)
 
 
 def add_account(rsps, **changes):
@@ -169,26 +140,8 @@ def add_budget_pages(rsps, *pages):
 
 
 def make(key_file, retries=0, **options):
-    counts: Counter[str] = Counter()
-    logger = logging.getLogger("test.gcp_budgets")
-    context = ProviderContext(
-        source="gcp-budgets",
-        timeout=timedelta(seconds=5),
-        retries=retries,
-        retry_backoff=timedelta(0),
-        max_retry_after=timedelta(seconds=1),
-        record_request=lambda status: counts.update([status]),
-        now=lambda: NOW,
-        logger=logger,
-    )
-    config = GcpBudgetsConfig(
-        name="gcp-budgets",
-        provider="gcp_budgets",
-        billing_account_id=ACCOUNT,
-        credentials_file=str(key_file),
-        **options,
-    )
-    return GcpBudgetsProvider(config, context), counts
+    options = {"billing_account_id": ACCOUNT, **options}
+    return gcp.make_provider(GcpBudgetsProvider, "gcp-budgets", key_file, retries, NOW, **options)
 
 
 def windows():
@@ -390,9 +343,7 @@ def test_permission_denied_names_role_and_permission(mock, key_file):
         },
     )
     provider, counts = make(key_file, retries=2)
-    with pytest.raises(SourceError) as err:
-        provider.poll(windows())
-    text = str(err.value)
+    text = gcp.poll_error(provider, windows())
     assert "Cloud Billing Budget API answered HTTP 403 PERMISSION_DENIED" in text
     assert "The caller does not have permission" in text
     assert "roles/billing.viewer" in text and "billing.budgets.list" in text
@@ -449,10 +400,9 @@ def test_unknown_billing_account(mock, key_file):
         },
     )
     provider, counts = make(key_file)
-    with pytest.raises(SourceError) as err:
-        provider.poll(windows())
-    assert "Cloud Billing API answered HTTP 404 NOT_FOUND" in str(err.value)
-    assert "check billing_account_id" in str(err.value)
+    text = gcp.poll_error(provider, windows())
+    assert "Cloud Billing API answered HTTP 404 NOT_FOUND" in text
+    assert "check billing_account_id" in text
     assert counts == Counter({"client_error": 1})
 
 
@@ -521,34 +471,10 @@ def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
             "jobComplete": True,
             "totalRows": "2",
             "totalBytesProcessed": "1048576",
-            "schema": {
-                "fields": [
-                    {"name": "project_id", "type": "STRING", "mode": "NULLABLE"},
-                    {"name": "service_description", "type": "STRING", "mode": "NULLABLE"},
-                    {"name": "currency", "type": "STRING", "mode": "NULLABLE"},
-                    {"name": "net_cost", "type": "NUMERIC", "mode": "NULLABLE"},
-                    {"name": "last_export_time", "type": "TIMESTAMP", "mode": "NULLABLE"},
-                ]
-            },
+            "schema": gcp.EXPORT_SCHEMA,
             "rows": [
-                {
-                    "f": [
-                        {"v": "shop-prod"},
-                        {"v": "Compute Engine"},
-                        {"v": "USD"},
-                        {"v": "600.25"},
-                        {"v": "1757928600000000"},
-                    ]
-                },
-                {
-                    "f": [
-                        {"v": "data-lake"},
-                        {"v": "BigQuery"},
-                        {"v": "USD"},
-                        {"v": "99.75"},
-                        {"v": "1757928600000000"},
-                    ]
-                },
+                gcp.export_row("shop-prod", "Compute Engine", "USD", "600.25"),
+                gcp.export_row("data-lake", "BigQuery", "USD", "99.75"),
             ],
         },
     )
@@ -578,12 +504,7 @@ def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
     )
     engine = Engine(load_config(path), clock=NOW.timestamp)
     assert engine.poll_all_once()
-    text = engine.snapshot.rendered.text.decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    samples = gcp.engine_samples(engine)
     team = (("budget", "team-a"), ("currency", "USD"), ("period", "monthly"))
     assert samples[("budget_limit_amount", team)] == 1000.5
     assert samples[("budget_spend_amount", team)] == 600.25

@@ -16,9 +16,10 @@ import yaml
 from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.logs import LogfmtFormatter
+from tests import llm_helpers as llm
 from tests.conftest import Clock
 from tests.fake_upstream import FakeUpstream, Reply
-from tests.llm_helpers import MONTH, NOW, make_provider, parse_metrics, run_once, samples, value
+from tests.llm_helpers import MONTH, NOW, make_provider, parse_metrics, value
 
 BASE = "https://api.hunter.test/v2"
 ACCOUNT = f"{BASE}/account"
@@ -233,30 +234,20 @@ def test_engine_keeps_the_key_out_of_state_metrics_and_logs(
     assert value(metrics, "budget_spend_amount", budget="hunter") == pytest.approx(46.0)
 
 
-def test_whole_exporter_against_a_loopback_hunter(tmp_path: Path) -> None:
-    fake = FakeUpstream().start()
-    try:
-        fake.reply(
-            Reply(status=500, body=f"<html>oops {KEY}</html>".encode()),
-            Reply(json=PER_BUCKET),
-        )
-        key_file = tmp_path / "hunter.key"
-        key_file.write_text(KEY + "\n")
-        config = tmp_path / "hunter.yml"
-        config.write_text(hunter_config(f"{fake.url}/v2", "api_key_file: hunter.key"))
-        proc = run_once(config, "--log.level=debug")
-    finally:
-        fake.stop()
-    assert proc.returncode == 0, proc.stderr
-    assert KEY not in proc.stdout and KEY not in proc.stderr
-    assert [s.query.get("api_key") for s in fake.seen] == [KEY, KEY]
-    metrics = parse_metrics(proc.stdout)
+def test_whole_exporter_against_a_loopback_hunter(tmp_path: Path, upstream: FakeUpstream) -> None:
+    upstream.reply(
+        Reply(status=500, body=f"<html>oops {KEY}</html>".encode()),
+        Reply(json=PER_BUCKET),
+    )
+    key_file = tmp_path / "hunter.key"
+    key_file.write_text(KEY + "\n")
+    config = tmp_path / "hunter.yml"
+    config.write_text(hunter_config(f"{upstream.url}/v2", "api_key_file: hunter.key"))
+    _, metrics = llm.run_once_checked(config, "--log.level=debug", secret=KEY)
+    assert [s.query.get("api_key") for s in upstream.seen] == [KEY, KEY]
     assert value(metrics, "budget_spend_amount", budget="hunter") == pytest.approx(46.0)
     assert value(metrics, "budget_usage_ratio", budget="hunter") == pytest.approx(0.23)
-    costs = {
-        dict(ls)["charge_category"]: v
-        for ls, v in samples(metrics, "budget_source_cost_amount").items()
-    }
+    costs = llm.by_label(metrics, "budget_source_cost_amount", "charge_category")
     assert costs == {"searches": pytest.approx(32.0), "verifications": pytest.approx(14.0)}
     assert value(metrics, "budget_source_quota_used", quota="searches") == 320
     assert value(metrics, "budget_source_quota_limit", quota="verifications") == 1000
@@ -264,25 +255,18 @@ def test_whole_exporter_against_a_loopback_hunter(tmp_path: Path) -> None:
         datetime(2026, 12, 1, tzinfo=UTC).timestamp()
     )
     assert value(metrics, "budget_source_up", source="hunter") == 1
-    requests_total = samples(metrics, "budget_source_api_requests_total")
-    by_status = {dict(ls)["status"]: v for ls, v in requests_total.items()}
+    by_status = llm.by_label(metrics, "budget_source_api_requests_total", "status")
     assert by_status["server_error"] == 1 and by_status["ok"] == 1
 
 
-def test_whole_exporter_failing_hunter_logs_no_key(tmp_path: Path) -> None:
-    fake = FakeUpstream(
-        default=Reply(status=403, body=f"forbidden: api_key={KEY}".encode())
-    ).start()
-    try:
-        config = tmp_path / "hunter.yml"
-        config.write_text(hunter_config(f"{fake.url}/v2"))
-        proc = run_once(config, "--log.level=debug", "--log.format=json")
-    finally:
-        fake.stop()
-    assert proc.returncode == 1
+def test_whole_exporter_failing_hunter_logs_no_key(tmp_path: Path, upstream: FakeUpstream) -> None:
+    upstream.default = Reply(status=403, body=f"forbidden: api_key={KEY}".encode())
+    config = tmp_path / "hunter.yml"
+    config.write_text(hunter_config(f"{upstream.url}/v2"))
+    flags = ("--log.level=debug", "--log.format=json")
+    proc, metrics = llm.run_once_checked(config, *flags, secret=KEY, returncode=1)
     assert "HTTP 403" in proc.stderr
-    assert KEY not in proc.stdout and KEY not in proc.stderr
-    assert value(parse_metrics(proc.stdout), "budget_source_up", source="hunter") == 0
+    assert value(metrics, "budget_source_up", source="hunter") == 0
 
 
 @pytest.mark.parametrize(

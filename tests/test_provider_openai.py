@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -20,22 +19,15 @@ from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.model import Period
 from budget_exporter.periods import window_at
 from budget_exporter.providers.openai import split_line_item
+from tests import llm_helpers as llm
 from tests.fake_upstream import FakeUpstream, Reply
-from tests.llm_helpers import (
-    DAY,
-    MONTH,
-    MONTH_START,
-    make_provider,
-    parse_metrics,
-    run_once,
-    samples,
-    value,
-)
+from tests.llm_helpers import DAY, MONTH, MONTH_START, make_provider, samples, value
 
 BASE = "https://api.openai.test/v1"
 COSTS = f"{BASE}/organization/costs"
 USAGE = f"{BASE}/organization/usage/completions"
 KEY = "sk-admin-test-0123456789abcdef"
+BAD_PAGE = {"error": {"message": "bad page"}}
 
 
 def cost(value: Any, line_item: str | None, project_id: str | None) -> dict[str, Any]:
@@ -91,25 +83,13 @@ COST_PAGES = {
 }
 
 
-def paged(pages: dict[str | None, dict[str, Any]]) -> Any:
-    """A ``responses`` callback answering each ``page`` cursor with its page."""
-
-    def answer(request: Any) -> tuple[int, dict[str, str], str]:
-        cursor = parse_qs(urlsplit(request.url).query).get("page", [None])[0]
-        if cursor not in pages:
-            return 400, {}, json.dumps({"error": {"message": "bad page"}})
-        return 200, {"Content-Type": "application/json"}, json.dumps(pages[cursor])
-
-    return answer
-
-
 def query(call: Any) -> dict[str, list[str]]:
     return parse_qs(urlsplit(call.request.url).query)
 
 
 @responses.activate
 def test_costs_follow_every_page_and_sum_string_and_number_amounts() -> None:
-    responses.add_callback(responses.GET, COSTS, callback=paged(COST_PAGES))
+    responses.add_callback(responses.GET, COSTS, callback=llm.paged(COST_PAGES, BAD_PAGE))
     provider = make_provider("openai", admin_key=KEY, base_url=BASE)
 
     result = provider.poll([MONTH])
@@ -187,36 +167,18 @@ def test_no_cost_at_all_is_a_real_zero_not_missing_data() -> None:
 @pytest.mark.parametrize("status", [401, 403])
 @responses.activate
 def test_non_admin_key_is_a_clear_error(status: int) -> None:
-    responses.add(
-        responses.GET,
-        COSTS,
-        status=status,
-        json={"error": {"message": "You have insufficient permissions for this operation."}},
-    )
-    provider = make_provider("openai", admin_key=KEY, base_url=BASE, retries=2)
-    with pytest.raises(SourceError) as caught:
-        provider.poll([MONTH])
-    message = str(caught.value)
-    assert f"HTTP {status}" in message
-    assert "Admin key" in message
-    assert KEY not in message
-    assert provider.requests_seen == ["client_error"]  # 4xx is not retried
+    error = {"error": {"message": "You have insufficient permissions for this operation."}}
+    llm.assert_admin_key_refused("openai", COSTS, status, error, key=KEY, base_url=BASE)
 
 
 @responses.activate
 def test_429_is_retried_then_succeeds() -> None:
-    responses.add(
-        responses.GET,
-        COSTS,
-        status=429,
-        headers={"Retry-After": "1"},
-        json={"error": {"message": "Rate limit reached"}},
+    throttled = {"error": {"message": "Rate limit reached"}}
+    answer = page([bucket(0, [cost("2.5", None, None)])], None)
+    result = llm.assert_429_retried(
+        "openai", COSTS, throttled, answer, admin_key=KEY, base_url=BASE, retries=2
     )
-    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost("2.5", None, None)])], None))
-    provider = make_provider("openai", admin_key=KEY, base_url=BASE, retries=2)
-    result = provider.poll([MONTH])
     assert [ln.amount for ln in result.lines] == [Decimal("2.5")]
-    assert provider.requests_seen == ["throttled", "ok"]
 
 
 @responses.activate
@@ -228,22 +190,18 @@ def test_429_until_retries_run_out_fails_the_poll() -> None:
     assert provider.requests_seen == ["throttled", "throttled"]
 
 
-def test_retry_after_is_waited_for_on_a_real_connection() -> None:
-    fake = FakeUpstream().start()
-    try:
-        fake.reply(
-            Reply(status=429, headers={"Retry-After": "1"}, json={"error": {}}),
-            Reply(json=page([bucket(0, [cost(1, None, None)])], None)),
-        )
-        provider = make_provider("openai", admin_key=KEY, base_url=f"{fake.url}/v1", retries=2)
-        started = time.monotonic()
-        result = provider.poll([MONTH])
-        elapsed = time.monotonic() - started
-    finally:
-        fake.stop()
+def test_retry_after_is_waited_for_on_a_real_connection(upstream: FakeUpstream) -> None:
+    upstream.reply(
+        Reply(status=429, headers={"Retry-After": "1"}, json={"error": {}}),
+        Reply(json=page([bucket(0, [cost(1, None, None)])], None)),
+    )
+    provider = make_provider("openai", admin_key=KEY, base_url=f"{upstream.url}/v1", retries=2)
+    started = time.monotonic()
+    result = provider.poll([MONTH])
+    elapsed = time.monotonic() - started
     assert [ln.amount for ln in result.lines] == [Decimal(1)]
     assert elapsed >= 0.95, f"Retry-After: 1 not honoured ({elapsed:.2f}s)"
-    assert len(fake.seen) == 2
+    assert len(upstream.seen) == 2
     assert provider.requests_seen == ["throttled", "ok"]
 
 
@@ -315,7 +273,7 @@ USAGE_PAGES = {
 @responses.activate
 def test_usage_tokens_and_labelled_estimate(caplog: pytest.LogCaptureFixture) -> None:
     responses.add(responses.GET, COSTS, json=page([bucket(0, [cost(4, None, "proj_a")])], None))
-    responses.add_callback(responses.GET, USAGE, callback=paged(USAGE_PAGES))
+    responses.add_callback(responses.GET, USAGE, callback=llm.paged(USAGE_PAGES, BAD_PAGE))
     provider = make_provider(
         "openai",
         admin_key=KEY,
@@ -447,86 +405,74 @@ def test_config_errors_are_one_clear_line(
     assert "\n" not in str(caught.value)
 
 
-def test_whole_exporter_against_a_loopback_openai(tmp_path: Path) -> None:
-    fake = FakeUpstream().start()
-    try:
-        # The exporter asks for the real current month: shape the buckets for it.
-        start = int(window_at(Period.MONTHLY, datetime.now(UTC)).start.timestamp())
+def test_whole_exporter_against_a_loopback_openai(tmp_path: Path, upstream: FakeUpstream) -> None:
+    # The exporter asks for the real current month: shape the buckets for it.
+    start = int(window_at(Period.MONTHLY, datetime.now(UTC)).start.timestamp())
 
-        def day(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-            return {
-                "object": "bucket",
-                "start_time": start + n * DAY,
-                "end_time": start + (n + 1) * DAY,
-                "results": results,
-            }
+    def day(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "object": "bucket",
+            "start_time": start + n * DAY,
+            "end_time": start + (n + 1) * DAY,
+            "results": results,
+        }
 
-        fake.reply(
-            Reply(
-                json=page(
-                    [day(0, [cost("100.25", "gpt-4o-2024-08-06, output", "proj_a")]), day(0, [])],
-                    "p2",
-                )
-            ),
-            Reply(json=page([day(0, [cost(20, "web search tool calls", "proj_b")])], None)),
-        )
-        config = tmp_path / "openai.yml"
-        config.write_text(
-            f"""
+    upstream.reply(
+        Reply(
+            json=page(
+                [day(0, [cost("100.25", "gpt-4o-2024-08-06, output", "proj_a")]), day(0, [])],
+                "p2",
+            )
+        ),
+        Reply(json=page([day(0, [cost(20, "web search tool calls", "proj_b")])], None)),
+    )
+    config = tmp_path / "openai.yml"
+    config.write_text(
+        f"""
 global: {{retries: 1, retry_backoff: 10ms}}
 sources:
   - name: openai
     provider: openai
     admin_key: {KEY}
-    base_url: {fake.url}/v1
+    base_url: {upstream.url}/v1
 budgets:
   - {{name: openai, limit: 500, currency: USD, sources: [openai]}}
   - {{name: proj-a, limit: 200, currency: USD, sources: [openai], match: {{sub_account_id: proj_a}}}}
 """
-        )
-        proc = run_once(config)
-    finally:
-        fake.stop()
-    assert proc.returncode == 0, proc.stderr
-    assert KEY not in proc.stdout and KEY not in proc.stderr
-    metrics = parse_metrics(proc.stdout)
+    )
+    _, metrics = llm.run_once_checked(config, secret=KEY)
     assert value(metrics, "budget_spend_amount", budget="openai") == pytest.approx(120.25)
     assert value(metrics, "budget_spend_amount", budget="proj-a") == pytest.approx(100.25)
     assert value(metrics, "budget_usage_ratio", budget="openai") == pytest.approx(120.25 / 500)
-    costs = samples(metrics, "budget_source_cost_amount")
-    assert {dict(ls)["sub_account_id"]: v for ls, v in costs.items()} == {
+    assert llm.by_label(metrics, "budget_source_cost_amount", "sub_account_id") == {
         "proj_a": pytest.approx(100.25),
         "proj_b": pytest.approx(20.0),
     }
+    costs = samples(metrics, "budget_source_cost_amount")
     line = next(dict(ls) for ls in costs if dict(ls)["sub_account_id"] == "proj_a")
     assert line["model"] == "gpt-4o-2024-08-06" and line["token_type"] == "output"
     assert line["currency"] == "USD" and line["provider"] == "openai"
     assert value(metrics, "budget_source_up", source="openai") == 1
     assert value(metrics, "budget_source_api_requests_total", source="openai", status="ok") == 2
-    assert [s.query.get("page") for s in fake.seen] == [None, "p2"]
-    assert all(s.headers.get("Authorization") == f"Bearer {KEY}" for s in fake.seen)
+    assert [s.query.get("page") for s in upstream.seen] == [None, "p2"]
+    assert all(s.headers.get("Authorization") == f"Bearer {KEY}" for s in upstream.seen)
 
 
-def test_whole_exporter_reports_a_refused_key_as_source_down(tmp_path: Path) -> None:
-    fake = FakeUpstream(
-        default=Reply(status=401, json={"error": {"message": "Incorrect API key"}})
-    ).start()
-    try:
-        config = tmp_path / "openai.yml"
-        config.write_text(
-            f"""
+def test_whole_exporter_reports_a_refused_key_as_source_down(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    upstream.default = Reply(status=401, json={"error": {"message": "Incorrect API key"}})
+    config = tmp_path / "openai.yml"
+    config.write_text(
+        f"""
 global: {{retries: 0}}
 sources:
-  - {{name: openai, provider: openai, admin_key: {KEY}, base_url: '{fake.url}/v1'}}
+  - {{name: openai, provider: openai, admin_key: {KEY}, base_url: '{upstream.url}/v1'}}
 budgets:
   - {{name: openai, limit: 500, currency: USD}}
 """
-        )
-        proc = run_once(config)
-    finally:
-        fake.stop()
-    assert proc.returncode == 1
-    metrics = parse_metrics(proc.stdout)
+    )
+    proc, metrics = llm.run_once_checked(config, secret=KEY, returncode=1)
     assert value(metrics, "budget_source_up", source="openai") == 0
     assert (
         value(metrics, "budget_source_api_requests_total", source="openai", status="client_error")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -192,6 +193,29 @@ def describe_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return f"{parts.scheme}://{host}{parts.path}"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address (127.0.0.0/8, ``::1``)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_tls_off_loopback(url: str) -> None:
+    """Raise :class:`ValueError` when ``url`` is plain http to a host other than loopback.
+
+    Credentials travel with every request, so an endpoint override may drop TLS
+    only for a local fake or proxy.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("must use https (plain http only to a loopback address)")
 
 
 def _short(text: str) -> str:

@@ -1,6 +1,12 @@
 """Test harness for real processes on 127.0.0.1.
 
-- :mod:`tests.support.net`: ``free_port``, ``http_get``/``get_json``, ``wait_until``.
+- :mod:`tests.support.net`: ``free_port``, ``http_get``/``get_json``, ``wait_until``,
+  and ``loopback_only`` (autouse fixture: no connection or name lookup off loopback).
+- :mod:`tests.support.exporter`: ``run`` (the CLI to completion) and ``ExporterProcess``
+  / ``exporters`` (a serving exporter with its own stderr, env, signals and exit code).
+- :mod:`tests.support.aws`, :mod:`tests.support.gcp`: what the AWS and GCP provider
+  tests share (offline AWS environment, harness; service-account key, export rows).
+  Not imported here: they need the provider extras.
 - :mod:`tests.support.services`: ``ServiceSet`` starting the exporter
   (``python -m budget_exporter``), Prometheus and Alertmanager, each waited for
   until ready and stopped on close; ``prom_query``, ``prom_alerts``, ``am_alerts``.

@@ -1,7 +1,8 @@
-"""Loopback ports, HTTP on 127.0.0.1 and polling with a deadline."""
+"""Loopback ports, HTTP on 127.0.0.1, polling with a deadline, and a loopback-only guard."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import time
@@ -9,6 +10,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -60,3 +63,41 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+def is_loopback(host: Any) -> bool:
+    """``localhost``, a loopback address (``127.0.0.0/8``, ``::1``, scoped or not) or no host."""
+    if host in (None, "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse every connection or name lookup that is not loopback, for one test."""
+    real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address[0]):
+            raise OSError(f"test tried to connect to {address[0]}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not is_loopback(host):
+            raise socket.gaierror(f"test tried to resolve {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`loopback_guard` for every test of a module that imports this fixture::
+
+    from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
+    """
+    loopback_guard(monkeypatch)

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import logging
 import re
+from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from ipaddress import ip_address
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import HttpClient, HttpStatusError
-from budget_exporter.model import Period, Sample, SpendLine, Window
+from budget_exporter.httpclient import HttpClient, HttpStatusError, require_tls_off_loopback
+from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
 from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
-from budget_exporter.providers.base import SourceConfig
+from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
 from budget_exporter.providers.http_json import parse_amount
 
 USAGE_TOKENS = "budget_source_usage_tokens"
@@ -77,21 +77,10 @@ class LlmSourceConfig(SourceConfig):
 
 def checked_base_url(value: str) -> str:
     """``value`` without a trailing slash; plain http only to a loopback host (keys travel)."""
-    parts = urlsplit(value)
-    if not parts.hostname:
+    if not urlsplit(value).hostname:
         raise ValueError("must be an http(s) URL with a host")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValueError("must use https (plain http only to a loopback address)")
+    require_tls_off_loopback(value)
     return value.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def monthly_window(windows: Sequence[Window]) -> Window | None:
@@ -211,3 +200,108 @@ def admin_key_error(exc: HttpStatusError, api: str) -> SourceError:
         f"{exc} -- the {api} needs an organization Admin key with access to usage and costs; "
         "a project or user API key is refused"
     )
+
+
+class LlmProvider(Provider):
+    """Month-to-date costs of an LLM organization, and optionally its tokens and their estimate.
+
+    A subclass names its API (for the admin-key hint), gives its auth
+    ``headers``, how a bucket's start is read (:meth:`in_window`), the query
+    of its cost and usage endpoints (:meth:`costs`, :meth:`tokens`) and how
+    one result reads (:meth:`cost_of`, :meth:`dimensions`, :meth:`tokens_of`).
+    """
+
+    api: ClassVar[str]
+    """The API named in the admin-key hint on a 401/403, e.g. ``"OpenAI Costs/Usage API"``."""
+    supported_periods = frozenset({Period.MONTHLY})
+
+    def __init__(self, config: LlmSourceConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
+        self.http = context.http_client()
+        self.table = config.price_table() if config.estimate_cost else None
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    @abstractmethod
+    def headers(self) -> dict[str, str]:
+        """The headers that carry the admin key."""
+
+    @staticmethod
+    @abstractmethod
+    def in_window(bucket: dict[str, Any], window: Window) -> bool:
+        """Whether the daily ``bucket`` starts inside ``window``."""
+
+    @abstractmethod
+    def costs(self, window: Window) -> tuple[SpendLine, ...]:
+        """Month-to-date cost lines (through :meth:`cost_lines`)."""
+
+    @abstractmethod
+    def tokens(self, window: Window) -> Tokens:
+        """Month-to-date tokens per model (through :meth:`token_counts`)."""
+
+    @abstractmethod
+    def cost_of(self, item: dict[str, Any], where: str) -> tuple[Decimal, str]:
+        """A cost result's amount and currency."""
+
+    @abstractmethod
+    def dimensions(self, item: dict[str, Any]) -> dict[str, str]:
+        """A cost result's labels."""
+
+    @abstractmethod
+    def tokens_of(self, item: dict[str, Any], where: str) -> dict[str, int]:
+        """A usage result's counts by token type."""
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        window = monthly_window(windows)
+        if window is None:
+            return PollResult()
+        try:
+            lines = self.costs(window)
+            samples: list[Sample] = []
+            if self.config.usage_tokens or self.config.estimate_cost:
+                tokens = self.tokens(window)
+                if self.config.usage_tokens:
+                    samples.extend(token_samples(tokens))
+                if self.table is not None:
+                    samples.extend(estimate_samples(tokens, self.table, self.context.logger))
+        except HttpStatusError as exc:
+            if exc.status in (401, 403):
+                raise admin_key_error(exc, self.api) from None
+            raise
+        return PollResult(lines=lines, samples=tuple(samples))
+
+    def window_results(
+        self, url: str, params: Sequence[tuple[str, str]], window: Window
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(index within its bucket, result)`` for every result of every page's
+        buckets that start inside ``window``."""
+        for data in pages(self.http, url, params, self.headers, self.config.max_pages):
+            for bucket in data:
+                if self.in_window(bucket, window):
+                    yield from enumerate(results(bucket))
+
+    def cost_lines(
+        self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str
+    ) -> tuple[SpendLine, ...]:
+        """The cost results in ``window``, summed by currency and dimensions; ``what``
+        names the results in errors."""
+        sums = LineSum()
+        for index, item in self.window_results(url, params, window):
+            amount, currency = self.cost_of(item, f"{what} result {index}")
+            sums.add(amount, currency, self.dimensions(item))
+        return sums.lines(window.period)
+
+    def token_counts(
+        self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str
+    ) -> Tokens:
+        """The usage results in ``window``, summed by model (``"unknown"`` when it has
+        none) and token type; ``what`` names the results in errors."""
+        tally: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for index, item in self.window_results(url, params, window):
+            model = item.get("model") if isinstance(item.get("model"), str) else "unknown"
+            kinds = tally[model]
+            for kind, n in self.tokens_of(item, f"{what} result {index}").items():
+                kinds[kind] += n
+        return {m: dict(k) for m, k in tally.items()}

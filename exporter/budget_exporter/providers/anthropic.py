@@ -12,8 +12,6 @@ per model from the price table.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -21,23 +19,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import HttpStatusError
-from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.model import SpendLine, Window
 from budget_exporter.providers import register
-from budget_exporter.providers._llm import (
-    LineSum,
-    LlmSourceConfig,
-    Tokens,
-    admin_key_error,
-    count,
-    currency_of,
-    estimate_samples,
-    monthly_window,
-    pages,
-    results,
-    token_samples,
-)
-from budget_exporter.providers.base import Provider
+from budget_exporter.providers._llm import LlmProvider, LlmSourceConfig, Tokens, count, currency_of
 from budget_exporter.providers.http_json import parse_amount
 
 CENTS = Decimal(100)
@@ -59,19 +43,11 @@ class AnthropicConfig(LlmSourceConfig):
 
 
 @register
-class AnthropicProvider(Provider):
+class AnthropicProvider(LlmProvider):
     name = "anthropic"
     config_model = AnthropicConfig
     default_poll_interval = timedelta(minutes=30)
-    supported_periods = frozenset({Period.MONTHLY})
-
-    def __init__(self, config: AnthropicConfig, context: Any) -> None:
-        super().__init__(config, context)
-        self.http = context.http_client()
-        self.table = config.price_table() if config.estimate_cost else None
-
-    def close(self) -> None:
-        self.http.close()
+    api = "Anthropic Admin API"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -79,25 +55,6 @@ class AnthropicProvider(Provider):
             "x-api-key": self.config.admin_key,
             "anthropic-version": self.config.anthropic_version,
         }
-
-    def poll(self, windows: Sequence[Window]) -> PollResult:
-        window = monthly_window(windows)
-        if window is None:
-            return PollResult()
-        try:
-            lines = self.costs(window)
-            samples: list[Sample] = []
-            if self.config.usage_tokens or self.config.estimate_cost:
-                tokens = self.tokens(window)
-                if self.config.usage_tokens:
-                    samples.extend(token_samples(tokens))
-                if self.table is not None:
-                    samples.extend(estimate_samples(tokens, self.table, self.context.logger))
-        except HttpStatusError as exc:
-            if exc.status in (401, 403):
-                raise admin_key_error(exc, "Anthropic Admin API") from None
-            raise
-        return PollResult(lines=lines, samples=tuple(samples))
 
     def _params(self, window: Window) -> list[tuple[str, str]]:
         return [
@@ -109,18 +66,12 @@ class AnthropicProvider(Provider):
     def costs(self, window: Window) -> tuple[SpendLine, ...]:
         config: AnthropicConfig = self.config
         params = self._params(window) + [("group_by[]", g) for g in config.group_by]
-        sums = LineSum()
         url = f"{config.base_url}/v1/organizations/cost_report"
-        for data in pages(self.http, url, params, self.headers, config.max_pages):
-            for bucket in data:
-                if not _in_window(bucket, window):
-                    continue
-                for index, item in enumerate(results(bucket)):
-                    where = f"cost_report result {index}"
-                    cents = parse_amount(item.get("amount"), f"{where} amount")
-                    currency = currency_of(item.get("currency"), where)
-                    sums.add(cents / CENTS, currency, self.dimensions(item))
-        return sums.lines(window.period)
+        return self.cost_lines(url, params, window, "cost_report")
+
+    def cost_of(self, item: dict[str, Any], where: str) -> tuple[Decimal, str]:
+        cents = parse_amount(item.get("amount"), f"{where} amount")
+        return cents / CENTS, currency_of(item.get("currency"), where)
 
     def dimensions(self, item: dict[str, Any]) -> dict[str, str]:
         dims: dict[str, str] = {}
@@ -140,41 +91,36 @@ class AnthropicProvider(Provider):
     def tokens(self, window: Window) -> Tokens:
         config: AnthropicConfig = self.config
         params = [*self._params(window), ("group_by[]", "model")]
-        tokens: Tokens = defaultdict(lambda: defaultdict(int))
         url = f"{config.base_url}/v1/organizations/usage_report/messages"
-        for data in pages(self.http, url, params, self.headers, config.max_pages):
-            for bucket in data:
-                if not _in_window(bucket, window):
-                    continue
-                for index, item in enumerate(results(bucket)):
-                    where = f"usage_report result {index}"
-                    model = item.get("model") if isinstance(item.get("model"), str) else "unknown"
-                    creation = item.get("cache_creation")
-                    creation = creation if isinstance(creation, dict) else {}
-                    kinds = tokens[model]
-                    kinds["input"] += count(item.get("uncached_input_tokens"), f"{where} input")
-                    kinds["cached_input"] += count(
-                        item.get("cache_read_input_tokens"), f"{where} cache_read_input_tokens"
-                    )
-                    kinds["cache_write"] += count(
-                        creation.get("ephemeral_5m_input_tokens"), f"{where} cache_creation"
-                    )
-                    kinds["cache_write_1h"] += count(
-                        creation.get("ephemeral_1h_input_tokens"), f"{where} cache_creation"
-                    )
-                    kinds["output"] += count(item.get("output_tokens"), f"{where} output_tokens")
-        return {m: dict(k) for m, k in tokens.items()}
+        return self.token_counts(url, params, window, "usage_report")
 
+    def tokens_of(self, item: dict[str, Any], where: str) -> dict[str, int]:
+        creation = item.get("cache_creation")
+        creation = creation if isinstance(creation, dict) else {}
+        return {
+            "input": count(item.get("uncached_input_tokens"), f"{where} input"),
+            "cached_input": count(
+                item.get("cache_read_input_tokens"), f"{where} cache_read_input_tokens"
+            ),
+            "cache_write": count(
+                creation.get("ephemeral_5m_input_tokens"), f"{where} cache_creation"
+            ),
+            "cache_write_1h": count(
+                creation.get("ephemeral_1h_input_tokens"), f"{where} cache_creation"
+            ),
+            "output": count(item.get("output_tokens"), f"{where} output_tokens"),
+        }
 
-def _in_window(bucket: dict[str, Any], window: Window) -> bool:
-    """Buckets are daily; keep those that start inside the window."""
-    start = bucket.get("starting_at")
-    if not isinstance(start, str):
-        raise SourceError("a bucket has no starting_at")
-    try:
-        moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    except ValueError:
-        raise SourceError("a bucket's starting_at is not an RFC 3339 time") from None
-    if moment.tzinfo is None:
-        raise SourceError("a bucket's starting_at has no time zone")
-    return window.start <= moment < window.end
+    @staticmethod
+    def in_window(bucket: dict[str, Any], window: Window) -> bool:
+        """Buckets are daily; keep those that start inside the window."""
+        start = bucket.get("starting_at")
+        if not isinstance(start, str):
+            raise SourceError("a bucket has no starting_at")
+        try:
+            moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            raise SourceError("a bucket's starting_at is not an RFC 3339 time") from None
+        if moment.tzinfo is None:
+            raise SourceError("a bucket's starting_at has no time zone")
+        return window.start <= moment < window.end

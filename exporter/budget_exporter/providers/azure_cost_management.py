@@ -50,7 +50,6 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
-from ipaddress import ip_address
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -62,6 +61,7 @@ from budget_exporter.httpclient import (
     CountingRetry,
     HttpStatusError,
     RequestStatus,
+    require_tls_off_loopback,
     status_of_response,
 )
 from budget_exporter.model import Period, PollResult, SpendLine, Window
@@ -109,17 +109,6 @@ _RETRY_AFTER_HEADER = re.compile(
 )
 """Cost Management's throttling headers (``…-qpu-``, ``…-entity-``, ``…-tenant-``,
 ``…-clienttype-retry-after``; the older Consumption one too), in seconds."""
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AzureCostManagementConfig(SourceConfig):
@@ -173,14 +162,14 @@ class AzureCostManagementConfig(SourceConfig):
     @field_validator("base_url")
     @classmethod
     def _valid_base_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
+        text = value.strip()
+        parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("must not carry a query, fragment or user-info")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError("must use https (plain http only to a loopback address)")
-        return value.strip().rstrip("/")
+        require_tls_off_loopback(text)
+        return text.rstrip("/")
 
     @field_validator("authority")
     @classmethod
