@@ -26,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, dashboard, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
@@ -56,6 +56,8 @@ STATES = {
     "3": ("Exceeded", "dark-red"),
 }
 UNATTRIBUTED = "(unattributed)"
+
+PanelT = TypeVar("PanelT", bargauge.Panel, stat.Panel, table.Panel, timeseries.Panel)
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -222,6 +224,41 @@ def builtin_annotation() -> dashboard.AnnotationQuery:
     )
 
 
+def described(panel: PanelT, title: str, description: str, width: int, height: int = 8) -> PanelT:
+    """A panel's title, description and size on the 24-column grid."""
+    return panel.title(title).description(description).span(width).height(height)
+
+
+def money(panel: PanelT, metric: str, selector: str, *targets: prometheus.Dataquery) -> PanelT:
+    """A money panel: the UNIT query on ``metric`` (first target), then ``targets``.
+
+    The unit comes from the data (see the module docstring); money has two decimals
+    and never goes below zero.
+    """
+    panel.with_target(unit_query(metric, selector))
+    for target in targets:
+        panel.with_target(target)
+    return panel.with_transformation(unit_from_data()).min(0).decimals(2)
+
+
+def base_dashboard(title: str, uid: str, description: str, time_from: str) -> dashboard.Dashboard:
+    """The settings, link, annotation and data source variable every dashboard starts with."""
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .time(time_from, "now")
+        .refresh(REFRESH)
+        .timezone("browser")
+        .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .editable()
+        .link(dashboard_link("budget-exporter", ["budget-exporter"]))
+        .annotation(builtin_annotation())
+        .with_variable(datasource_variable())
+    )
+
+
 class Layout:
     """Adds panels with stable, unique ids in reading order."""
 
@@ -291,17 +328,14 @@ def per_row_threshold_bars(name_label: str, value: str, warning: str, stop: str)
 def usage_bargauge(title: str, description: str, width: int, height: int) -> bargauge.Panel:
     """Usage ratio per budget, amber at each budget's warning ratio, red at its stop ratio."""
     sel = BUDGET_SELECTOR
+    bars = per_row_threshold_bars(
+        "budget",
+        f"max by (budget) (budget_usage_ratio{{{sel}}})",
+        f"max by (budget) (budget_warning_threshold_ratio{{{sel}}})",
+        f"max by (budget) (budget_stop_threshold_ratio{{{sel}}})",
+    )
     return (
-        per_row_threshold_bars(
-            "budget",
-            f"max by (budget) (budget_usage_ratio{{{sel}}})",
-            f"max by (budget) (budget_warning_threshold_ratio{{{sel}}})",
-            f"max by (budget) (budget_stop_threshold_ratio{{{sel}}})",
-        )
-        .title(title)
-        .description(description)
-        .span(width)
-        .height(height)
+        described(bars, title, description, width, height)
         .unit("percentunit")
         .decimals(1)
         .max(1)
@@ -324,26 +358,26 @@ def budgets_table() -> table.Panel:
         ),
         ("F", f"{by} (budget:budget_state:thresholds{{{sel}}})", "State"),
     ]
-    panel = (
-        table.Panel()
-        .title("All budgets in $currency")
-        .description(
-            "Every budget of the selected currency with its spend, limit, usage, forecast for the "
-            "end of the period, days left in the period and state (from the recording rule "
-            "budget:budget_state:thresholds), most used first."
-        )
-        .span(14)
-        .height(9)
-        .with_target(unit_query("budget_limit_amount", sel))
+    panel = described(
+        table.Panel(),
+        "All budgets in $currency",
+        "Every budget of the selected currency with its spend, limit, usage, forecast for the "
+        "end of the period, days left in the period and state (from the recording rule "
+        "budget:budget_state:thresholds), most used first.",
+        14,
+        9,
     )
-    for ref, expr, _ in columns:
-        panel = panel.with_target(instant(expr, ref, table_format=True))
+    money(
+        panel,
+        "budget_limit_amount",
+        sel,
+        *(instant(expr, ref, table_format=True) for ref, expr, _ in columns),
+    )
     rename = {f"Value #{ref}": name for ref, _, name in columns}
     rename.update({"budget": "Budget", "period": "Period"})
     order = ["budget", "period", *(f"Value #{ref}" for ref, _, _ in columns)]
     panel = (
-        panel.with_transformation(unit_from_data())
-        .with_transformation(transform("merge", {}))
+        panel.with_transformation(transform("merge", {}))
         .with_transformation(
             transform(
                 "organize",
@@ -355,8 +389,6 @@ def budgets_table() -> table.Panel:
             )
         )
         .with_transformation(transform("sortBy", {"sort": [{"field": "Usage", "desc": True}]}))
-        .decimals(2)
-        .min(0)
         .sort_by([common_builders.TableSortByFieldState().display_name("Usage").desc(True)])
         .override_by_name(
             "Usage",
@@ -383,32 +415,34 @@ def budgets_table() -> table.Panel:
     return panel
 
 
+def budget_series(
+    make: Callable[[str, str, str], prometheus.Dataquery],
+) -> list[prometheus.Dataquery]:
+    """Each budget's spend, limit and forecast (refs A, B, C), made by ``query`` or ``instant``."""
+    return [
+        make(
+            f"max by (budget) (budget_{metric}_amount{{{BUDGET_SELECTOR}}})",
+            ref,
+            f"{name} ({{{{budget}}}})",
+        )
+        for ref, metric, name in (
+            ("A", "spend", "Spend"),
+            ("B", "limit", "Limit"),
+            ("C", "forecast", "Forecast"),
+        )
+    ]
+
+
 def budget_stats() -> stat.Panel:
-    sel = BUDGET_SELECTOR
+    panel = described(
+        stat.Panel(),
+        "Spend vs limit vs forecast",
+        "Spend so far in the current period, the budget's limit and the forecast spend at "
+        "the end of the period.",
+        6,
+    )
     return (
-        stat.Panel()
-        .title("Spend vs limit vs forecast")
-        .description(
-            "Spend so far in the current period, the budget's limit and the forecast spend at "
-            "the end of the period."
-        )
-        .span(6)
-        .height(8)
-        .with_target(unit_query("budget_limit_amount", sel))
-        .with_target(
-            instant(f"max by (budget) (budget_spend_amount{{{sel}}})", "A", "Spend ({{budget}})")
-        )
-        .with_target(
-            instant(f"max by (budget) (budget_limit_amount{{{sel}}})", "B", "Limit ({{budget}})")
-        )
-        .with_target(
-            instant(
-                f"max by (budget) (budget_forecast_amount{{{sel}}})", "C", "Forecast ({{budget}})"
-            )
-        )
-        .with_transformation(unit_from_data())
-        .min(0)
-        .decimals(2)
+        money(panel, "budget_limit_amount", BUDGET_SELECTOR, *budget_series(instant))
         .reduce_options(last_value())
         .graph_mode(common_models.BigValueGraphMode.NONE)
         .color_mode(common_models.BigValueColorMode.VALUE)
@@ -421,32 +455,16 @@ def budget_stats() -> stat.Panel:
 
 
 def budget_timeseries() -> timeseries.Panel:
-    sel = BUDGET_SELECTOR
     dashed = prop("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})
+    panel = described(
+        timeseries.Panel(),
+        "Spend over the period",
+        "Spend so far in the period, with the limit (red, dashed) and the forecast for the "
+        "end of the period (purple, dotted). Spend drops to zero when a new period starts.",
+        12,
+    )
     return (
-        timeseries.Panel()
-        .title("Spend over the period")
-        .description(
-            "Spend so far in the period, with the limit (red, dashed) and the forecast for the "
-            "end of the period (purple, dotted). Spend drops to zero when a new period starts."
-        )
-        .span(12)
-        .height(8)
-        .with_target(unit_query("budget_limit_amount", sel))
-        .with_target(
-            query(f"max by (budget) (budget_spend_amount{{{sel}}})", "A", "Spend ({{budget}})")
-        )
-        .with_target(
-            query(f"max by (budget) (budget_limit_amount{{{sel}}})", "B", "Limit ({{budget}})")
-        )
-        .with_target(
-            query(
-                f"max by (budget) (budget_forecast_amount{{{sel}}})", "C", "Forecast ({{budget}})"
-            )
-        )
-        .with_transformation(unit_from_data())
-        .min(0)
-        .decimals(2)
+        money(panel, "budget_limit_amount", BUDGET_SELECTOR, *budget_series(query))
         .fill_opacity(10)
         .line_width(2)
         .span_nulls(True)
@@ -469,20 +487,12 @@ def budget_timeseries() -> timeseries.Panel:
 
 def overview() -> dashboard.Dashboard:
     board = (
-        dashboard.Dashboard("Budget overview")
-        .uid("budget-exporter-overview")
-        .description(
-            "Spend against budgets across clouds, LLM APIs and SaaS APIs, from budget-exporter."
+        base_dashboard(
+            "Budget overview",
+            "budget-exporter-overview",
+            "Spend against budgets across clouds, LLM APIs and SaaS APIs, from budget-exporter.",
+            TIME_FROM,
         )
-        .tags(TAGS)
-        .time(TIME_FROM, "now")
-        .refresh(REFRESH)
-        .timezone("browser")
-        .tooltip(models.DashboardCursorSync.CROSSHAIR)
-        .editable()
-        .link(dashboard_link("budget-exporter", ["budget-exporter"]))
-        .annotation(builtin_annotation())
-        .with_variable(datasource_variable())
         .with_variable(
             query_variable(
                 "team",
@@ -554,17 +564,14 @@ def spend_by(
     if not only_attributed and dimension not in ("source", "provider"):
         # Lines without the dimension are named, not dropped: the total stays whole.
         expr = f'label_replace({expr}, "{dimension}", "{UNATTRIBUTED}", "{dimension}", "")'
+    panel = described(timeseries.Panel(), title, description, 12)
     return (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .span(12)
-        .height(8)
-        .with_target(unit_query("budget_source_cost_amount", COST_SELECTOR))
-        .with_target(query(expr, "A", f"{{{{{dimension}}}}}"))
-        .with_transformation(unit_from_data())
-        .min(0)
-        .decimals(2)
+        money(
+            panel,
+            "budget_source_cost_amount",
+            COST_SELECTOR,
+            query(expr, "A", f"{{{{{dimension}}}}}"),
+        )
         .fill_opacity(40)
         .line_width(1)
         .stacking(
@@ -586,27 +593,22 @@ def top_movers() -> bargauge.Panel:
     labels = (
         "{{source}} {{service_name}} {{model}} {{charge_category}} {{sub_account_id}} {{region_id}}"
     )
+    movers = instant(
+        f"sort_desc(topk($topn, increase(budget_source_cost_amount{{{sel}}}[$__range])))",
+        "A",
+        labels,
+    )
+    panel = described(
+        bargauge.Panel(),
+        "Top $topn movers over the time range",
+        "The cost lines whose spend grew most over the selected time range (increase() "
+        "treats the reset at the start of a month as a new period, so the figure is the "
+        "spend inside the range).",
+        24,
+        9,
+    )
     return (
-        bargauge.Panel()
-        .title("Top $topn movers over the time range")
-        .description(
-            "The cost lines whose spend grew most over the selected time range (increase() "
-            "treats the reset at the start of a month as a new period, so the figure is the "
-            "spend inside the range)."
-        )
-        .span(24)
-        .height(9)
-        .with_target(unit_query("budget_source_cost_amount", sel))
-        .with_target(
-            instant(
-                f"sort_desc(topk($topn, increase(budget_source_cost_amount{{{sel}}}[$__range])))",
-                "A",
-                labels,
-            )
-        )
-        .with_transformation(unit_from_data())
-        .min(0)
-        .decimals(2)
+        money(panel, "budget_source_cost_amount", sel, movers)
         .reduce_options(last_value())
         .display_mode(common_models.BarGaugeDisplayMode.BASIC)
         .orientation(common_models.VizOrientation.HORIZONTAL)
@@ -621,13 +623,14 @@ def top_movers() -> bargauge.Panel:
 
 
 def sources_up() -> stat.Panel:
+    panel = described(
+        stat.Panel(),
+        "Sources up",
+        "Whether the last poll of each source succeeded (budget_source_up).",
+        6,
+    )
     return (
-        stat.Panel()
-        .title("Sources up")
-        .description("Whether the last poll of each source succeeded (budget_source_up).")
-        .span(6)
-        .height(8)
-        .with_target(
+        panel.with_target(
             instant(
                 f"max by (source, provider) (budget_source_up{{{SOURCE_SELECTOR}}})",
                 "A",
@@ -656,21 +659,21 @@ def sources_up() -> stat.Panel:
 
 def last_success_age() -> bargauge.Panel:
     interval = f"max by (source) (budget_source_poll_interval_seconds{{{SOURCE_SELECTOR}}})"
+    bars = per_row_threshold_bars(
+        "source",
+        "time() - max by (source) "
+        f"(budget_source_last_success_timestamp_seconds{{{SOURCE_SELECTOR}}})",
+        f"2 * {interval}",
+        f"3 * {interval}",
+    )
     return (
-        per_row_threshold_bars(
-            "source",
-            "time() - max by (source) "
-            f"(budget_source_last_success_timestamp_seconds{{{SOURCE_SELECTOR}}})",
-            f"2 * {interval}",
-            f"3 * {interval}",
-        )
-        .title("Time since last successful poll")
-        .description(
+        described(
+            bars,
+            "Time since last successful poll",
             "Age of each source's figures. Amber after two of the source's poll intervals, red "
-            "after three, when BudgetDataStale starts counting down."
+            "after three, when BudgetDataStale starts counting down.",
+            6,
         )
-        .span(6)
-        .height(8)
         .unit("s")
         .decimals(0)
         .thresholds(thresholds((None, "green"), (7200, "orange"), (10800, "red")))
@@ -678,16 +681,15 @@ def last_success_age() -> bargauge.Panel:
 
 
 def api_requests() -> timeseries.Panel:
+    panel = described(
+        timeseries.Panel(),
+        "Provider API requests by status",
+        "Requests the exporter sent to each provider's API, by outcome: the monitor's own "
+        "API usage (some billing APIs charge per request).",
+        12,
+    )
     return (
-        timeseries.Panel()
-        .title("Provider API requests by status")
-        .description(
-            "Requests the exporter sent to each provider's API, by outcome: the monitor's own "
-            "API usage (some billing APIs charge per request)."
-        )
-        .span(12)
-        .height(8)
-        .with_target(
+        panel.with_target(
             query(
                 "sum by (source, status) "
                 f"(increase(budget_source_api_requests_total{{{SOURCE_SELECTOR}}}[$__rate_interval]))",
@@ -712,13 +714,14 @@ def api_requests() -> timeseries.Panel:
 
 
 def poll_duration() -> timeseries.Panel:
+    panel = described(
+        timeseries.Panel(),
+        "Poll duration",
+        "How long the last poll of each source took, retries included.",
+        12,
+    )
     return (
-        timeseries.Panel()
-        .title("Poll duration")
-        .description("How long the last poll of each source took, retries included.")
-        .span(12)
-        .height(8)
-        .with_target(
+        panel.with_target(
             query(
                 f"max by (source) (budget_source_poll_duration_seconds{{{SOURCE_SELECTOR}}})",
                 "A",
@@ -733,13 +736,14 @@ def poll_duration() -> timeseries.Panel:
 
 
 def config_reload() -> stat.Panel:
+    panel = described(
+        stat.Panel(),
+        "Configuration",
+        "Whether the exporter's last configuration (re)load succeeded.",
+        12,
+    )
     return (
-        stat.Panel()
-        .title("Configuration")
-        .description("Whether the exporter's last configuration (re)load succeeded.")
-        .span(12)
-        .height(8)
-        .with_target(
+        panel.with_target(
             instant("min(budget_exporter_config_last_reload_successful)", "A", "Last reload")
         )
         .with_target(instant("count(budget_exporter_build_info)", "B", "Exporters"))
@@ -771,21 +775,13 @@ def config_reload() -> stat.Panel:
 
 def breakdown() -> dashboard.Dashboard:
     board = (
-        dashboard.Dashboard("Budget breakdown")
-        .uid("budget-exporter-breakdown")
-        .description(
+        base_dashboard(
+            "Budget breakdown",
+            "budget-exporter-breakdown",
             "Where the money goes: month-to-date spend by provider, source, service, "
-            "sub-account, region and LLM model, the biggest movers, and the exporter's own health."
+            "sub-account, region and LLM model, the biggest movers, and the exporter's own health.",
+            "now-7d",
         )
-        .tags(TAGS)
-        .time("now-7d", "now")
-        .refresh(REFRESH)
-        .timezone("browser")
-        .tooltip(models.DashboardCursorSync.CROSSHAIR)
-        .editable()
-        .link(dashboard_link("budget-exporter", ["budget-exporter"]))
-        .annotation(builtin_annotation())
-        .with_variable(datasource_variable())
         .with_variable(
             query_variable(
                 "currency",

@@ -37,6 +37,8 @@ class FakeUpstream:
         self.default = default or Reply(json={})
         self.queue: deque[Reply] = deque()
         self.seen: list[Seen] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         upstream = self
 
@@ -84,6 +86,15 @@ class FakeUpstream:
                 )
             )
             reply = self.queue.popleft() if self.queue else self.default
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._send(handler, reply)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _send(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
         if reply.delay:
             time.sleep(reply.delay)
         payload = reply.body if reply.body is not None else json.dumps(reply.json).encode()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -155,7 +156,7 @@ BAD_CONFIGS = {
     ),
     "bad duration": (
         f"global: {{poll_interval: 5x}}\nsources: [{STATIC}]",
-        "global.poll_interval: invalid duration '5x'",
+        "global.poll_interval: invalid duration: use a number and a unit",
     ),
     "zero duration": (
         f"global: {{timeout: 0s}}\nsources: [{STATIC}]",
@@ -275,3 +276,40 @@ def test_errors_never_echo_secret_values(write_config) -> None:
     assert "12345678901234" not in str(info.value)
     assert "super-secret-key" not in str(info.value)
     assert "sources[0].headers.Authorization" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["budgets: [{name: b, currency: USD, limit: 'x${KEY}'}]", "global: {timeout: '${KEY}'}"],
+)
+def test_invalid_values_are_not_echoed(write_config, field: str) -> None:
+    path = write_config(f"sources: [{STATIC}]\n{field}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"KEY": "s3cret-in-the-wrong-field"})
+    assert "s3cret-in-the-wrong-field" not in str(info.value)
+    assert "budgets[0].limit" in str(info.value) or "global.timeout" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: 9, currency: USD, labels: {{instance: x}}}}]",
+            "budgets[0].labels: label 'instance' clashes with Prometheus target labels",
+        ),
+        (
+            "sources: [{name: a, provider: static, currency: USD, lines: [{amount: 1, dimensions: {service: x}}]}]",
+            "use 'service_name'",
+        ),
+        (
+            "sources: [{name: a, provider: http_json, url: 'https://x/', lines: items, amount: a, "
+            "currency: USD, dimensions: {region: r}}]",
+            "use 'region_id'",
+        ),
+    ],
+)
+def test_labels_that_clash_with_target_labels_are_refused(
+    write_config, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write_config(text))

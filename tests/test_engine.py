@@ -56,37 +56,61 @@ def test_next_poll_never_later_than_the_period_boundary(write_config) -> None:
     assert 4 * 3600 * 0.9 <= engine.runners["a"].next_delay() <= 4 * 3600 * 1.1  # jittered
 
 
-def test_snapshot_swap_is_atomic_under_concurrent_scrapes(make_engine) -> None:
+def test_every_scrape_sees_one_consistent_snapshot(make_engine) -> None:
+    """Budgets and cost lines in one exposition always come from the same poll."""
     lines = ", ".join(f"{{amount: {i}, dimensions: {{model: m{i}}}}}" for i in range(300))
     engine = make_engine(
         f"""
         global: {{max_series_per_source: 1000}}
         sources: [{{name: a, provider: static, currency: USD, lines: [{lines}]}}]
-        budgets: [{{name: total, limit: 100000, currency: USD}}]
+        budgets: [{{name: total, limit: 1000000, currency: USD}}]
         """
     )
-    engine.poll_all_once()
+    from budget_exporter.model import PollResult, SpendLine
+
+    runner = engine.runners["a"]
+    original = runner.provider.poll
+    scale = iter(range(1, 10_000))
+
+    def changing(windows):  # every poll returns different amounts
+        factor = next(scale)
+        return PollResult(
+            lines=tuple(
+                SpendLine(ln.period, ln.amount * factor, ln.currency, ln.dimensions)
+                for ln in original(windows).lines
+            )
+        )
+
+    runner.provider.poll = changing  # type: ignore[method-assign]
+    runner.poll()
     stop = threading.Event()
     problems: list[str] = []
+    scrapes = 0
 
     def scrape() -> None:
+        nonlocal scrapes
         while not stop.is_set():
             text = engine.snapshot.rendered.text.decode()
             families = {f.name: f for f in text_string_to_metric_families(text)}
-            if len(families["budget_source_cost_amount"].samples) != 300:
-                problems.append("partial cost lines")
-            if len(families["budget_spend_amount"].samples) != 1:
-                problems.append("budget missing")
+            lines = families["budget_source_cost_amount"].samples
+            (total,) = families["budget_spend_amount"].samples
+            if len(lines) != 300 or abs(sum(s.value for s in lines) - total.value) > 1e-6:
+                problems.append(
+                    f"spend {total.value} but lines sum to {sum(s.value for s in lines)}"
+                )
+            scrapes += 1
 
     readers = [threading.Thread(target=scrape) for _ in range(2)]
     for reader in readers:
         reader.start()
     for _ in range(30):
-        engine.runners["a"].poll()
+        runner.poll()
     stop.set()
     for reader in readers:
         reader.join()
+    assert scrapes > 0
     assert problems == []
+    assert spend(engine, "total") == sum(range(300)) * 31
 
 
 def test_reload_keeps_unchanged_sources_and_replaces_changed_ones(
@@ -109,9 +133,12 @@ def test_reload_keeps_unchanged_sources_and_replaces_changed_ones(
     assert engine.runners["a"] is runner_a  # untouched: keeps its data, no new poll needed
     assert engine.runners["b"] is not runner_b
     assert engine.snapshot_states()["a"].up
-    assert engine.pending_sources() == ["b", "c"]
-    assert spend(engine, "total") is None  # b and c have no data yet: no fake zeros
-    engine.poll_all_once()
+    assert engine.snapshot_states()["b"].result is not None  # keeps its last good data
+    assert engine.pending_sources() == ["c"]
+    assert spend(engine, "total") is None  # c has no data yet: no fake zeros
+    engine.runners["c"].poll()
+    assert spend(engine, "total") == 10  # b's old amount (2) until b is polled again
+    engine.runners["b"].poll()
     assert spend(engine, "total") == 13
     got = samples(engine.snapshot.rendered.text)
     assert got["budget_exporter_config_last_reload_successful"][0][1] == 1
@@ -160,3 +187,83 @@ def test_currency_mismatch_is_counted_and_logged(make_engine, caplog) -> None:
     ]
     assert spend(engine, "total") == 2  # never mixed
     assert "left out (no currency conversion)" in caplog.text
+
+
+def test_reload_never_runs_two_polls_of_a_source_at_once(
+    make_engine, write_config, upstream
+) -> None:
+    from tests.fake_upstream import Reply
+
+    upstream.default = Reply(200, {"total": 1}, delay=0.6)
+    text = f"""
+        global: {{poll_interval: 1h, timeout: 5s}}
+        sources:
+          - {{name: slow, provider: http_json, url: "{upstream.url}/cost", amount: total, currency: USD}}
+        """
+    engine = make_engine(text, clock=time.time)
+    engine.start()
+    deadline = time.monotonic() + 5
+    while not upstream.seen:  # the first poll is in flight
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    write_config(text.replace("timeout: 5s", "timeout: 4s"))
+    assert engine.reload()[0]
+    deadline = time.monotonic() + 10
+    while len(upstream.seen) < 2 or not engine.snapshot_states()["slow"].attempted:
+        assert time.monotonic() < deadline, "the new runner never polled"
+        time.sleep(0.01)
+    while upstream.in_flight:
+        time.sleep(0.01)
+    assert upstream.max_in_flight == 1
+    assert len(upstream.seen) == 2
+
+
+def test_implausible_amounts_are_a_source_error_not_a_crash(make_engine, upstream) -> None:
+    from tests.fake_upstream import Reply
+
+    upstream.default = Reply(200, {"total": "9e999999"})
+    engine = make_engine(
+        f"""
+        global: {{poll_interval: 100ms}}
+        sources:
+          - {{name: wild, provider: http_json, url: "{upstream.url}/cost", amount: total, currency: USD}}
+          - {{name: calm, provider: static, amount: 2, currency: USD}}
+        budgets: [{{name: calm, limit: 10, currency: USD, sources: [calm]}}]
+        """,
+        clock=time.time,
+    )
+    engine.start()
+    deadline = time.monotonic() + 5
+    while len(upstream.seen) < 3:  # keeps polling after the bad answer
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert engine.healthy()
+    state = engine.snapshot_states()["wild"]
+    assert not state.up and "not a plausible amount" in (state.last_error or "")
+    assert spend(engine, "calm") == 2
+
+
+def test_the_engine_rejects_implausible_amounts_from_any_provider(make_engine) -> None:
+    from decimal import Decimal
+
+    from budget_exporter.model import Period, PollResult, SpendLine
+
+    engine = make_engine(TWO_SOURCES)
+    engine.runners["a"].provider.poll = lambda windows: PollResult(  # type: ignore[method-assign]
+        lines=(SpendLine.of(Period.MONTHLY, Decimal("1e20"), "USD"),)
+    )
+    assert not engine.runners["a"].poll()
+    assert "implausible amount (1.000e+20)" in (engine.snapshot_states()["a"].last_error or "")
+
+
+def test_a_failing_snapshot_build_keeps_the_previous_snapshot(make_engine, monkeypatch) -> None:
+    engine = make_engine(TWO_SOURCES)
+    engine.poll_all_once()
+    before = engine.snapshot
+
+    def broken(polled=None):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(engine, "_build", broken)
+    assert engine.runners["a"].poll()
+    assert engine.snapshot is before

@@ -91,7 +91,10 @@ def test_rendered_exposition_follows_the_contract(make_engine) -> None:
     assert statuses == {"ok", "client_error", "server_error", "throttled", "timeout", "network"}
     for name in ("budget_period_start_timestamp_seconds", "budget_period_end_timestamp_seconds"):
         assert len(got[name]) == 2
-    assert "cached" in text.decode().lower()
+    helps = {f.name: f.documentation for f in text_string_to_metric_families(text.decode())}
+    for name in ("budget_spend_amount", "budget_forecast_amount", "budget_usage_ratio",
+                 "budget_limit_amount", "budget_source_cost_amount"):  # fmt: skip
+        assert "Cached from the last successful poll" in helps[name], name
 
 
 def test_no_budget_series_before_first_data(make_engine) -> None:
@@ -137,3 +140,8 @@ def test_provider_samples_are_rendered_with_source_labels(make_engine) -> None:
         ("searches", "a", "static", 320.0),
         ("verifications", "a", "static", 140.0),
     ]
+
+
+def test_provider_dimensions_never_clash_with_target_labels() -> None:
+    assert label_name("job") == "exported_job"
+    assert label_name("instance") == "exported_instance"

@@ -147,6 +147,30 @@ def forecast_answer(amount: str, start: str, end: str) -> dict[str, Any]:
     }
 
 
+def expect_forecast(
+    stubber: Stubber, amount: str, start: str, end: str = "2026-09-01", **request: Any
+) -> None:
+    """Stub one GetCostForecast answer of ``amount`` for [start, end).
+
+    Given ``request`` fields (Metric, Filter...), the Stubber also checks that the exporter
+    asks for exactly that period, monthly, with those fields.
+    """
+    expected = None
+    if request:
+        expected = {"TimePeriod": {"Start": start, "End": end}, "Granularity": "MONTHLY", **request}
+    stubber.add_response("get_cost_forecast", forecast_answer(amount, start, end), expected)
+
+
+def refuse_forecast(stubber: Stubber, code: str, message: str) -> None:
+    """Stub one GetCostForecast error answer (HTTP 400, as Cost Explorer sends them)."""
+    stubber.add_client_error(
+        "get_cost_forecast",
+        service_error_code=code,
+        service_message=message,
+        http_status_code=400,
+    )
+
+
 # -- configuration -------------------------------------------------------------------
 
 
@@ -650,15 +674,12 @@ def test_forecast_is_spend_plus_aws_forecast_for_the_rest_of_the_month() -> None
         queue(grouped([group(["Amazon EC2"], "200.00"), group(["Amazon S3"], "10.00")]))
         h = Harness(forecast=True, include_credits=False)
         stubber = h.stub_forecast()
-        stubber.add_response(
-            "get_cost_forecast",
-            forecast_answer("330.0", "2026-08-21", "2026-09-01"),
-            {
-                "TimePeriod": {"Start": "2026-08-21", "End": "2026-09-01"},
-                "Metric": "UNBLENDED_COST",
-                "Granularity": "MONTHLY",
-                "Filter": {"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit"]}}},
-            },
+        expect_forecast(
+            stubber,
+            "330.0",
+            "2026-08-21",
+            Metric="UNBLENDED_COST",
+            Filter={"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit"]}}},
         )
         result = h.poll()
         stubber.assert_no_pending_responses()
@@ -680,28 +701,12 @@ def test_forecast_has_its_own_interval_and_is_prorated_between_fetches() -> None
         )
         h = Harness(forecast=True, forecast_interval="36h", metric="NetAmortizedCost")
         stubber = h.stub_forecast()
-        stubber.add_response(
-            "get_cost_forecast",
-            forecast_answer("330.0", "2026-08-21", "2026-09-01"),
-            {
-                "TimePeriod": {"Start": "2026-08-21", "End": "2026-09-01"},
-                "Metric": "NET_AMORTIZED_COST",
-                "Granularity": "MONTHLY",
-            },
-        )
+        expect_forecast(stubber, "330.0", "2026-08-21", Metric="NET_AMORTIZED_COST")
         first = h.poll()
         h.now = NOW + timedelta(days=1)  # within 36h: no new forecast request
         second = h.poll()
         stubber.assert_no_pending_responses()
-        stubber.add_response(
-            "get_cost_forecast",
-            forecast_answer("270.0", "2026-08-23", "2026-09-01"),
-            {
-                "TimePeriod": {"Start": "2026-08-23", "End": "2026-09-01"},
-                "Metric": "NET_AMORTIZED_COST",
-                "Granularity": "MONTHLY",
-            },
-        )
+        expect_forecast(stubber, "270.0", "2026-08-23", Metric="NET_AMORTIZED_COST")
         h.now = NOW + timedelta(days=2)  # 48h > 36h: fetched again
         third = h.poll()
         stubber.assert_no_pending_responses()
@@ -719,11 +724,10 @@ def test_data_unavailable_falls_back_without_failing_the_source() -> None:
         )
         h = Harness(forecast=True)
         stubber = h.stub_forecast()
-        stubber.add_client_error(
-            "get_cost_forecast",
-            service_error_code="DataUnavailableException",
-            service_message="Insufficient amount of historical data to generate forecast.",
-            http_status_code=400,
+        refuse_forecast(
+            stubber,
+            "DataUnavailableException",
+            "Insufficient amount of historical data to generate forecast.",
         )
         result = h.poll()
         h.now = NOW + timedelta(days=1) - timedelta(minutes=1)  # still within 24h
@@ -740,15 +744,10 @@ def test_other_forecast_errors_fall_back_and_are_retried_next_poll(caplog) -> No
         queue(grouped([group(["Amazon EC2"], "3.00")]))
         h = Harness(forecast=True)
         stubber = h.stub_forecast()
-        stubber.add_client_error(
-            "get_cost_forecast",
-            service_error_code="AccessDeniedException",
-            service_message="not authorized to perform: ce:GetCostForecast",
-            http_status_code=400,
+        refuse_forecast(
+            stubber, "AccessDeniedException", "not authorized to perform: ce:GetCostForecast"
         )
-        stubber.add_response(
-            "get_cost_forecast", forecast_answer("7.0", "2026-08-21", "2026-09-01")
-        )
+        expect_forecast(stubber, "7.0", "2026-08-21")
         with caplog.at_level(logging.WARNING, logger="budget_exporter.aws"):
             failed = h.poll()
         retried = h.poll()
@@ -763,15 +762,7 @@ def test_forecast_on_the_first_day_needs_no_spend_request() -> None:
     with mock_aws():
         h = Harness(now=first, forecast=True)
         stubber = h.stub_forecast()
-        stubber.add_response(
-            "get_cost_forecast",
-            forecast_answer("900.0", "2026-09-01", "2026-10-01"),
-            {
-                "TimePeriod": {"Start": "2026-09-01", "End": "2026-10-01"},
-                "Metric": "UNBLENDED_COST",
-                "Granularity": "MONTHLY",
-            },
-        )
+        expect_forecast(stubber, "900.0", "2026-09-01", "2026-10-01", Metric="UNBLENDED_COST")
         result = h.poll()
         assert sent() == []
     assert result.lines == ()
@@ -783,11 +774,10 @@ def test_rejected_credentials_on_the_forecast_fail_the_source() -> None:
     with mock_aws():
         h = Harness(now=datetime(2026, 9, 1, 6, 0, tzinfo=UTC), forecast=True)
         stubber = h.stub_forecast()
-        stubber.add_client_error(
-            "get_cost_forecast",
-            service_error_code="ExpiredTokenException",
-            service_message="The security token included in the request is expired",
-            http_status_code=400,
+        refuse_forecast(
+            stubber,
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
         )
         with pytest.raises(SourceError) as info:
             h.poll()
@@ -844,9 +834,7 @@ def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
         provider = engine.runners["aws"].provider
         client = provider.aws.new_client("ce")
         stubber = Stubber(client)
-        stubber.add_response(
-            "get_cost_forecast", forecast_answer("110.0", "2026-08-21", "2026-09-01")
-        )
+        expect_forecast(stubber, "110.0", "2026-08-21")
         stubber.activate()
         provider._forecast_client = lambda: client
         assert engine.poll_all_once()
@@ -855,18 +843,9 @@ def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
     assert aws.metric_value(text, "budget_spend_amount", budget="aws-total") == 60.0
     assert aws.metric_value(text, "budget_forecast_amount", budget="aws-total") == 170.0
     assert aws.metric_value(text, "budget_spend_amount", budget="aws-ml") == 51.25
-    assert (
-        aws.metric_value(
-            text,
-            "budget_source_cost_amount",
-            source="aws",
-            provider="aws_cost_explorer",
-            currency="USD",
-            service_name="Amazon Elastic Compute Cloud - Compute",
-            tag_team="ml",
-        )
-        == 41.25
-    )
+    ec2_ml = {"service_name": "Amazon Elastic Compute Cloud - Compute", "tag_team": "ml"}
+    labels = {"source": "aws", "provider": "aws_cost_explorer", "currency": "USD", **ec2_ml}
+    assert aws.metric_value(text, "budget_source_cost_amount", **labels) == 41.25
     assert aws.metric_value(text, "budget_source_up", source="aws") == 1
     assert (
         aws.metric_value(text, "budget_source_api_requests_total", source="aws", status="ok") == 2
@@ -1006,15 +985,9 @@ def test_exporter_once_against_moto_server(moto_server: str, write_config) -> No
         assert aws.metric_value(text, "budget_source_cost_amount", source="aws") is None
     else:
         assert aws.metric_value(text, "budget_spend_amount", budget="aws") == 123.45
-        assert (
-            aws.metric_value(
-                text,
-                "budget_source_cost_amount",
-                source="aws",
-                service_name="Amazon Elastic Compute Cloud - Compute",
-            )
-            == 123.45
-        )
+        ec2 = "Amazon Elastic Compute Cloud - Compute"
+        cost = aws.metric_value(text, "budget_source_cost_amount", source="aws", service_name=ec2)
+        assert cost == 123.45
         assert (
             aws.metric_value(text, "budget_source_api_requests_total", source="aws", status="ok")
             == 1

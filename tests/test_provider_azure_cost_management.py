@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -85,12 +86,17 @@ def rs() -> Any:
 # -- payloads, shaped as Cost Management and Microsoft Entra ID send them ----------
 
 
+def cost_columns(*dimensions: str) -> list[tuple[str, str]]:
+    """The columns of a grouped answer: the cost, one per grouping dimension, the currency."""
+    return [("Cost", "Number"), *((name, "String") for name in dimensions), ("Currency", "String")]
+
+
 def query_page(
     rows: list[list[Any]],
     columns: list[tuple[str, str]] | None = None,
     next_link: str | None = None,
 ) -> dict[str, Any]:
-    columns = columns or [("Cost", "Number"), ("ServiceName", "String"), ("Currency", "String")]
+    columns = columns or cost_columns("ServiceName")
     return {
         "id": f"subscriptions/{SUBSCRIPTION}/providers/Microsoft.CostManagement/query/"
         "9af9459d-441d-4055-9ed0-83d4c4a363fb",
@@ -109,6 +115,24 @@ def query_page(
 
 def arm_error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+def refuse_query(
+    rs: Any,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    url: str = QUERY_URL,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Cost Management answers the next query with an ARM error."""
+    rs.post(url, status=status, json=arm_error(code, message), headers=headers)
+
+
+def throttle_query(rs: Any, headers: dict[str, str]) -> None:
+    """Cost Management's 429 for the next query, with its rate-limit ``headers``."""
+    refuse_query(rs, 429, "429", "Too many requests. Please retry.", headers=headers)
 
 
 def mock_login(rs: Any, *, status: int = 200, body: dict[str, Any] | None = None) -> None:
@@ -191,6 +215,27 @@ def monthly() -> tuple[Window, ...]:
     return (window_at(Period.MONTHLY, datetime.now(UTC)),)
 
 
+def poll_error(requests: Counter[str] | None = None, **overrides: Any) -> str:
+    """The SourceError message of one monthly poll, which must fail."""
+    with pytest.raises(SourceError) as info:
+        make_provider(requests, **overrides).poll(monthly())
+    return str(info.value)
+
+
+def source_file(tmp_path: Path, *settings: str) -> Path:
+    """A config file with one azure source on SUBSCRIPTION, plus ``settings`` (YAML lines)."""
+    path = tmp_path / "c.yml"
+    lines = [
+        "sources:",
+        "  - name: azure",
+        "    provider: azure_cost_management",
+        f"    scope: /subscriptions/{SUBSCRIPTION}",
+        *(f"    {line}" for line in settings),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def query_calls(rs: Any) -> list[Any]:
     return [c for c in rs.calls if "/providers/Microsoft.CostManagement/query" in c.request.url]
 
@@ -266,35 +311,18 @@ def test_config_scopes_and_defaults() -> None:
 
 def test_config_file_reads_secret_file_and_registers_it(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text(SECRET + "\n")
-    (tmp_path / "c.yml").write_text(
-        f"""
-sources:
-  - name: azure
-    provider: azure_cost_management
-    scope: /subscriptions/{SUBSCRIPTION}
-    tenant_id: {TENANT}
-    client_id: {CLIENT_ID}
-    client_secret_file: secret
-"""
+    path = source_file(
+        tmp_path, f"tenant_id: {TENANT}", f"client_id: {CLIENT_ID}", "client_secret_file: secret"
     )
-    config = load_config(tmp_path / "c.yml")
+    config = load_config(path)
     assert config.sources[0].client_secret == SECRET
     assert SECRET in config.secrets
 
 
 def test_config_error_is_one_line_without_the_secret(tmp_path: Path) -> None:
-    (tmp_path / "c.yml").write_text(
-        f"""
-sources:
-  - name: azure
-    provider: azure_cost_management
-    scope: /subscriptions/{SUBSCRIPTION}
-    auth: managed_identity
-    client_secret: {SECRET}
-"""
-    )
+    path = source_file(tmp_path, "auth: managed_identity", f"client_secret: {SECRET}")
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "c.yml")
+        load_config(path)
     assert "sources[0]" in str(info.value)
     assert SECRET not in str(info.value)
     assert "\n" not in str(info.value)
@@ -356,12 +384,7 @@ def test_parse_cost_usd_is_in_usd_whatever_the_currency_column() -> None:
 def test_parse_prefers_the_requested_cost_column() -> None:
     page = query_page(
         [[Decimal("3.75"), Decimal("4.10"), "Storage", "EUR"]],
-        columns=[
-            ("CostUSD", "Number"),
-            ("Cost", "Number"),
-            ("ServiceName", "String"),
-            ("Currency", "String"),
-        ],
+        columns=[("CostUSD", "Number"), *cost_columns("ServiceName")],
     )
     assert parse_query_result(page, ["ServiceName"]) == [
         ({"service_name": "Storage"}, Decimal("4.10"), "EUR")
@@ -466,12 +489,7 @@ def test_two_groupings_and_currencies(rs: Any) -> None:
                 [2.5, "Storage", "99999999-1111-2222-3333-444444444444", "EUR"],
                 [7, "Storage", SUBSCRIPTION, "USD"],
             ],
-            columns=[
-                ("Cost", "Number"),
-                ("ServiceName", "String"),
-                ("SubscriptionId", "String"),
-                ("Currency", "String"),
-            ],
+            columns=cost_columns("ServiceName", "SubscriptionId"),
         ),
     )
     result = make_provider(group_by=["ServiceName", "SubscriptionId"]).poll(monthly())
@@ -530,11 +548,9 @@ def test_max_pages_stops_a_runaway_next_link(rs: Any) -> None:
 
 def test_throttled_query_is_retried_and_counted(rs: Any) -> None:
     mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=429,
-        json=arm_error("429", "Too many requests. Please retry."),
-        headers={
+    throttle_query(
+        rs,
+        {
             "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after": "1",
             "x-ms-ratelimit-microsoft.costmanagement-qpu-remaining": "QueryResource=0",
         },
@@ -548,16 +564,10 @@ def test_throttled_query_is_retried_and_counted(rs: Any) -> None:
 
 def test_throttled_until_retries_run_out(rs: Any) -> None:
     mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=429,
-        json=arm_error("429", "Too many requests. Please retry."),
-        headers={"x-ms-ratelimit-microsoft.costmanagement-entity-retry-after": "0"},
-    )
+    throttle_query(rs, {"x-ms-ratelimit-microsoft.costmanagement-entity-retry-after": "0"})
     requests: Counter[str] = Counter()
-    with pytest.raises(SourceError) as info:
-        make_provider(requests).poll(monthly())
-    assert "throttling" in str(info.value) and "poll_interval" in str(info.value)
+    message = poll_error(requests)
+    assert "throttling" in message and "poll_interval" in message
     assert requests["throttled"] == 3  # the first try and two retries
     assert len(query_calls(rs)) == 3
 
@@ -682,21 +692,17 @@ def test_retry_after_header_is_honoured_on_the_wire(rs: Any) -> None:
 
 def test_forbidden_names_the_role(rs: Any) -> None:
     mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=403,
-        json=arm_error(
-            "AuthorizationFailed",
-            f"The client '{CLIENT_ID}' with object id '1c3e8f0a-0000-4444-8888-aaaaaaaaaaaa' "
-            "does not have authorization to perform action "
-            "'Microsoft.CostManagement/query/action' over scope "
-            f"'/subscriptions/{SUBSCRIPTION}' or the scope is invalid.",
-        ),
+    refuse_query(
+        rs,
+        403,
+        "AuthorizationFailed",
+        f"The client '{CLIENT_ID}' with object id '1c3e8f0a-0000-4444-8888-aaaaaaaaaaaa' "
+        "does not have authorization to perform action "
+        "'Microsoft.CostManagement/query/action' over scope "
+        f"'/subscriptions/{SUBSCRIPTION}' or the scope is invalid.",
     )
     requests: Counter[str] = Counter()
-    with pytest.raises(SourceError) as info:
-        make_provider(requests).poll(monthly())
-    message = str(info.value)
+    message = poll_error(requests)
     assert "Cost Management Reader" in message
     assert "Microsoft.CostManagement/query/read" in message
     assert "AuthorizationFailed" in message
@@ -707,84 +713,74 @@ def test_forbidden_names_the_role(rs: Any) -> None:
 
 def test_forbidden_at_billing_account_names_a_billing_role(rs: Any) -> None:
     mock_login(rs)
-    account = "12345678"
-    url = f"{BASE}/providers/Microsoft.Billing/billingAccounts/{account}/providers/Microsoft.CostManagement/query"
-    rs.post(
-        url, status=403, json=arm_error("RBACAccessDenied", "The user does not have authorization.")
-    )
-    with pytest.raises(SourceError, match="Billing account reader"):
-        make_provider(scope=f"providers/Microsoft.Billing/billingAccounts/{account}").poll(
-            monthly()
-        )
+    scope = "providers/Microsoft.Billing/billingAccounts/12345678"
+    url = f"{BASE}/{scope}/providers/Microsoft.CostManagement/query"
+    refuse_query(rs, 403, "RBACAccessDenied", "The user does not have authorization.", url=url)
+    assert "Billing account reader" in poll_error(scope=scope)
 
 
-def test_rbac_access_denied_401_names_the_role(rs: Any) -> None:
-    """Cost Management often answers a missing role with 401, not 403."""
-    mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=401,
-        json=arm_error(
+@pytest.mark.parametrize(
+    ("status", "code", "upstream", "overrides", "expected"),
+    [
+        pytest.param(
+            # Cost Management often answers a missing role with 401, not 403.
+            401,
             "RBACAccessDenied",
             "The client does not have authorization to perform action. "
             "Request ID: aefe2d4c-3134-4658-b9d1-f6a1b5c96cb2",
+            {},
+            ["HTTP 401 RBACAccessDenied", "Cost Management Reader"],
+            id="rbac_access_denied_401_names_the_role",
         ),
-    )
-    with pytest.raises(SourceError) as info:
-        make_provider().poll(monthly())
-    assert "HTTP 401 RBACAccessDenied" in str(info.value)
-    assert "Cost Management Reader" in str(info.value)
-
-
-def test_ea_cost_view_disabled_is_explained(rs: Any) -> None:
-    mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=400,
-        json=arm_error(
+        pytest.param(
+            400,
             "AccountCostDisabled",
             "Access to cost data has been disabled for account admins.",
+            {},
+            ["AO view charges"],
+            id="ea_cost_view_disabled_is_explained",
         ),
-    )
-    with pytest.raises(SourceError, match="AO view charges"):
-        make_provider().poll(monthly())
-
-
-def test_unauthorized_token_is_explained(rs: Any) -> None:
-    mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=401,
-        json=arm_error("InvalidAuthenticationToken", "The access token is invalid."),
-    )
-    with pytest.raises(SourceError) as info:
-        make_provider().poll(monthly())
-    assert "HTTP 401" in str(info.value) and "tenant_id" in str(info.value)
-    assert ACCESS_TOKEN not in str(info.value)
-
-
-def test_unknown_scope_is_explained(rs: Any) -> None:
-    mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=404,
-        json=arm_error(
-            "SubscriptionNotFound", f"The subscription '{SUBSCRIPTION}' could not be found."
+        pytest.param(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+            {},
+            ["HTTP 401", "tenant_id"],
+            id="unauthorized_token_is_explained",
         ),
-    )
-    with pytest.raises(SourceError, match=r"was not found .*check scope"):
-        make_provider().poll(monthly())
-
-
-def test_bad_request_shows_the_upstream_reason(rs: Any) -> None:
+        pytest.param(
+            404,
+            "SubscriptionNotFound",
+            f"The subscription '{SUBSCRIPTION}' could not be found.",
+            {},
+            [r"was not found .*check scope"],
+            id="unknown_scope_is_explained",
+        ),
+        pytest.param(
+            400,
+            "BadRequest",
+            "Invalid dataset grouping: 'ResourceLocation'.",
+            {"group_by": ["ResourceLocation"]},
+            [r"refused the query.*Invalid dataset grouping"],
+            id="bad_request_shows_the_upstream_reason",
+        ),
+    ],
+)
+def test_refused_query_is_explained(
+    rs: Any,
+    status: int,
+    code: str,
+    upstream: str,
+    overrides: dict[str, Any],
+    expected: list[str],
+) -> None:
+    """Each refusal is a SourceError that matches every ``expected`` pattern and leaks nothing."""
     mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=400,
-        json=arm_error("BadRequest", "Invalid dataset grouping: 'ResourceLocation'."),
-    )
-    with pytest.raises(SourceError, match=r"refused the query.*Invalid dataset grouping"):
-        make_provider(group_by=["ResourceLocation"]).poll(monthly())
+    refuse_query(rs, status, code, upstream)
+    message = poll_error(**overrides)
+    for pattern in expected:
+        assert re.search(pattern, message), pattern
+    assert SECRET not in message and ACCESS_TOKEN not in message
 
 
 def test_wrong_client_secret(rs: Any) -> None:
@@ -805,9 +801,7 @@ def test_wrong_client_secret(rs: Any) -> None:
         },
     )
     requests: Counter[str] = Counter()
-    with pytest.raises(SourceError) as info:
-        make_provider(requests).poll(monthly())
-    message = str(info.value)
+    message = poll_error(requests)
     assert "Microsoft Entra ID refused" in message
     assert "AADSTS7000215" in message
     assert "Trace ID" not in message
@@ -1000,14 +994,12 @@ def test_whole_exporter_keeps_running_when_azure_refuses(
     rs: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        status=403,
-        json=arm_error(
-            "AuthorizationFailed",
-            f"The client '{CLIENT_ID}' does not have authorization to perform action "
-            "'Microsoft.CostManagement/query/action'.",
-        ),
+    refuse_query(
+        rs,
+        403,
+        "AuthorizationFailed",
+        f"The client '{CLIENT_ID}' does not have authorization to perform action "
+        "'Microsoft.CostManagement/query/action'.",
     )
     engine = Engine(load_config(_write_config(tmp_path)))
     with caplog.at_level(logging.WARNING):
@@ -1061,12 +1053,7 @@ def test_example_config_runs_against_mocked_azure(rs: Any, tmp_path: Path) -> No
                 [80, "Storage", "rg-ml-data", "USD"],
                 [12.5, "Azure Monitor", None, "USD"],
             ],
-            columns=[
-                ("Cost", "Number"),
-                ("ServiceName", "String"),
-                ("ResourceGroup", "String"),
-                ("Currency", "String"),
-            ],
+            columns=cost_columns("ServiceName", "ResourceGroup"),
         ),
     )
     rs.post(

@@ -94,6 +94,13 @@ def error_body(code, status, reason, message):
     }
 
 
+def refuse_query(rsps, code, status, reason, message):
+    """BigQuery answers the next jobs.query with HTTP ``code`` and its error body."""
+    rsps.add(
+        responses.POST, f"{BQ}/queries", status=code, json=error_body(code, status, reason, message)
+    )
+
+
 @pytest.fixture
 def key_info():
     return gcp.service_account_info()
@@ -183,6 +190,18 @@ def test_query_shape_follows_the_options():
 def test_table_forms(table, normalised):
     config = GcpBillingExportConfig(name="g", provider="gcp_billing_export", table=table)
     assert config.table == normalised
+
+
+def billing_source(key_file) -> str:
+    """The gcp-billing source of the whole-exporter tests, as a YAML list item."""
+    return textwrap.dedent(
+        f"""\
+        - name: gcp-billing
+          provider: gcp_billing_export
+          table: {TABLE}
+          credentials_file: {key_file}
+        """
+    )
 
 
 def write_config(tmp_path, source: str, extra: str = "") -> Path:
@@ -349,12 +368,7 @@ def test_permission_denied_names_the_roles(mock, key_file):
         "Access Denied: Project billing-admin: User does not have bigquery.jobs.create "
         "permission in project billing-admin."
     )
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=403,
-        json=error_body(403, "PERMISSION_DENIED", "accessDenied", message),
-    )
+    refuse_query(mock, 403, "PERMISSION_DENIED", "accessDenied", message)
     provider, counts = make(key_file, retries=3)
     text = gcp.poll_error(provider, september())
     assert "BigQuery answered HTTP 403 PERMISSION_DENIED" in text
@@ -369,12 +383,7 @@ def test_table_not_found_is_a_clear_source_error(mock, key_file):
         "Not found: Table billing-admin:billing_export.gcp_billing_export_v1_0A1B2C_3D4E5F_6A7B8C "
         "was not found in location US"
     )
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=404,
-        json=error_body(404, "NOT_FOUND", "notFound", message),
-    )
+    refuse_query(mock, 404, "NOT_FOUND", "notFound", message)
     provider, counts = make(key_file)
     text = gcp.poll_error(provider, september())
     assert "HTTP 404" in text and "was not found in location US" in text
@@ -384,30 +393,15 @@ def test_table_not_found_is_a_clear_source_error(mock, key_file):
 
 def test_bytes_billed_cap_explains_itself(mock, key_file):
     message = "Query exceeded limit for bytes billed: 10485760. 20971520 or higher required."
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=400,
-        json=error_body(400, "INVALID_ARGUMENT", "bytesBilledLimitExceeded", message),
-    )
+    refuse_query(mock, 400, "INVALID_ARGUMENT", "bytesBilledLimitExceeded", message)
     provider, _ = make(key_file, maximum_bytes_billed=10 * 1024**2)
     with pytest.raises(SourceError, match="raise maximum_bytes_billed"):
         provider.poll(september())
 
 
 def test_transient_errors_are_retried_and_counted(mock, key_file):
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=403,
-        json=error_body(403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits"),
-    )
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=503,
-        json=error_body(503, "UNAVAILABLE", "backendError", "Backend error"),
-    )
+    refuse_query(mock, 403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits")
+    refuse_query(mock, 503, "UNAVAILABLE", "backendError", "Backend error")
     mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
     provider, counts = make(key_file, retries=2)
     result = provider.poll(september())
@@ -416,12 +410,7 @@ def test_transient_errors_are_retried_and_counted(mock, key_file):
 
 
 def test_rate_limit_after_the_retries_is_not_called_a_permission_problem(mock, key_file):
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=403,
-        json=error_body(403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits"),
-    )
+    refuse_query(mock, 403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits")
     provider, counts = make(key_file, retries=0)
     text = gcp.poll_error(provider, september())
     assert "still rate-limited" in text
@@ -437,25 +426,26 @@ def test_unreachable_endpoint_fails_fast(mock, key_file):
     assert counts == Counter({"network": 1})
 
 
-def test_endpoint_override(mock, key_file):
-    mock.add(
-        responses.POST,
-        "http://127.0.0.1:9050/bigquery/v2/projects/billing-admin/queries",
-        json=query_response(ROWS),
-    )
-    provider, counts = make(key_file, endpoint_url="http://127.0.0.1:9050")
+@pytest.mark.parametrize(
+    ("options", "url"),
+    [
+        pytest.param(
+            {"endpoint_url": "http://127.0.0.1:9050"},
+            "http://127.0.0.1:9050/bigquery/v2/projects/billing-admin/queries",
+            id="endpoint_override",
+        ),
+        pytest.param(
+            {"project": "finops-jobs"},
+            "https://bigquery.googleapis.com/bigquery/v2/projects/finops-jobs/queries",
+            id="job_project_can_differ_from_the_table_project",
+        ),
+    ],
+)
+def test_query_goes_where_configured(mock, key_file, options, url):
+    mock.add(responses.POST, url, json=query_response(ROWS))
+    provider, counts = make(key_file, **options)
     assert len(provider.poll(september()).lines) == 4
     assert counts == Counter({"ok": 1})
-
-
-def test_job_project_can_differ_from_the_table_project(mock, key_file):
-    mock.add(
-        responses.POST,
-        "https://bigquery.googleapis.com/bigquery/v2/projects/finops-jobs/queries",
-        json=query_response(ROWS),
-    )
-    provider, _ = make(key_file, project="finops-jobs")
-    assert len(provider.poll(september()).lines) == 4
 
 
 def test_rejected_credentials_never_leak_the_key(mock, key_file, key_info):
@@ -534,12 +524,7 @@ def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
     mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
     path = write_config(
         tmp_path,
-        f"""\
-        - name: gcp-billing
-          provider: gcp_billing_export
-          table: {TABLE}
-          credentials_file: {key_file}
-        """,
+        billing_source(key_file),
         textwrap.dedent(
             """\
             budgets:
@@ -605,26 +590,20 @@ def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
 
 
 def test_whole_exporter_survives_a_failing_gcp_source(mock, key_file, tmp_path):
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        status=404,
-        json=error_body(
-            404, "NOT_FOUND", "notFound", "Not found: Dataset billing-admin:billing_export"
-        ),
+    refuse_query(
+        mock, 404, "NOT_FOUND", "notFound", "Not found: Dataset billing-admin:billing_export"
     )
     path = write_config(
         tmp_path,
-        f"""\
-        - name: gcp-billing
-          provider: gcp_billing_export
-          table: {TABLE}
-          credentials_file: {key_file}
-        - name: invoices
-          provider: static
-          amount: 10
-          currency: USD
-        """,
+        billing_source(key_file)
+        + textwrap.dedent(
+            """\
+            - name: invoices
+              provider: static
+              amount: 10
+              currency: USD
+            """
+        ),
     )
     engine = Engine(load_config(path), clock=NOW.timestamp)
     assert not engine.poll_all_once()

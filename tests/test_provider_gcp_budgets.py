@@ -99,6 +99,14 @@ ACCOUNT_BODY = {
 }
 
 
+def refuse(rsps, url, code, status, message, details=()):
+    """The API answers the next GET of ``url`` with a Google error: HTTP ``code``, ``status``."""
+    error = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = list(details)
+    rsps.add(responses.GET, url, status=code, json={"error": error})
+
+
 def page_matcher(token=None, size="100"):
     params = {"pageSize": size, **ENUM_INT}
     if token:
@@ -330,18 +338,7 @@ def test_configured_projects_are_checked_against_the_account(mock, key_file, cap
 
 def test_permission_denied_names_role_and_permission(mock, key_file):
     add_account(mock)
-    mock.add(
-        responses.GET,
-        BUDGETS,
-        status=403,
-        json={
-            "error": {
-                "code": 403,
-                "message": "The caller does not have permission",
-                "status": "PERMISSION_DENIED",
-            }
-        },
-    )
+    refuse(mock, BUDGETS, 403, "PERMISSION_DENIED", "The caller does not have permission")
     provider, counts = make(key_file, retries=2)
     text = gcp.poll_error(provider, windows())
     assert "Cloud Billing Budget API answered HTTP 403 PERMISSION_DENIED" in text
@@ -357,29 +354,16 @@ def test_disabled_api_says_to_enable_it(mock, key_file):
         "disabled. Enable it by visiting https://console.developers.google.com/apis/api/"
         "billingbudgets.googleapis.com/overview?project=271828182845 then retry."
     )
-    mock.add(
-        responses.GET,
-        BUDGETS,
-        status=403,
-        json={
-            "error": {
-                "code": 403,
-                "message": message,
-                "status": "PERMISSION_DENIED",
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": "SERVICE_DISABLED",
-                        "domain": "googleapis.com",
-                        "metadata": {
-                            "service": "billingbudgets.googleapis.com",
-                            "consumer": "projects/271828182845",
-                        },
-                    }
-                ],
-            }
+    disabled = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "SERVICE_DISABLED",
+        "domain": "googleapis.com",
+        "metadata": {
+            "service": "billingbudgets.googleapis.com",
+            "consumer": "projects/271828182845",
         },
-    )
+    }
+    refuse(mock, BUDGETS, 403, "PERMISSION_DENIED", message, [disabled])
     provider, _ = make(key_file)
     with pytest.raises(SourceError, match="enable the API") as err:
         provider.poll(windows())
@@ -387,18 +371,7 @@ def test_disabled_api_says_to_enable_it(mock, key_file):
 
 
 def test_unknown_billing_account(mock, key_file):
-    mock.add(
-        responses.GET,
-        BILLING,
-        status=404,
-        json={
-            "error": {
-                "code": 404,
-                "message": "Requested entity was not found.",
-                "status": "NOT_FOUND",
-            }
-        },
-    )
+    refuse(mock, BILLING, 404, "NOT_FOUND", "Requested entity was not found.")
     provider, counts = make(key_file)
     text = gcp.poll_error(provider, windows())
     assert "Cloud Billing API answered HTTP 404 NOT_FOUND" in text
@@ -407,18 +380,7 @@ def test_unknown_billing_account(mock, key_file):
 
 
 def test_server_errors_are_retried(mock, key_file):
-    mock.add(
-        responses.GET,
-        BILLING,
-        status=503,
-        json={
-            "error": {
-                "code": 503,
-                "message": "The service is currently unavailable.",
-                "status": "UNAVAILABLE",
-            }
-        },
-    )
+    refuse(mock, BILLING, 503, "UNAVAILABLE", "The service is currently unavailable.")
     add_account(mock)
     add_budget_pages(mock, [TEAM_A])
     provider, counts = make(key_file, retries=1)

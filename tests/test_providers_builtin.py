@@ -214,3 +214,20 @@ def test_http_json_only_reports_its_period() -> None:
         }
     )
     assert cls.periods_for(config) == {Period.DAILY}
+
+
+@responses.activate
+def test_http_json_never_follows_a_page_link_to_another_server() -> None:
+    responses.get(URL, json={"items": [{"c": 1}], "next": "https://evil.example.net/steal?page=2"})
+    provider = make(
+        "http_json",
+        url=URL,
+        headers={"Authorization": "Bearer tok"},
+        lines="items",
+        amount="c",
+        currency="USD",
+        next_page="next",
+    )
+    with pytest.raises(SourceError, match="refusing to send credentials there"):
+        provider.poll(windows(Period.MONTHLY))
+    assert len(responses.calls) == 1

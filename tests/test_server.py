@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def test_basic_auth(serve, tmp_path: Path) -> None:
         assert ok.status_code == 200 and ok.headers["X-Frame-Options"] == "deny"
 
 
-def test_tls(serve, tmp_path: Path) -> None:
+def make_cert(tmp_path: Path) -> None:
     subprocess.run(
         [
             "openssl",
@@ -120,6 +121,10 @@ def test_tls(serve, tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def test_tls(serve, tmp_path: Path) -> None:
+    make_cert(tmp_path)
     web = tmp_path / "web.yml"
     web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
     config, context = load_web_config(str(web))
@@ -162,3 +167,64 @@ def test_oversized_body_is_refused(serve) -> None:
     _, url = serve()
     answer = requests.post(f"{url}/-/reload", data=b"x" * (2 << 20), timeout=5)
     assert answer.status_code == 413
+
+
+def test_a_silent_tls_client_blocks_nobody(serve, tmp_path: Path) -> None:
+    make_cert(tmp_path)
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+    config, context = load_web_config(str(web))
+    server, url = serve(web_config=config, ssl_context=context)
+    with socket.create_connection(("127.0.0.1", server.port)):  # connects, never says hello
+        answer = requests.get(f"{url}/-/healthy", verify=str(tmp_path / "cert.pem"), timeout=3)
+    assert answer.status_code == 200
+
+
+def test_unreadable_bodies_are_refused_and_the_connection_closed(serve) -> None:
+    server, _ = serve()
+    for request, status in [
+        (
+            b"POST /-/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"411",
+        ),
+        (b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", b"400"),
+    ]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(request)
+            reply = sock.makefile("rb").read()  # the server closes the connection
+        assert reply.split(b" ")[1] == status and b"Connection: close" in reply
+
+
+def test_an_unexpected_error_answers_500(serve, monkeypatch) -> None:
+    _, url = serve()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug in a page")
+
+    monkeypatch.setattr("budget_exporter.server.render_landing", broken)
+    assert requests.get(f"{url}/", timeout=5).status_code == 500
+    assert requests.get(f"{url}/-/healthy", timeout=5).status_code == 200
+
+
+def test_healthy_fails_when_polling_has_stopped(serve, monkeypatch) -> None:
+    server, url = serve()
+    monkeypatch.setattr(server.engine, "healthy", lambda: False)
+    assert requests.get(f"{url}/-/healthy", timeout=5).status_code == 503
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("basic_auth_users: {prom: plaintext}\n", "is not a bcrypt hash"),
+        ("http_server_config: {headers: {Content-Type: x}}\n", "header 'Content-Type' cannot be set"),
+        (
+            "tls_server_config: {cert_file: c, key_file: k, client_auth_type: RequireAndVerifyClientCert}\n",
+            "needs client_ca_file",
+        ),
+    ],
+)
+def test_web_config_is_validated(tmp_path: Path, text: str, message: str) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(text)
+    with pytest.raises(Exception, match=message):
+        load_web_config(str(web))

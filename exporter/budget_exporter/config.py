@@ -30,7 +30,7 @@ from pydantic import (
 
 from budget_exporter.errors import ConfigError
 from budget_exporter.fields import Currency, Duration, Money, Ratio
-from budget_exporter.model import Period
+from budget_exporter.model import Period, label_clash
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -38,6 +38,7 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when avai
 _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_PUBLIC_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
 _BUDGET_LABELS = frozenset({"budget", "currency", "period"})
 _SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
 
@@ -137,6 +138,8 @@ class BudgetConfig(BaseModel):
                 raise ValueError(f"{key!r} is not a valid Prometheus label name")
             if key in _BUDGET_LABELS:
                 raise ValueError(f"{key!r} is set by the exporter and cannot be a static label")
+            if label_clash(key):
+                raise ValueError(label_clash(key))
         return value
 
 
@@ -313,7 +316,10 @@ class _Loader:
                     raise self.error(where, f"{target} is not a YAML mapping") from None
                 if not isinstance(value, dict):
                     raise self.error(where, f"{target} is not a YAML mapping")
-                self.secrets.update(str(v) for v in value.values())
+                # Everything in a secret file is secret, but for plainly public headers.
+                self.secrets.update(
+                    str(v) for k, v in value.items() if str(k).lower() not in _PUBLIC_HEADERS
+                )
             else:
                 value = content.strip()
                 self.secrets.add(value)
@@ -407,7 +413,8 @@ class _Loader:
 
     def validate(self, model: type[BaseModel], data: Any, path: str) -> Any:
         try:
-            return model.model_validate(data)
+            # Validators may resolve relative paths against the config file's folder.
+            return model.model_validate(data, context={"config_dir": str(self.base)})
         except ValidationError as exc:
             raise self.error(*_first_error(exc, model, path)) from None
 

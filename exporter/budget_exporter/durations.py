@@ -21,12 +21,11 @@ def parse_duration(text: str) -> timedelta:
     """Parse a duration string; raise ``ValueError`` with a readable message."""
     text = text.strip()
     if not _WHOLE.fullmatch(text):
-        raise ValueError(
-            f"invalid duration {text!r}: use a number and a unit, e.g. 30s, 5m, 4h, 1d"
-        )
+        # The text is not echoed: a mistyped field may hold a secret.
+        raise ValueError("invalid duration: use a number and a unit, e.g. 30s, 5m, 4h, 1d")
     total = sum((int(n) * _UNITS[u] for n, u in _PART.findall(text)), timedelta())
     if total <= timedelta():
-        raise ValueError(f"invalid duration {text!r}: must be greater than zero")
+        raise ValueError("invalid duration: must be greater than zero")
     return total
 
 

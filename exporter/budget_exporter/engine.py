@@ -18,12 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from budget_exporter.budgets import BudgetView, compute_budgets, limit_from_problems
 from budget_exporter.config import Config, load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.exposition import ExporterStatus, Rendered, build_families, render
-from budget_exporter.model import PollResult, Window
+from budget_exporter.model import MAX_AMOUNT, PollResult, Window
 from budget_exporter.periods import window_at
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
 from budget_exporter.redact import redactor
@@ -62,8 +63,15 @@ def _runner_key(config: Config, source: SourceConfig) -> tuple[object, ...]:
 class SourceRunner:
     """Polls one source, in its own thread or on demand."""
 
-    def __init__(self, engine: Engine, config: Config, source: SourceConfig) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        source: SourceConfig,
+        previous: SourceRunner | None = None,
+    ) -> None:
         self.engine = engine
+        self.previous = previous
         self.config = config
         self.source = source
         self.key = _runner_key(config, source)
@@ -106,15 +114,28 @@ class SourceRunner:
     def stop(self) -> None:
         self._stop.set()
 
-    def join(self, timeout: float) -> None:
+    def join(self, timeout: float | None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def alive(self) -> bool:
+        """False once a started polling thread has ended without being stopped."""
+        thread = self._thread
+        return thread is None or thread.is_alive() or self._stop.is_set()
+
     def _run(self) -> None:
+        if self.previous is not None:
+            # A reload replaced this source: let the old runner's poll finish first,
+            # so there is never more than one poll of a source in flight.
+            self.previous.join(None)
+            self.previous = None
         delay = 0.0
         try:
             while not self._stop.wait(delay):
-                self.poll()
+                try:
+                    self.poll()
+                except Exception:  # a bug in the core: log it and keep polling
+                    self.logger.exception("unexpected error while recording a poll")
                 delay = self.next_delay()
         finally:
             self.close()
@@ -140,11 +161,7 @@ class SourceRunner:
             error: str | None = None
             try:
                 result = self.provider.poll(windows)  # built here, so a failing client is contained
-                if not isinstance(result, PollResult):
-                    raise TypeError(f"provider returned {type(result).__name__}, not PollResult")
-                wanted = {w.period for w in windows}
-                if any(line.period not in wanted for line in result.lines):
-                    raise ValueError("provider returned lines for a period it was not asked for")
+                _check_result(result, windows)
             except SourceError as exc:
                 error = redactor(str(exc))
             except Exception as exc:
@@ -158,6 +175,25 @@ class SourceRunner:
                 self.logger.warning("poll failed after %.3fs: %s", duration, error)
             self.engine.record_poll(self, result, windows, now.timestamp(), duration, error)
             return error is None
+
+
+def _check_result(result: object, windows: tuple[Window, ...]) -> None:
+    """Reject results no provider should return, before they reach the budgets."""
+    if not isinstance(result, PollResult):
+        raise TypeError(f"provider returned {type(result).__name__}, not PollResult")
+    wanted = {w.period for w in windows}
+    for line in result.lines:
+        if line.period not in wanted:
+            raise ValueError("provider returned lines for a period it was not asked for")
+        if not line.amount.is_finite() or abs(line.amount) >= MAX_AMOUNT:
+            raise ValueError(f"provider returned an implausible amount ({line.amount:.3e})")
+    for item in (*result.forecasts, *result.budgets):
+        for field in ("amount", "limit", "actual", "forecast"):
+            amount = getattr(item, field, None)
+            if isinstance(amount, Decimal) and (
+                not amount.is_finite() or abs(amount) >= MAX_AMOUNT
+            ):
+                raise ValueError(f"provider returned an implausible amount ({amount:.3e})")
 
 
 class Engine:
@@ -217,6 +253,11 @@ class Engine:
             runner.close()
         return all(results)
 
+    def healthy(self) -> bool:
+        """Every started polling thread is still running."""
+        with self._lock:
+            return all(runner.alive() for runner in self.runners.values())
+
     def pending_sources(self) -> list[str]:
         """Sources whose first attempt is not in the served snapshot yet.
 
@@ -245,7 +286,12 @@ class Engine:
         return True, "configuration reloaded"
 
     def apply(self, config: Config) -> None:
-        """Switch to ``config``, keeping runners (and data) of unchanged sources."""
+        """Switch to ``config``.
+
+        Unchanged sources keep their runner and schedule; a source whose settings
+        changed gets a new runner (polling at once, after any poll of the old one
+        in flight) but keeps its last good data until then; removed sources stop.
+        """
         with self._lock:
             old = self.runners
             self.runners = {}
@@ -259,7 +305,14 @@ class Engine:
                     continue
                 if runner is not None:
                     runner.stop()
-                new = self._add_runner(config, source, states)
+                new = self._add_runner(config, source, states, previous=runner)
+                before = self.states.get(source.name)
+                if before is not None and before.provider == source.provider:
+                    # Same source, new settings: keep serving its last good data
+                    # until the new runner's first poll replaces it.
+                    states[source.name] = before.with_(
+                        poll_interval_seconds=new.interval, requests=states[source.name].requests
+                    )
                 if self._started:
                     new.start()
             for runner in old.values():
@@ -273,9 +326,13 @@ class Engine:
         self.rebuild()
 
     def _add_runner(
-        self, config: Config, source: SourceConfig, states: dict[str, SourceState] | None = None
+        self,
+        config: Config,
+        source: SourceConfig,
+        states: dict[str, SourceState] | None = None,
+        previous: SourceRunner | None = None,
     ) -> SourceRunner:
-        runner = SourceRunner(self, config, source)
+        runner = SourceRunner(self, config, source, previous)
         self.runners[source.name] = runner
         (self.states if states is None else states)[source.name] = SourceState(
             name=source.name,
@@ -337,9 +394,15 @@ class Engine:
     # -- snapshot ----------------------------------------------------------------
 
     def rebuild(self, polled: str | None = None) -> None:
-        """Build and swap in a new snapshot; ``polled`` names a source with new lines."""
+        """Build and swap in a new snapshot; ``polled`` names a source with new lines.
+
+        Should building fail (a bug), the previous snapshot keeps being served.
+        """
         with self._build_lock:
-            self.snapshot = self._build(polled)
+            try:
+                self.snapshot = self._build(polled)
+            except Exception:
+                log.exception("could not build a new snapshot; still serving the previous one")
 
     def _build(self, polled: str | None = None) -> Snapshot:
         with self._lock:

@@ -19,10 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from budget_exporter import __version__
 from budget_exporter.budgets import BudgetView
 from budget_exporter.httpclient import REQUEST_STATUSES
-from budget_exporter.model import Period, SpendLine
+from budget_exporter.model import TARGET_LABELS, Period, SpendLine
 from budget_exporter.state import SourceState
 
 CACHED = "Cached from the last successful poll; scrapes never call the provider."
+"""Appended to the HELP of every value that comes from a poll."""
 OTHER = "other"
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _FIXED_COST_LABELS = ("source", "provider", "currency")
@@ -42,6 +43,8 @@ def label_name(name: str) -> str:
     clean = _INVALID_LABEL_CHARS.sub("_", name)
     if not clean or clean[0].isdigit():
         clean = "_" + clean
+    if clean in TARGET_LABELS:
+        return f"exported_{clean}"  # a provider's dimension must not clash with target labels
     return "dim_" + clean if clean in _FIXED_COST_LABELS or clean.startswith("__") else clean
 
 
@@ -117,17 +120,25 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
     def family(name: str, doc: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=names)
 
-    limit = family("budget_limit_amount", "Budget limit for the period, in the budget's currency.")
+    limit = family(
+        "budget_limit_amount", f"Budget limit for the period, in the budget's currency. {CACHED}"
+    )
     spend = family("budget_spend_amount", f"Spend so far in the current period. {CACHED}")
     forecast = family(
         "budget_forecast_amount",
         "Forecast spend at the end of the period: the provider's forecast where it has one, "
         f"else a linear projection. {CACHED}",
     )
-    usage = family("budget_usage_ratio", "Spend divided by limit (1 means the budget is used up).")
-    fratio = family("budget_forecast_ratio", "Forecast divided by limit.")
-    warning = family("budget_warning_threshold_ratio", "Usage ratio at which the budget warns.")
-    stop = family("budget_stop_threshold_ratio", "Usage ratio at which spending should stop.")
+    usage = family(
+        "budget_usage_ratio", f"Spend divided by limit (1 means the budget is used up). {CACHED}"
+    )
+    fratio = family("budget_forecast_ratio", f"Forecast divided by limit. {CACHED}")
+    warning = family(
+        "budget_warning_threshold_ratio", f"Usage ratio at which the budget warns. {CACHED}"
+    )
+    stop = family(
+        "budget_stop_threshold_ratio", f"Usage ratio at which spending should stop. {CACHED}"
+    )
     start = family(
         "budget_period_start_timestamp_seconds", "Start of the current period (UTC), Unix time."
     )
@@ -152,7 +163,9 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
 def _source_families(states: Sequence[SourceState]) -> list[Metric]:
     labels = ["source", "provider"]
     up = GaugeMetricFamily(
-        "budget_source_up", "1 if the last poll of the source succeeded, else 0.", labels=labels
+        "budget_source_up",
+        "1 if the last background poll of the source succeeded, else 0 (scrapes never poll).",
+        labels=labels,
     )
     success = GaugeMetricFamily(
         "budget_source_last_success_timestamp_seconds",

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, PlainSerializer, StringConstraints
 
 from budget_exporter.durations import format_duration, parse_duration
+from budget_exporter.model import MAX_AMOUNT
 
 
 def _duration(value: object) -> timedelta:
@@ -31,9 +32,9 @@ def _money(value: object) -> Decimal:
     try:
         amount = Decimal(text)
     except ArithmeticError:
-        raise ValueError(f"must be a number, got {text!r}") from None
-    if not amount.is_finite():
-        raise ValueError("must be a finite number")
+        raise ValueError("must be a number") from None  # never echo: it may be a secret
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise ValueError("must be a finite number below 1e15")
     return amount
 
 

@@ -69,7 +69,7 @@ def render_landing(snapshot: Snapshot, metrics_path: str = "/metrics") -> bytes:
 <p>Spend against budgets, polled in the background. Version {escape(__version__)};
 data as of {_time(snapshot.built_at)}.</p>
 <p><a href="{escape(metrics_path)}">Metrics</a> &middot; <a href="/-/healthy">Health</a>
-&middot; <a href="/-/ready">Readiness</a></p>
+&middot; <a href="/-/ready">Readiness</a> &middot; <a href="/api/v1/budgets">Budgets (JSON)</a></p>
 <h2>Budgets</h2>
 <table><tr><th>Budget</th><th>Period</th><th>Spend</th><th>Limit</th><th>Forecast</th>
 <th>Usage</th><th></th><th>State</th></tr>

@@ -12,6 +12,27 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+MAX_AMOUNT = Decimal("1e15")
+"""Amounts at or beyond this are a broken answer or a typo, not money (and would
+overflow sums): providers and the config reject them."""
+
+
+TARGET_LABELS = frozenset(
+    {"instance", "job", "service", "region", "cluster", "env", "namespace", "pod", "container",
+     "node", "endpoint"}
+)  # fmt: skip
+"""Label names that clash with the target labels Prometheus or its service discovery add."""
+
+FOCUS_NAMES = {"service": "service_name", "region": "region_id", "account": "sub_account_id"}
+
+
+def label_clash(name: str) -> str | None:
+    """Why ``name`` cannot be a dimension or budget label, or None if it can."""
+    if name not in TARGET_LABELS:
+        return None
+    better = FOCUS_NAMES.get(name, f"exported_{name}")
+    return f"label {name!r} clashes with Prometheus target labels; use {better!r}"
+
 
 class Period(StrEnum):
     """Calendar budget periods, always in UTC."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import socket
 import ssl
@@ -21,6 +22,9 @@ log = logging.getLogger("budget_exporter.web")
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_PORT = 9820
 _MAX_BODY = 1 << 20
+_HANDSHAKE_TIMEOUT = 10.0
+_IDLE_TIMEOUT = 30.0
+_TEXT = "text/plain; charset=utf-8"
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -32,12 +36,36 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection; TLS handshakes happen in that thread, not in the
+    accept loop, so a client that connects and stays silent blocks nobody else."""
+
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.ssl_context = ssl_context
         super().__init__(address, handler)
+
+    def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(_HANDSHAKE_TIMEOUT)
+        try:
+            secure = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            secure.close()
 
 
 class ExporterServer:
@@ -59,9 +87,7 @@ class ExporterServer:
         self.headers = dict(web_config.http_server_config.headers)
         self.auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
         host, port = parse_listen_address(listen_address)
-        self.httpd = _Server((host, port), self._handler())
-        if ssl_context is not None:
-            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = _Server((host, port), self._handler(), ssl_context)
         self.scheme = "https" if ssl_context is not None else "http"
         self._thread: threading.Thread | None = None
 
@@ -82,6 +108,7 @@ class ExporterServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "budget-exporter"
+            timeout = _IDLE_TIMEOUT  # idle keep-alive connections do not hold a thread forever
             sys_version = ""
             protocol_version = "HTTP/1.1"
 
@@ -100,50 +127,65 @@ class ExporterServer:
             do_PUT = do_POST
 
             def _dispatch(self, head: bool) -> None:
-                length = self.headers.get("Content-Length", "0")
-                if not length.isdigit() or int(length) > _MAX_BODY:
-                    self.close_connection = True  # the unread body cannot be skipped
-                    self._send(
-                        413,
-                        b"Request body too large.\n",
-                        "text/plain; charset=utf-8",
-                        head,
-                        extra={"Connection": "close"},
-                    )
+                try:
+                    self._route(head)
+                except Exception:  # never drop a connection without an answer
+                    log.exception("error answering %s %s", self.command, self.path.split("?")[0])
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self._send(500, b"Internal error.\n", _TEXT, head, {"Connection": "close"})
+
+            def _read_body(self, head: bool) -> bytes | None:
+                """The request body, or None after answering a request we cannot read."""
+                if "Transfer-Encoding" in self.headers:
+                    self._refuse(411, b"Send a Content-Length.\n", head)
+                    return None
+                length = self.headers.get("Content-Length", "0").strip()
+                if not length.isdigit():
+                    self._refuse(400, b"Invalid Content-Length.\n", head)
+                    return None
+                if int(length) > _MAX_BODY:
+                    self._refuse(413, b"Request body too large.\n", head)
+                    return None
+                return self.rfile.read(int(length)) if int(length) else b""
+
+            def _refuse(
+                self, code: int, body: bytes, head: bool, extra: dict[str, str] | None = None
+            ) -> None:
+                """Answer and close: an unread request body cannot be skipped."""
+                self.close_connection = True
+                self._send(code, body, _TEXT, head, {**(extra or {}), "Connection": "close"})
+
+            def _route(self, head: bool) -> None:
+                if not self._authorized(head):
                     return
-                body = self.rfile.read(int(length)) if int(length) else b""
-                if not self._authorized():
+                body = self._read_body(head)
+                if body is None:
                     return
                 path = self.path.split("?", 1)[0]
                 method = self.command
                 if path == server.metrics_path and method in ("GET", "HEAD"):
                     self._metrics(head)
                 elif path == "/-/healthy" and method in ("GET", "HEAD"):
-                    self._send(200, b"Healthy.\n", "text/plain; charset=utf-8", head)
+                    if server.engine.healthy():
+                        self._send(200, b"Healthy.\n", _TEXT, head)
+                    else:
+                        self._send(503, b"Unhealthy: a polling thread has stopped.\n", _TEXT, head)
                 elif path == "/-/ready" and method in ("GET", "HEAD"):
                     pending = server.engine.pending_sources()
                     if pending:
-                        body = f"Not ready: waiting for the first poll of {', '.join(pending)}.\n"
-                        self._send(503, body.encode(), "text/plain; charset=utf-8", head)
+                        text = f"Not ready: waiting for the first poll of {', '.join(pending)}.\n"
+                        self._send(503, text.encode(), _TEXT, head)
                     else:
-                        self._send(200, b"Ready.\n", "text/plain; charset=utf-8", head)
+                        self._send(200, b"Ready.\n", _TEXT, head)
                 elif path == "/-/reload":
                     if method not in ("POST", "PUT"):
                         self._send(
-                            405,
-                            b"Use POST to reload.\n",
-                            "text/plain; charset=utf-8",
-                            head,
-                            extra={"Allow": "POST, PUT"},
+                            405, b"Use POST to reload.\n", _TEXT, head, {"Allow": "POST, PUT"}
                         )
                         return
                     ok, message = server.on_reload()
-                    self._send(
-                        200 if ok else 500,
-                        (message + "\n").encode(),
-                        "text/plain; charset=utf-8",
-                        head,
-                    )
+                    self._send(200 if ok else 500, (message + "\n").encode(), _TEXT, head)
                 elif path.startswith(api.PREFIX):
                     code, payload, extra = api.handle(server.engine, method, path, body)
                     self._send(code, payload, api.CONTENT_TYPE, head, extra=extra)
@@ -151,15 +193,9 @@ class ExporterServer:
                     page = render_landing(server.engine.snapshot, server.metrics_path)
                     self._send(200, page, "text/html; charset=utf-8", head)
                 elif path in (server.metrics_path, "/-/healthy", "/-/ready", "/"):
-                    self._send(
-                        405,
-                        b"Method not allowed.\n",
-                        "text/plain; charset=utf-8",
-                        head,
-                        extra={"Allow": "GET, HEAD"},
-                    )
+                    self._send(405, b"Method not allowed.\n", _TEXT, head, {"Allow": "GET, HEAD"})
                 else:
-                    self._send(404, b"Not found.\n", "text/plain; charset=utf-8", head)
+                    self._send(404, b"Not found.\n", _TEXT, head)
 
             def _metrics(self, head: bool) -> None:
                 rendered = server.engine.snapshot.rendered
@@ -181,7 +217,7 @@ class ExporterServer:
                         extra={"Vary": "Accept-Encoding"},
                     )
 
-            def _authorized(self) -> bool:
+            def _authorized(self, head: bool) -> bool:
                 if server.auth is None:
                     return True
                 header = self.headers.get("Authorization", "")
@@ -195,12 +231,12 @@ class ExporterServer:
                         user = password = ""
                     if server.auth.check(user, password):
                         return True
-                self._send(
+                # Refused before reading any body: close rather than skip it.
+                self._refuse(
                     401,
                     b"Unauthorized.\n",
-                    "text/plain; charset=utf-8",
-                    self.command == "HEAD",
-                    extra={"WWW-Authenticate": 'Basic realm="budget-exporter"'},
+                    head,
+                    {"WWW-Authenticate": 'Basic realm="budget-exporter"'},
                 )
                 return False
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import ssl
 import threading
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from budget_exporter.errors import ConfigError
 
@@ -31,11 +32,43 @@ class TLSServerConfig(BaseModel):
     client_ca_file: str | None = None
     min_version: Literal["TLS12", "TLS13"] = "TLS12"
 
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> TLSServerConfig:
+        verifies = self.client_auth_type in (
+            "VerifyClientCertIfGiven",
+            "RequireAndVerifyClientCert",
+        )
+        if verifies and not self.client_ca_file:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+        return self
+
+
+# The response headers exporter-toolkit lets users set: security headers only.
+_ALLOWED_HEADERS = frozenset(
+    {
+        "Strict-Transport-Security",
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "X-XSS-Protection",
+        "Content-Security-Policy",
+    }
+)
+_BCRYPT = re.compile(r"^\$2[aby]?\$\d{2}\$[./A-Za-z0-9]{53}$")
+
 
 class HTTPServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _security_headers_only(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name not in _ALLOWED_HEADERS:
+                allowed = ", ".join(sorted(_ALLOWED_HEADERS))
+                raise ValueError(f"header {name!r} cannot be set (allowed: {allowed})")
+        return value
 
 
 class WebConfig(BaseModel):
@@ -44,6 +77,14 @@ class WebConfig(BaseModel):
     tls_server_config: TLSServerConfig | None = None
     http_server_config: HTTPServerConfig = Field(default_factory=HTTPServerConfig)
     basic_auth_users: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _bcrypt_hashes(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, hashed in value.items():
+            if not _BCRYPT.match(hashed):
+                raise ValueError(f"the password of {user!r} is not a bcrypt hash")
+        return value
 
     def ssl_context(self, base: Path) -> ssl.SSLContext | None:
         tls = self.tls_server_config
@@ -109,7 +150,7 @@ def load_web_config(path: str) -> tuple[WebConfig, ssl.SSLContext | None]:
     except ValidationError as exc:
         error = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in error["loc"])
-        raise ConfigError(path, where, error["msg"]) from None
+        raise ConfigError(path, where, error["msg"].removeprefix("Value error, ")) from None
     try:
         context = config.ssl_context(Path(path).parent)
     except (OSError, ssl.SSLError) as exc:

@@ -20,7 +20,7 @@ from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 
 _DAY = timedelta(days=1)
-_CENT = Decimal("0.0001")
+_QUANTUM = Decimal("0.0001")  # amounts to a hundredth of a cent
 
 
 class DemoConfig(SourceConfig):
@@ -67,7 +67,7 @@ class DemoProvider(Provider):
             out.append(
                 SpendLine.of(
                     window.period,
-                    Decimal(repr(amount)).quantize(_CENT),
+                    Decimal(repr(amount)).quantize(_QUANTUM),
                     config.currency,
                     {config.dimension: value},
                 )

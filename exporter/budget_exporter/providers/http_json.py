@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import jmespath
 from jmespath.exceptions import JMESPathError
@@ -22,7 +22,8 @@ from pydantic import AfterValidator, Field, model_validator
 
 from budget_exporter.errors import SourceError
 from budget_exporter.fields import Currency, Money
-from budget_exporter.model import Period, PollResult, SpendLine, Window
+from budget_exporter.httpclient import describe_url
+from budget_exporter.model import MAX_AMOUNT, Period, PollResult, SpendLine, Window, label_clash
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -53,7 +54,7 @@ class HttpJsonConfig(SourceConfig):
     dimensions: dict[str, JMESPath] = Field(default_factory=dict)
     currency: Currency | None = None
     currency_path: JMESPath | None = None
-    amount_scale: Money = Decimal(1)
+    amount_scale: Money = Field(default=Decimal(1), gt=0)
     period: Period = Period.MONTHLY
     next_page: JMESPath | None = None
     page_param: str | None = None
@@ -70,6 +71,8 @@ class HttpJsonConfig(SourceConfig):
         for label in self.dimensions:
             if not _LABEL.match(label) or label in _RESERVED:
                 raise ValueError(f"dimension {label!r} is not a usable label name")
+            if label_clash(label):
+                raise ValueError(f"dimension {label_clash(label)}")
         if self.body is not None and self.method != "POST":
             raise ValueError("body needs method: POST")
         return self
@@ -98,6 +101,21 @@ def _fill(value: Any, values: dict[str, str]) -> Any:
     return value
 
 
+def _same_origin(current: str, following: str) -> str:
+    """``following``, if it is on the same scheme, host and port as ``current``.
+
+    The configured headers (credentials) go with every page, so a page link
+    must never lead them to another server or down to plain HTTP.
+    """
+    a, b = urlsplit(current), urlsplit(following)
+    if (a.scheme, a.hostname, a.port) != (b.scheme, b.hostname, b.port):
+        raise SourceError(
+            f"next_page leads to {describe_url(following)}, not to the configured server; "
+            "refusing to send credentials there"
+        )
+    return following
+
+
 def parse_amount(value: Any, what: str) -> Decimal:
     """A JSON number or numeric string as Decimal; SourceError otherwise."""
     if isinstance(value, bool) or value is None:
@@ -107,8 +125,8 @@ def parse_amount(value: Any, what: str) -> Decimal:
         amount = Decimal(text)
     except InvalidOperation:
         raise SourceError(f"{what} is not a number") from None
-    if not amount.is_finite():
-        raise SourceError(f"{what} is not a finite number")
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise SourceError(f"{what} is not a plausible amount")
     return amount
 
 
@@ -156,7 +174,7 @@ class HttpJsonProvider(Provider):
             if config.page_param:
                 params = {**params, config.page_param: str(token)}
             else:
-                url = urljoin(url, str(token))
+                url = _same_origin(url, urljoin(url, str(token)))
                 params = {}
         raise SourceError(f"more than max_pages ({config.max_pages}) pages")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from budget_exporter.fields import Currency, Money
-from budget_exporter.model import PollResult, SpendLine, Window
+from budget_exporter.model import PollResult, SpendLine, Window, label_clash
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -21,6 +21,14 @@ class StaticLine(BaseModel):
 
     amount: Money
     dimensions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _usable_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if label_clash(key):
+                raise ValueError(label_clash(key))
+        return value
 
 
 class StaticConfig(SourceConfig):
