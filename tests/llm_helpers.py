@@ -123,6 +123,82 @@ def assert_429_retried(
     return result
 
 
+def queued(*replies: tuple[int, dict[str, Any]]) -> Any:
+    """A ``responses`` callback answering each request with the next ``(status, body)``."""
+    pending = list(replies)
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        assert pending, f"unexpected extra request {request.url}"
+        status, body = pending.pop(0)
+        return status, {"Content-Type": "application/json"}, json.dumps(body)
+
+    return answer
+
+
+def assert_usage_is_optional(
+    name: str,
+    costs_url: str,
+    usage_url: str,
+    costs_page: dict[str, Any],
+    usage_page: dict[str, Any],
+    denied: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    key: str,
+    **fields: Any,
+) -> None:
+    """With ``usage_tokens: true``, the token usage request (``usage_url``) is an
+    optional extra: when it fails the poll still succeeds with its cost lines and a
+    warning, keeping the token samples of the last good usage request of the same
+    month (none in a new month); a failing cost request (``costs_url``) still fails
+    the poll.  ``denied`` is the API's 403 body; ``costs_page`` must give cost lines
+    and ``usage_page`` token counts in :data:`MONTH`."""
+    responses.add_callback(
+        responses.GET,
+        costs_url,
+        callback=queued(*[(200, costs_page)] * 3, (500, {}), (200, costs_page)),
+    )
+    responses.add_callback(
+        responses.GET,
+        usage_url,
+        callback=queued((403, denied), (200, usage_page), (503, {}), (503, {})),
+    )
+    provider = make_provider(name, admin_key=key, usage_tokens=True, retries=0, **fields)
+    caplog.set_level(logging.WARNING)
+
+    # 1. Usage refused (an Admin key without the usage scope): cost lines, no tokens.
+    first = provider.poll([MONTH])
+    assert first.lines, "the cost lines of the poll were lost"
+    assert first.samples == ()
+    assert provider.requests_seen == ["ok", "client_error"]
+    assert "token usage not updated" in caplog.text and "HTTP 403" in caplog.text
+    assert "Admin key may lack access to the usage API" in caplog.text
+    assert "no token figures until a usage request succeeds" in caplog.text
+    assert key not in caplog.text
+
+    # 2. Usage works: tokens appear.
+    second = provider.poll([MONTH])
+    assert second.lines == first.lines
+    assert any(s.name == "budget_source_usage_tokens" for s in second.samples)
+
+    # 3. Usage fails again: the last good tokens of this month are kept.
+    caplog.clear()
+    third = provider.poll([MONTH])
+    assert third.lines == first.lines and third.samples == second.samples
+    assert "HTTP 503" in caplog.text and "last successful usage request" in caplog.text
+
+    # 4. The cost request fails: the poll fails, whatever usage would say.
+    with pytest.raises(SourceError, match="HTTP 500"):
+        provider.poll([MONTH])
+
+    # 5. A new month with usage failing: last month's tokens are not carried over.
+    caplog.clear()
+    next_month = window_at(Period.MONTHLY, MONTH.end + timedelta(days=1))
+    fifth = provider.poll([next_month])
+    assert fifth.samples == ()
+    assert "no token figures until a usage request succeeds" in caplog.text
+
+
 def run_once(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """``python -m budget_exporter --once``: poll every source, print the metrics."""
     return run(f"--config.file={config}", "--once", *flags)

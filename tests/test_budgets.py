@@ -169,3 +169,13 @@ def test_limit_from_missing_or_mismatched_budget_is_hidden_and_explained(config)
 )
 def test_line_matches(match: dict[str, str], dims: dict[str, str], expected: bool) -> None:
     assert line_matches(line("1", **dims), match) is expected
+
+
+def test_ratios_never_raise() -> None:
+    from budget_exporter.budgets import BudgetView
+
+    view = BudgetView(
+        "b", "USD", "monthly", (), window_at(Period.MONTHLY, NOW),
+        Decimal("1e-999999"), Decimal("100000"), Decimal("100000"), 0.8, 0.95,
+    )  # fmt: skip
+    assert view.usage_ratio == float("inf") and view.state == "exceeded"

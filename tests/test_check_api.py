@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import bcrypt
@@ -203,6 +206,30 @@ def test_data_exactly_max_age_old_is_still_fresh(make_engine: Any, clock: Clock)
         ("POST", "/api/v1/check", {"budget": "llm", "cost": "lots"}, 400, "must be a number"),
         ("POST", "/api/v1/check", {"budget": "llm", "cost": True}, 400, "must be a number"),
         ("POST", "/api/v1/check", {"budget": "llm", "cost": "NaN"}, 400, "finite"),
+        # Non-finite or absurd costs are refused, never an overflow or an unserialisable answer.
+        ("POST", "/api/v1/check", {"budget": "llm", "cost": "1e400"}, 400, "below 1e15"),
+        ("POST", "/api/v1/check", {"budget": "llm", "cost": "1e999999999"}, 400, "below 1e15"),
+        ("POST", "/api/v1/check", {"budget": "llm", "cost": "Infinity"}, 400, "below 1e15"),
+        ("POST", "/api/v1/check", {"budget": "llm", "cost": "-Infinity"}, 400, "zero or more"),
+        ("POST", "/api/v1/check", {"budget": "llm", "cost": "sNaN"}, 400, "finite"),
+        ("POST", "/api/v1/check", {"budget": "llm", "cost": 10**15}, 400, "below 1e15"),
+        ("POST", "/api/v1/check", b'{"budget": "llm", "cost": 1e400}', 400, "below 1e15"),
+        pytest.param(
+            "POST",
+            "/api/v1/check",
+            b'{"budget": "llm", "cost": ' + b"9" * 5000 + b"}",
+            400,
+            "not JSON",
+            id="a-5000-digit-integer",
+        ),
+        pytest.param(
+            "POST",
+            "/api/v1/check",
+            b"[" * 100_000 + b"]" * 100_000,
+            400,
+            "not JSON",
+            id="nested-100000-deep",
+        ),
         ("POST", "/api/v1/check", {"budget": "llm", "currency": "EUR"}, 400, "USD"),
         ("POST", "/api/v1/check", {"budget": "llm", "amount": 3}, 400, "unknown field 'amount'"),
         ("GET", "/api/v1/check", None, 405, "use POST"),
@@ -217,6 +244,49 @@ def test_bad_requests(
     got, answer = call(engine, method, path, body)
     assert got == status
     assert error in answer["error"]
+
+
+def test_tiny_and_largest_costs_are_answered(make_engine: Any, clock: Clock) -> None:
+    engine = engine_for(make_engine, clock)
+    answer = check(engine, budget="saas", cost="1e-999999999")
+    assert answer["allowed"] is True and answer["cost"] == 0.0
+    answer = check(engine, budget="saas", cost="999999999999999.99")
+    assert answer["allowed"] is False and answer["state_after"] == "exceeded"
+    assert answer["ratio_after"] == pytest.approx(1e13)
+
+
+def test_figures_too_large_for_a_float_are_null_not_an_error(
+    make_engine: Any, clock: Clock
+) -> None:
+    # Whatever guards the engine and the config keep, a figure that overflows a float
+    # (here a budget whose limit is 1e-400 and whose spend is 1e400) must not break the API.
+    engine = engine_for(make_engine, clock)
+    views = tuple(
+        replace(v, spend=Decimal("1e400"), forecast=Decimal("1e400"))
+        if v.name == "llm"
+        else replace(v, limit=Decimal("1e-400"))
+        if v.name == "saas"
+        else v
+        for v in engine.snapshot.budgets
+    )
+    broken = SimpleNamespace(snapshot=replace(engine.snapshot, budgets=views), clock=engine.clock)
+
+    status, doc = call(broken, "GET", "/api/v1/budgets")
+    assert status == 200
+    budgets = {b["name"]: b for b in doc["budgets"]}
+    assert budgets["llm"]["spend"] is None and budgets["llm"]["usage_ratio"] is None
+    assert budgets["llm"]["forecast_ratio"] is None and budgets["llm"]["limit"] == 100.0
+    assert budgets["llm"]["state"] == "exceeded"
+    assert budgets["saas"]["usage_ratio"] is None and budgets["saas"]["state"] == "exceeded"
+
+    status, answer = call(broken, "POST", "/api/v1/check", {"budget": "llm", "cost": 1})
+    assert status == 200
+    assert answer["allowed"] is False and answer["state_after"] == "exceeded"
+    assert answer["spend"] is None and answer["ratio_after"] is None
+    assert answer["remaining_before_stop"] is None
+    assert "far beyond 100%" in answer["reason"] and "inf" not in answer["reason"]
+    status, answer = call(broken, "POST", "/api/v1/check", {"budget": "saas", "cost": 1})
+    assert status == 200 and answer["allowed"] is False and answer["ratio"] is None
 
 
 def test_check_settings_in_global_config(tmp_path: Path) -> None:

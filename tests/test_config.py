@@ -118,6 +118,10 @@ BAD_CONFIGS = {
         f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: -1, currency: USD}}]",
         "budgets[0].limit: must be greater than zero",
     ),
+    "tiny limit": (
+        f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: '1e-999999', currency: USD}}]",
+        "budgets[0].limit: must be at least 0.000001",
+    ),
     "non-numeric limit": (
         f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: lots, currency: USD}}]",
         "budgets[0].limit: must be a number",

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -86,6 +87,53 @@ def test_answers_are_cached_briefly_per_budget_and_cost() -> None:
 
 
 @responses.activate
+def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    guard = BudgetGuard(URL, cache_seconds=60, cache_size=2)
+    guard.check("openai", cost=1)
+    guard.check("openai", cost=2)
+    guard.check("openai", cost=1)  # a hit: 1 is now the most recently used
+    assert len(responses.calls) == 2
+    guard.check("openai", cost=3)  # over the cap: 2, the least recently used, goes
+    assert guard.cache_len() == 2 and len(responses.calls) == 3
+    guard.check("openai", cost=1)
+    guard.check("openai", cost=3)
+    assert len(responses.calls) == 3
+    guard.check("openai", cost=2)  # asked again
+    assert len(responses.calls) == 4
+    assert [sent(c)["cost"] for c in responses.calls] == [1, 2, 3, 2]
+
+
+@responses.activate
+def test_many_distinct_costs_do_not_grow_the_cache_without_limit() -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    guard = BudgetGuard(URL, cache_seconds=60, cache_size=50)
+    for cents in range(300):
+        guard.check("openai", cost=Decimal(cents) / 100)
+    assert len(responses.calls) == 300
+    assert guard.cache_len() == 50
+    guard.check("openai", cost=Decimal("2.99"))  # the most recent ones are still cached
+    assert len(responses.calls) == 300
+
+
+@responses.activate
+def test_expired_answers_are_dropped_when_one_is_added() -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
+    guard = BudgetGuard(URL, cache_seconds=0.05)
+    for cost in range(20):
+        guard.check("openai", cost=cost)
+    assert guard.cache_len() == 20
+    time.sleep(0.06)
+    guard.check("openai", cost=99)
+    assert guard.cache_len() == 1
+
+
+def test_cache_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cache_size"):
+        BudgetGuard(URL, cache_size=0)
+
+
+@responses.activate
 def test_unreachable_exporter_fails_open_by_default(caplog: pytest.LogCaptureFixture) -> None:
     responses.add(responses.POST, CHECK, body=requests.ConnectionError("refused"))
     with caplog.at_level(logging.WARNING, logger="budget_exporter.guard"):
@@ -143,10 +191,13 @@ def test_caller_mistakes_are_errors_whatever_the_policy(
         BudgetGuard(URL, fail_open=True).check("opnai")
 
 
-@pytest.mark.parametrize("cost", [-1, float("inf"), float("nan")])
+@pytest.mark.parametrize("cost", [-1, float("inf"), float("nan"), Decimal("1e400"), 10**15, 1e300])
+@responses.activate
 def test_bad_costs_are_refused_locally(cost: float) -> None:
+    responses.add(responses.POST, CHECK, json=answer(True))
     with pytest.raises(ValueError):
         BudgetGuard(URL).check("openai", cost=cost)
+    assert len(responses.calls) == 0
 
 
 @responses.activate

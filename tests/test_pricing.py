@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from budget_exporter.pricing import (
     TOKEN_TYPES,
@@ -82,7 +83,7 @@ def test_cache_prices_fall_back_to_the_input_price() -> None:
     price = ModelPrice(input=Decimal(2), output=Decimal(8))
     assert price.of("cached_input") == 2 and price.of("cache_write") == 2
     assert price.of("cache_write_1h") == 2
-    assert ModelPrice(input=2, cache_write=3).of("cache_write_1h") == 3
+    assert ModelPrice(input=2, output=8, cache_write=3).of("cache_write_1h") == 3
     with pytest.raises(ValueError, match="unknown token type"):
         price.of("audio")
     assert set(TOKEN_TYPES) == {"input", "cached_input", "cache_write", "cache_write_1h", "output"}
@@ -92,7 +93,7 @@ def test_negative_tokens_and_prices_are_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         estimate("gpt-4o", -1, 0)
     with pytest.raises(ValueError, match="negative"):
-        ModelPrice(input=-1)
+        ModelPrice(input=-1, output=0)
 
 
 def test_user_file_overrides_and_extends_the_shipped_table(tmp_path: Path) -> None:
@@ -137,7 +138,9 @@ def test_inline_models_win_over_the_file(tmp_path: Path) -> None:
         ("models: {}\n", "taken"),
         ("taken: soon\nmodels: {}\n", "taken"),
         ("taken: 2026-01-01\nmodels: {x: {output: 1}}\n", "models.x.input"),
-        ("taken: 2026-01-01\nmodels: {x: {input: 1, typo: 2}}\n", "typo"),
+        ("taken: 2026-01-01\nmodels: {x: {input: 1, output: 1, typo: 2}}\n", "typo"),
+        ("taken: 2026-01-01\nmodels: {x: {input: 3}}\n", "models.x.output: field required"),
+        ("taken: 2026-01-01\ndefault: {input: 3}\n", "default.output: field required"),
         ("taken: 2026-01-01\ncurrency: dollars\n", "currency"),
         ("- just a list\n", "must be a mapping"),
         ("taken: [unclosed\n", "not valid YAML"),
@@ -148,6 +151,46 @@ def test_invalid_tables_are_clear_errors(tmp_path: Path, text: str, message: str
     path.write_text(text)
     with pytest.raises(PricingError, match=re.escape(message)):
         load_price_table(path)
+
+
+def test_an_output_price_is_required_never_a_silent_zero() -> None:
+    with pytest.raises(ValidationError, match="output"):
+        ModelPrice(input=3)
+    with pytest.raises(PricingError, match=r"output: field required.*0 for models with no output"):
+        load_price_table(models={"acme": {"input": 3}})
+    with pytest.raises(PricingError, match="output"):
+        load_price_table(default={"input": 3})
+    with pytest.raises(ValidationError, match="output"):
+        PricingConfig.model_validate({"models": {"acme": {"input": 3}}})
+    # An explicit 0 is fine (embeddings have no output tokens).
+    assert ModelPrice(input=3, output=0).of("output") == 0
+
+
+def test_a_relative_file_is_relative_to_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "p.yml").write_text("taken: 2026-11-03\n")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    config = PricingConfig.model_validate(
+        {"file": "p.yml"}, context={"config_dir": str(tmp_path / "conf")}
+    )
+    assert config.file == str(tmp_path / "conf" / "p.yml")
+    assert config.table().taken == date(2026, 11, 3)
+    # Without a config folder (a PricingConfig built in code), the working directory.
+    with pytest.raises(ValidationError) as caught:
+        PricingConfig.model_validate({"file": "p.yml"})
+    error = caught.value.errors()[0]
+    assert error["loc"] == ("file",)
+    assert str(tmp_path / "cwd" / "p.yml") in error["msg"]
+    (tmp_path / "cwd" / "p.yml").write_text("taken: 2026-11-04\n")
+    assert PricingConfig(file="p.yml").table().taken == date(2026, 11, 4)
+    # An absolute path is used as it is.
+    absolute = PricingConfig.model_validate(
+        {"file": str(tmp_path / "cwd" / "p.yml")}, context={"config_dir": str(tmp_path / "conf")}
+    )
+    assert absolute.table().taken == date(2026, 11, 4)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -278,6 +278,48 @@ def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) 
     assert parse_qs(raw_query(responses.calls[2]))["page"] == ["p2"]
 
 
+@responses.activate
+def test_a_failing_usage_request_keeps_the_cost_lines(caplog: pytest.LogCaptureFixture) -> None:
+    costs = page([bucket(0, [cost("250", "wrkspc_01A", SONNET, "output_tokens")])], None)
+    usage_page = page([bucket(0, [usage(SONNET, 100, 0, 0, 0, 10)])], None)
+    denied = {
+        "type": "error",
+        "error": {"type": "permission_error", "message": "not allowed to read usage"},
+    }
+    llm.assert_usage_is_optional(
+        "anthropic", COSTS, USAGE, costs, usage_page, denied, caplog, key=KEY, base_url=BASE
+    )
+
+
+@responses.activate
+def test_a_price_table_that_cannot_be_read_at_poll_time_only_loses_estimates(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = tmp_path / "prices.yml"
+    table.write_text(f"taken: 2026-10-01\nmodels:\n  {SONNET}: {{input: 1, output: 1}}\n")
+    responses.add(
+        responses.GET,
+        COSTS,
+        json=page([bucket(0, [cost("250", "wrkspc_01A", SONNET, "output_tokens")])], None),
+    )
+    responses.add(
+        responses.GET, USAGE, json=page([bucket(0, [usage(SONNET, 100, 0, 0, 0, 10)])], None)
+    )
+    provider = make_provider(
+        "anthropic",
+        admin_key=KEY,
+        base_url=BASE,
+        estimate_cost=True,
+        pricing={"file": str(table)},
+    )
+    table.unlink()  # removed after the configuration was loaded
+    with caplog.at_level(logging.WARNING):
+        result = provider.poll([MONTH])
+    assert [ln.amount for ln in result.lines] == [Decimal("2.50")]
+    assert result.samples == ()
+    assert "prices.yml" in caplog.text and "cost lines are still reported" in caplog.text
+
+
 def test_whole_exporter_against_a_loopback_anthropic(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

@@ -229,6 +229,9 @@ def write_config(tmp_path, source: str, extra: str = "") -> Path:
         ("time_zone: Pacific/Nowhere", "time_zone", "unknown time zone"),
         ("maximum_bytes_billed: 1000", "maximum_bytes_billed", "greater than or equal"),
         ("endpoint_url: ftp://x", "endpoint_url", "pattern"),
+        # The bearer token goes with every request: plain http only to loopback.
+        ("endpoint_url: http://bigquery.example.com", "endpoint_url", "must use https"),
+        ("endpoint_url: http://10.0.0.7:9050", "endpoint_url", "must use https"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, line, field, words):
@@ -246,20 +249,60 @@ def test_config_errors_are_one_line(tmp_path, line, field, words):
     assert words in message
 
 
-def test_sdk_is_imported_only_when_polling():
+def test_loopback_and_https_endpoints_are_accepted():
+    for url in ("https://bigquery.example.com", "http://127.0.0.1:9050", "http://localhost:9050"):
+        config = GcpBillingExportConfig(
+            name="g", provider="gcp_billing_export", table=TABLE, endpoint_url=url
+        )
+        assert config.endpoint_url == url
+
+
+def test_sdk_is_not_imported_to_check_a_configuration(tmp_path):
+    """Loading a configuration with both GCP providers checks the SDK is there, importing
+    none of it (google.cloud.billing's package alone would load the whole client)."""
+    path = write_config(
+        tmp_path,
+        f"""\
+        - name: gcp-billing
+          provider: gcp_billing_export
+          table: {TABLE}
+        - name: gcp-budgets
+          provider: gcp_budgets
+          billing_account_id: 012345-6789AB-CDEF01
+        """,
+    )
     code = (
-        "import sys, budget_exporter.providers.gcp_billing_export, "
-        "budget_exporter.providers.gcp_budgets\n"
-        "print(sorted(m for m in sys.modules if m.startswith('google.cloud')))"
+        "import sys\n"
+        "from budget_exporter.config import load_config\n"
+        f"config = load_config({str(path)!r})\n"
+        "assert [s.provider for s in config.sources] == ['gcp_billing_export', 'gcp_budgets']\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('google.cloud', 'google.auth', "
+        "'google.api_core'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-def test_missing_sdk_fails_the_poll_not_the_exporter(key_file, monkeypatch):
+def test_missing_sdk_fails_the_configuration_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.cloud.bigquery", None)  # as if not installed
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write_config(
+                tmp_path, f"- name: gcp\n  provider: gcp_billing_export\n  table: {TABLE}\n"
+            )
+        )
+    assert str(err.value) == (
+        "sources[0]: provider gcp_billing_export needs google-cloud-bigquery: "
+        "install the gcp extra: pip install 'budget-exporter[gcp]'"
+    )
+
+
+def test_sdk_broken_after_loading_fails_the_poll_not_the_exporter(key_file, monkeypatch):
+    provider, counts = make(key_file)  # the configuration was fine
     monkeypatch.setitem(sys.modules, "google.cloud.bigquery", None)  # import now fails
-    provider, counts = make(key_file)
-    with pytest.raises(SourceError, match=r"needs google\.cloud\.bigquery.*budget-exporter\[gcp\]"):
+    with pytest.raises(
+        SourceError, match=r"needs google-cloud-bigquery, which cannot be imported.*\[gcp\]"
+    ):
         provider.poll(september())
     assert not counts
 

@@ -357,14 +357,63 @@ def test_price_overrides_and_default_from_config(tmp_path: Path) -> None:
         ("gpt-4o-mini, cached input", ("gpt-4o-mini", "cached_input")),
         ("o3, Output", ("o3", "output")),
         ("ft:gpt-4o-mini:acme::x1, input", ("ft:gpt-4o-mini:acme::x1", "input")),
-        ("text-embedding-3-small", ("text-embedding-3-small", None)),
+        # Model ids without a digit or a colon: the "<model>, <kind>" shape names them.
+        ("computer-use-preview, input", ("computer-use-preview", "input")),
+        ("codex-mini-latest, cached input", ("codex-mini-latest", "cached_input")),
+        ("omni-moderation-latest, input", ("omni-moderation-latest", "input")),
+        ("gpt-4o, input (batch)", ("gpt-4o", "input_batch")),
+        # Anything else names no model, whatever its characters.
+        ("text-embedding-3-small", (None, None)),
         ("web search tool calls", (None, None)),
         ("Image models", (None, None)),
         ("assistants", (None, None)),
+        ("file search tool calls, storage", (None, None)),
+        (", input", (None, None)),
+        ("gpt-4o,", (None, None)),
     ],
 )
 def test_line_items_name_models(line_item: str, expected: tuple[str | None, str | None]) -> None:
     assert split_line_item(line_item) == expected
+
+
+@responses.activate
+def test_a_model_without_digits_gets_its_model_label() -> None:
+    responses.add(
+        responses.GET,
+        COSTS,
+        json=page(
+            [
+                bucket(
+                    0,
+                    [
+                        cost("3", "computer-use-preview, input", "proj_a"),
+                        cost("2", "omni-moderation-latest, input", "proj_a"),
+                        cost("1", "web search tool calls", "proj_a"),
+                    ],
+                )
+            ],
+            None,
+        ),
+    )
+    result = make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
+    models = {ln.dims["charge_category"]: ln.dims.get("model") for ln in result.lines}
+    assert models == {
+        "computer-use-preview, input": "computer-use-preview",
+        "omni-moderation-latest, input": "omni-moderation-latest",
+        "web search tool calls": None,
+    }
+
+
+@responses.activate
+def test_a_failing_usage_request_keeps_the_cost_lines(caplog: pytest.LogCaptureFixture) -> None:
+    costs = page([bucket(0, [cost("4", "gpt-4o-2024-08-06, input", "proj_a")])], None)
+    usage_page = page([bucket(0, [usage("gpt-4o-2024-08-06", 1000, 10, 0)])], None)
+    denied = {
+        "error": {"message": "Missing scopes: api.usage.read", "type": "invalid_request_error"}
+    }
+    llm.assert_usage_is_optional(
+        "openai", COSTS, USAGE, costs, usage_page, denied, caplog, key=KEY, base_url=BASE
+    )
 
 
 def test_config_reads_the_key_from_a_file_and_from_the_environment(tmp_path: Path) -> None:
@@ -387,10 +436,21 @@ def test_config_reads_the_key_from_a_file_and_from_the_environment(tmp_path: Pat
         ({"admin_key": "k", "page_size": 500}, "page_size"),
         ({"admin_key": "k", "group_by": ["model"]}, "group_by"),
         ({"admin_key": "k", "base_url": "http://proxy.example.com/v1"}, "must use https"),
-        ({"admin_key": "k", "pricing": {"models": {"x": {"input": 1}}}}, "estimate_cost: true"),
+        (
+            {"admin_key": "k", "pricing": {"models": {"x": {"input": 1, "output": 2}}}},
+            "sources[0].pricing: pricing is only used with estimate_cost: true",
+        ),
         (
             {"admin_key": "k", "estimate_cost": True, "pricing": {"file": "/nonexistent.yml"}},
-            "price table",
+            "sources[0].pricing.file: price table /nonexistent.yml",
+        ),
+        (
+            {"admin_key": "k", "estimate_cost": True, "pricing": {"models": {"x": {"input": 3}}}},
+            "sources[0].pricing.models.x.output: field required",
+        ),
+        (
+            {"admin_key": "k", "estimate_cost": True, "pricing": {"default": {"input": 3}}},
+            "sources[0].pricing.default.output: field required",
         ),
     ],
 )
@@ -403,6 +463,36 @@ def test_config_errors_are_one_clear_line(
         load_config(path)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_relative_price_table_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    (folder / "tables").mkdir(parents=True)
+    (folder / "tables" / "prices.yml").write_text(
+        "taken: 2026-10-01\nmodels:\n  acme-llm: {input: 1, output: 2}\n"
+    )
+    path = folder / "c.yml"
+    path.write_text(
+        "sources:\n"
+        "  - name: a\n"
+        "    provider: openai\n"
+        "    admin_key: k\n"
+        "    estimate_cost: true\n"
+        "    pricing: {file: tables/prices.yml}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # the working directory has no tables/prices.yml
+    source = load_config(path).sources[0]
+    assert source.pricing.file == str(folder / "tables" / "prices.yml")
+    table = source.price_table()
+    assert table.taken.isoformat() == "2026-10-01" and table.knows("acme-llm")
+    # ... and a relative path that is only there in the working directory is not used.
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "other.yml").write_text("taken: 2026-10-01\n")
+    path.write_text(path.read_text().replace("tables/prices.yml", "tables/other.yml"))
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.pricing\.file: price table .*etc"):
+        load_config(path)
 
 
 def test_whole_exporter_against_a_loopback_openai(tmp_path: Path, upstream: FakeUpstream) -> None:
@@ -456,6 +546,40 @@ budgets:
     assert value(metrics, "budget_source_api_requests_total", source="openai", status="ok") == 2
     assert [s.query.get("page") for s in upstream.seen] == [None, "p2"]
     assert all(s.headers.get("Authorization") == f"Bearer {KEY}" for s in upstream.seen)
+
+
+def test_whole_exporter_keeps_a_source_up_when_only_usage_is_refused(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    start = int(window_at(Period.MONTHLY, datetime.now(UTC)).start.timestamp())
+    day0 = {"object": "bucket", "start_time": start, "end_time": start + DAY}
+    upstream.reply(
+        Reply(json=page([{**day0, "results": [cost("42", None, "proj_a")]}], None)),
+        Reply(status=403, json={"error": {"message": "Missing scopes: api.usage.read"}}),
+    )
+    config = tmp_path / "openai.yml"
+    config.write_text(
+        f"""
+global: {{retries: 0}}
+sources:
+  - {{name: openai, provider: openai, admin_key: {KEY}, base_url: '{upstream.url}/v1', usage_tokens: true}}
+budgets:
+  - {{name: openai, limit: 500, currency: USD}}
+"""
+    )
+    proc, metrics = llm.run_once_checked(config, secret=KEY)
+    assert value(metrics, "budget_source_up", source="openai") == 1
+    assert value(metrics, "budget_spend_amount", budget="openai") == pytest.approx(42.0)
+    assert not samples(metrics, "budget_source_usage_tokens")
+    assert (
+        value(metrics, "budget_source_api_requests_total", source="openai", status="client_error")
+        == 1
+    )
+    assert "token usage not updated" in proc.stderr and "HTTP 403" in proc.stderr
+    assert [s.path for s in upstream.seen] == [
+        "/v1/organization/costs",
+        "/v1/organization/usage/completions",
+    ]
 
 
 def test_whole_exporter_reports_a_refused_key_as_source_down(

@@ -45,6 +45,13 @@ def test_promtool_unit_tests_pass() -> None:
         ),
         ("for: 15m", "for: 5m"),  # the quota reset case would fire
         ("(budget_source_quota_limit > 0)", "budget_source_quota_limit"),  # 0/0 and x/0
+        # Just under the threshold must stay silent (hunter-under, 79.9 % of 0.8): a
+        # tolerance or rounding to whole percents would make it fire.
+        (">=\n          (\n", ">=\n          -0.005 + (\n"),
+        (
+            "budget_source_quota_used / (budget_source_quota_limit > 0)",
+            "round(budget_source_quota_used / (budget_source_quota_limit > 0), 0.01)",
+        ),
     ],
 )
 def test_the_unit_tests_catch_a_broken_rule(tmp_path: Path, original: str, broken: str) -> None:

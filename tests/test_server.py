@@ -216,7 +216,10 @@ def test_healthy_fails_when_polling_has_stopped(serve, monkeypatch) -> None:
     "text, message",
     [
         ("basic_auth_users: {prom: plaintext}\n", "is not a bcrypt hash"),
-        ("http_server_config: {headers: {Content-Type: x}}\n", "header 'Content-Type' cannot be set"),
+        (
+            "http_server_config: {headers: {Content-Type: x}}\n",
+            "header 'Content-Type' cannot be set",
+        ),
         (
             "tls_server_config: {cert_file: c, key_file: k, client_auth_type: RequireAndVerifyClientCert}\n",
             "needs client_ca_file",

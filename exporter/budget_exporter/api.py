@@ -8,6 +8,12 @@ older than ``global.check.max_data_age`` (or missing) the answer follows
 ``global.check.on_stale`` (``fail_open`` or ``fail_closed``) and says so --
 except that stale data already at or past the stop threshold still denies
 (month-to-date spend does not go down).
+
+Answers are always valid JSON: a figure too large for a float (a limit of
+``1e400`` in the configuration, say) is written as ``null``, never as
+``Infinity``.  Money is computed under :data:`_CONTEXT`, wide enough that no
+arithmetic here overflows, and ``cost`` must be a finite number below
+:data:`MAX_COST`.
 """
 
 from __future__ import annotations
@@ -16,23 +22,43 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    localcontext,
+)
 from typing import Any
 
 from budget_exporter.budgets import BudgetView
 from budget_exporter.config import BudgetConfig, CheckConfig, Config
 from budget_exporter.engine import Engine, Snapshot
+from budget_exporter.model import MAX_AMOUNT
 from budget_exporter.state import SourceState
 
 PREFIX = "/api/v1/"
 JSON_HEADERS = {"Cache-Control": "no-store"}
 CONTENT_TYPE = "application/json"
 
+MAX_COST = MAX_AMOUNT
+"""``cost`` must be below this, the bound on every amount the exporter accepts."""
+_CONTEXT = Context(prec=34, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, DivisionByZero])
+"""Decimal arithmetic for answers: exponents as wide as Decimal allows, and an
+overflow (unreachable in practice) gives Infinity, written as null, not an error."""
+
 Reply = tuple[int, bytes, dict[str, str]]
 
 
 def handle(engine: Engine, method: str, path: str, body: bytes) -> Reply:
     """Answer one API request: status, JSON body and extra headers."""
+    with localcontext(_CONTEXT):
+        return _handle(engine, method, path, body)
+
+
+def _handle(engine: Engine, method: str, path: str, body: bytes) -> Reply:
     if path == PREFIX + "budgets":
         if method not in ("GET", "HEAD"):
             return _error(405, "use GET", allow="GET, HEAD")
@@ -44,18 +70,33 @@ def handle(engine: Engine, method: str, path: str, body: bytes) -> Reply:
             request = json.loads(body.decode("utf-8") or "null")
         except (UnicodeDecodeError, json.JSONDecodeError):
             return _error(400, "the body is not JSON")
+        except (ValueError, RecursionError):  # an integer of thousands of digits, deep nesting
+            return _error(
+                400, "the body is not JSON this API reads (a number too long or nesting too deep)"
+            )
         status, answer = check(engine.snapshot, engine.clock(), request)
         return _reply(status, answer)
     return _error(404, "unknown API path; see /api/v1/budgets and /api/v1/check")
 
 
 def _reply(status: int, document: Mapping[str, Any], extra: dict[str, str] | None = None) -> Reply:
-    text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    text = json.dumps(_json_safe(document), indent=2, sort_keys=False, allow_nan=False) + "\n"
     return status, text.encode("utf-8"), {**JSON_HEADERS, **(extra or {})}
 
 
 def _error(status: int, message: str, allow: str | None = None) -> Reply:
     return _reply(status, {"error": message}, {"Allow": allow} if allow else None)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (JSON has no Infinity or NaN) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 # -- figures -------------------------------------------------------------------
@@ -176,20 +217,30 @@ def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
 # -- the check -----------------------------------------------------------------
 
 
+_TOO_LARGE = f"cost must be a finite number below 1e{MAX_COST.adjusted()}"
+
+
 def _cost(value: Any) -> Decimal:
+    """``value`` (a JSON number or numeric string) as a Decimal in [0, MAX_COST)."""
     if value is None:
         return Decimal(0)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("cost must be a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("cost must be a finite number")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON 1e400 reads as inf
+        raise ValueError(_TOO_LARGE)
+    if isinstance(value, int) and value >= MAX_COST:  # before str(): it may have 5,000 digits
+        raise ValueError(_TOO_LARGE)
     try:
         cost = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
     except InvalidOperation:
         raise ValueError("cost must be a number") from None
-    if not cost.is_finite() or cost < 0:
+    if cost.is_nan():
+        raise ValueError("cost must be a finite number, not NaN")
+    if cost < 0:
         raise ValueError("cost must be a finite number, zero or more")
-    return cost
+    if cost >= MAX_COST:  # also Infinity and "1e999999999"
+        raise ValueError(_TOO_LARGE)
+    return _CONTEXT.plus(cost)  # at most 34 significant digits
 
 
 def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, Any]]:
@@ -256,8 +307,8 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
         answer["allowed"] = False
         answer["reason"] = (
             f"{_staleness(view, age, max_age)}, but even that data puts the budget at "
-            f"{answer['ratio_after']:.2%} of its limit after this operation, not below the stop "
-            f"threshold of {_pct(view.stop_ratio)} (month-to-date spend does not go down)"
+            f"{_share(answer['ratio_after'])} of its limit after this operation, not below the "
+            f"stop threshold of {_pct(view.stop_ratio)} (month-to-date spend does not go down)"
         )
         answer["policy"] = policy.on_stale
     else:
@@ -277,14 +328,10 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
 
 def _reason(view: BudgetView, cost: Decimal, ratio_after: float, within: bool) -> str:
     with_cost = f" plus this operation's {cost} {view.currency}" if cost else ""
-    if within:
-        return (
-            f"spend of {view.spend:.2f} {view.currency}{with_cost} is {ratio_after:.2%} of the "
-            f"{view.limit} {view.currency} limit, below the stop threshold of {_pct(view.stop_ratio)}"
-        )
+    where = "below" if within else "at or above"
     return (
-        f"spend of {view.spend:.2f} {view.currency}{with_cost} is {ratio_after:.2%} of the "
-        f"{view.limit} {view.currency} limit, at or above the stop threshold of "
+        f"spend of {view.spend:.2f} {view.currency}{with_cost} is {_share(ratio_after)} of the "
+        f"{view.limit} {view.currency} limit, {where} the stop threshold of "
         f"{_pct(view.stop_ratio)}"
     )
 
@@ -296,6 +343,11 @@ def _staleness(view: BudgetView | None, age: float | None, max_age: float) -> st
         f"the budget's data is {_duration(age)} old, older than the allowed "
         f"{_duration(max_age)} (global.check.max_data_age)"
     )
+
+
+def _share(ratio: float) -> str:
+    """``0.9042`` -> ``"90.42%"``; a ratio too large for a float reads as words, not ``inf%``."""
+    return f"{ratio:.2%}" if math.isfinite(ratio) else "far beyond 100%"
 
 
 def _pct(ratio: float) -> str:

@@ -7,13 +7,21 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from functools import lru_cache
 
 from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
 from budget_exporter.state import SourceState
+
+_WIDE = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def _ratio(amount: Decimal, limit: Decimal) -> float:
+    """``amount / limit`` as a float; never raises (an absurd ratio becomes inf)."""
+    with localcontext(_WIDE):
+        return float(amount / limit)
 
 
 @dataclass(frozen=True)
@@ -33,11 +41,11 @@ class BudgetView:
 
     @property
     def usage_ratio(self) -> float:
-        return float(self.spend / self.limit)
+        return _ratio(self.spend, self.limit)
 
     @property
     def forecast_ratio(self) -> float:
-        return float(self.forecast / self.limit)
+        return _ratio(self.forecast, self.limit)
 
     @property
     def state(self) -> str:

@@ -38,6 +38,7 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when avai
 _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_SMALLEST_LIMIT = Decimal("0.000001")
 _PUBLIC_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
 _BUDGET_LABELS = frozenset({"budget", "currency", "period"})
 _SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
@@ -99,6 +100,8 @@ class BudgetConfig(BaseModel):
     def _positive(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and value <= 0:
             raise ValueError("must be greater than zero")
+        if value is not None and value < _SMALLEST_LIMIT:
+            raise ValueError(f"must be at least {_SMALLEST_LIMIT}")
         return value
 
     @field_validator("sources")

@@ -10,9 +10,11 @@
     def summarise(prompt: str) -> str: ...
 
 Answers are cached for ``cache_seconds`` (the exporter's figures change only
-when a source is polled), requests time out after ``timeout`` seconds, and an
-unreachable exporter allows the call (``fail_open=True``, the default) or
-denies it (``fail_open=False``).  A budget name the exporter does not know is
+when a source is polled), per budget and cost, in a cache of at most
+``cache_size`` answers (least recently used first out; expired answers are
+dropped whenever one is added).  Requests time out after ``timeout`` seconds,
+and an unreachable exporter allows the call (``fail_open=True``, the default)
+or denies it (``fail_open=False``).  A budget name the exporter does not know is
 always an error (:class:`BudgetCheckError`): a typo must not pass silently.
 
 Module-level :func:`check_budget` and :func:`guarded` use a guard configured
@@ -27,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,9 +37,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 
+from budget_exporter.model import MAX_AMOUNT
+
 log = logging.getLogger("budget_exporter.guard")
 
 DEFAULT_URL = "http://127.0.0.1:9820"
+MAX_COST = MAX_AMOUNT
+"""The exporter refuses a cost this large; so does the guard, without asking."""
 P = ParamSpec("P")
 R = TypeVar("R")
 Cost = float | int | Decimal | None
@@ -77,24 +84,34 @@ class BudgetGuard:
         *,
         timeout: float = 2.0,
         cache_seconds: float = 10.0,
+        cache_size: int = 1024,
         fail_open: bool = True,
         auth: tuple[str, str] | None = None,
         verify: bool | str = True,
         session: requests.Session | None = None,
     ) -> None:
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
         self.url = (url or os.environ.get("BUDGET_EXPORTER_URL") or DEFAULT_URL).rstrip("/")
         self.timeout = timeout
         self.cache_seconds = cache_seconds
+        self.cache_size = cache_size
         self.fail_open = fail_open
         self.auth = auth
         self.verify = verify
         self.session = session or requests.Session()
-        self._cache: dict[tuple[str, str], tuple[float, Decision]] = {}
+        # (budget, cost) -> (expiry on the monotonic clock, decision); oldest use first.
+        self._cache: OrderedDict[tuple[str, str], tuple[float, Decision]] = OrderedDict()
         self._lock = threading.Lock()
 
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
+
+    def cache_len(self) -> int:
+        """How many answers the cache holds (expired ones included until the next insert)."""
+        with self._lock:
+            return len(self._cache)
 
     def check(self, budget: str, cost: Cost = None) -> Decision:
         """The decision for ``budget`` and ``cost``; never raises :class:`BudgetExceeded`."""
@@ -104,11 +121,22 @@ class BudgetGuard:
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None and cached[0] > now:
+                self._cache.move_to_end(key)
                 return cached[1]
         decision = self._ask(budget, amount)
-        with self._lock:
-            self._cache[key] = (time.monotonic() + self.cache_seconds, decision)
+        self._remember(key, decision)
         return decision
+
+    def _remember(self, key: tuple[str, str], decision: Decision) -> None:
+        """Cache ``decision``: drop expired answers, then the least recently used over the cap."""
+        now = time.monotonic()
+        with self._lock:
+            for old in [k for k, (expiry, _) in self._cache.items() if expiry <= now]:
+                del self._cache[old]
+            self._cache[key] = (now + self.cache_seconds, decision)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def check_budget(self, budget: str, cost: Cost = None) -> Decision:
         """Like :meth:`check`, but raise :class:`BudgetExceeded` when not allowed."""
@@ -194,6 +222,8 @@ def _amount(cost: Cost) -> Decimal | None:
     amount = Decimal(repr(cost)) if isinstance(cost, float) else Decimal(cost)
     if not amount.is_finite() or amount < 0:
         raise ValueError("cost must be a finite number, zero or more")
+    if amount >= MAX_COST:
+        raise ValueError(f"cost must be below 1e{MAX_COST.adjusted()}")
     return amount
 
 

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from budget_exporter.fields import Currency, Money
 
@@ -54,12 +61,16 @@ class UnknownModelError(LookupError):
 
 
 class ModelPrice(BaseModel):
-    """Prices of one model per ``per_tokens`` tokens, by token type."""
+    """Prices of one model per ``per_tokens`` tokens, by token type.
+
+    ``input`` and ``output`` are required: a forgotten output price must not
+    silently price output tokens at 0 (write ``output: 0`` for embeddings).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: Money
-    output: Money = Decimal(0)
+    output: Money
     cached_input: Money | None = None
     cache_write: Money | None = None
     cache_write_1h: Money | None = None
@@ -106,14 +117,37 @@ class PricingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     file: str | None = None
-    """A price table file (same layout as the shipped one) merged over the shipped table."""
+    """A price table file (same layout as the shipped one) merged over the shipped table.
+    A relative path is relative to the configuration file's folder (the validation
+    context's ``config_dir``), else to the working directory; it is stored absolute."""
     models: dict[str, ModelPrice] = Field(default_factory=dict)
     """Inline prices per million tokens, merged last."""
     default: ModelPrice | None = None
     """Price used for models the table does not know (else they are not estimated)."""
 
+    @field_validator("file")
+    @classmethod
+    def _file_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = resolve_path(value, (info.context or {}).get("config_dir"))
+        try:
+            load_price_table(path)
+        except PricingError as exc:
+            raise ValueError(str(exc)) from None
+        return str(path)
+
     def table(self) -> PriceTable:
         return load_price_table(self.file, models=self.models, default=self.default)
+
+
+def resolve_path(path: str | Path, base: str | Path | None) -> Path:
+    """``path`` made absolute: relative to ``base`` (a folder) when given, else to the
+    working directory."""
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and base is not None:
+        candidate = Path(base) / candidate
+    return candidate.absolute()
 
 
 @dataclass(frozen=True)
@@ -184,9 +218,7 @@ def _read(source: Any, what: str) -> _TableFile:
     try:
         parsed = _TableFile.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in error["loc"])
-        raise PricingError(f"{what}: {where}: {error['msg']}") from None
+        raise PricingError(f"{what}: {_first_error(exc)}") from None
     return parsed.model_copy(update={"models": {k.lower(): v for k, v in parsed.models.items()}})
 
 
@@ -243,8 +275,17 @@ def _model_price(value: ModelPrice | Mapping[str, Any]) -> ModelPrice:
     try:
         return ModelPrice.model_validate(dict(value))
     except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        raise PricingError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+        raise PricingError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``models.x.input: Field required``: where and what is wrong, never the input."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"]
+    if error["type"] == "missing" and error["loc"] and error["loc"][-1] == "output":
+        message = "field required: the price of output tokens (0 for models with no output)"
+    return f"{where}: {message}"
 
 
 @lru_cache(maxsize=1)

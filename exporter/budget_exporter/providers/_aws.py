@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from budget_exporter import __version__
 from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import RequestStatus, status_of_response
+from budget_exporter.httpclient import RequestStatus, require_tls_off_loopback, status_of_response
 from budget_exporter.providers.base import ProviderContext, SourceConfig
 
 AWS_EXTRA_HINT = "install the aws extra: pip install 'budget-exporter[aws]'"
@@ -92,9 +92,17 @@ class AwsSourceConfig(SourceConfig):
     external_id: str | None = Field(default=None, min_length=2, max_length=1224)
     role_session_name: str = Field(default="budget-exporter", pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    """Send every AWS request of this source here (a VPC endpoint, or moto_server)."""
+    """Send every AWS request of this source here (a VPC endpoint, or moto_server): https,
+    or plain http to a loopback address only (requests carry signed session tokens)."""
 
     secret_fields: ClassVar[frozenset[str]] = frozenset({"external_id"})
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _tls_endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            require_tls_off_loopback(value)
+        return value
 
     @model_validator(mode="after")
     def _aws_consistent(self) -> AwsSourceConfig:

@@ -38,8 +38,11 @@ Errors
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -48,7 +51,12 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import USER_AGENT, status_of_error, status_of_response
+from budget_exporter.httpclient import (
+    USER_AGENT,
+    require_tls_off_loopback,
+    status_of_error,
+    status_of_response,
+)
 from budget_exporter.providers.base import ProviderContext
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -64,15 +72,81 @@ _MAX_MESSAGE = 400
 T = TypeVar("T")
 
 
+GCP_EXTRA_HINT = "install the gcp extra: pip install 'budget-exporter[gcp]'"
+BASE_MODULES = ("google.auth", "google.api_core")
+DISTRIBUTIONS = {
+    "google.auth": "google-auth",
+    "google.api_core": "google-api-core",
+    "google.cloud.bigquery": "google-cloud-bigquery",
+    "google.cloud.billing_v1": "google-cloud-billing",
+    "google.cloud.billing.budgets_v1": "google-cloud-billing-budgets",
+}
+"""The PyPI package (all in the ``gcp`` extra) that brings each module."""
+
+
+def module_installed(name: str) -> bool:
+    """Whether module ``name`` can be imported, found without importing it or its parents.
+
+    ``importlib.util.find_spec`` imports the parent packages of a dotted name
+    (``google.cloud.billing.budgets_v1`` would load the whole Cloud Billing
+    client), so only the top-level name goes through it and each further level
+    is looked up with the path finder in its parent's directories: checking a
+    configuration imports no SDK.  A ``None`` entry in ``sys.modules`` (an
+    import blocked on purpose) counts as missing.
+    """
+    return _spec_without_import(name) is not None
+
+
+def _spec_without_import(name: str) -> Any:
+    if name in sys.modules:
+        module = sys.modules[name]
+        return None if module is None else getattr(module, "__spec__", None) or module
+    parent, _, child = name.rpartition(".")
+    if not parent:
+        return importlib.util.find_spec(name)  # a top-level name: nothing is imported
+    spec = _spec_without_import(parent)
+    locations = getattr(spec, "submodule_search_locations", None) or getattr(spec, "__path__", None)
+    if locations is None:
+        return None
+    return importlib.machinery.PathFinder.find_spec(child, list(locations))
+
+
+def missing_sdk(provider: str, *modules: str) -> str | None:
+    """Why ``provider`` cannot run here (a module of the ``gcp`` extra is missing), or None.
+
+    Called when the configuration is validated, so a missing extra fails the
+    load with one clear line; nothing is imported until the first poll.
+    """
+    for module in (*BASE_MODULES, *modules):
+        if not module_installed(module):
+            package = DISTRIBUTIONS.get(module, module)
+            return f"provider {provider} needs {package}: {GCP_EXTRA_HINT}"
+    return None
+
+
+def endpoint_url(value: str | None) -> str | None:
+    """An endpoint override: https, or plain http to a loopback address only.
+
+    Every request carries a bearer token, which plain http would send in clear.
+    """
+    if value is not None:
+        require_tls_off_loopback(value)
+    return value
+
+
 def require_sdk(provider: str, *modules: str) -> None:
-    """Fail the poll clearly when the ``gcp`` extra is not installed."""
-    for module in ("google.auth", "google.api_core", *modules):
+    """Fail the poll clearly if the SDK cannot be imported after all.
+
+    The configuration check (:func:`missing_sdk`) normally catches a missing
+    extra; this covers an installation broken after the configuration loaded.
+    """
+    for module in (*BASE_MODULES, *modules):
         try:
             importlib.import_module(module)
         except ImportError:
+            package = DISTRIBUTIONS.get(module, module)
             raise SourceError(
-                f"the {provider} provider needs {module}, which is not installed: "
-                "pip install 'budget-exporter[gcp]'"
+                f"provider {provider} needs {package}, which cannot be imported: {GCP_EXTRA_HINT}"
             ) from None
 
 

@@ -13,11 +13,12 @@ import re
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from budget_exporter.errors import SourceError
 from budget_exporter.httpclient import HttpClient, HttpStatusError, require_tls_off_loopback
@@ -60,16 +61,16 @@ class LlmSourceConfig(SourceConfig):
     def _base_url(cls, value: str) -> str:
         return checked_base_url(value)
 
-    @model_validator(mode="after")
-    def _pricing_loads(self) -> LlmSourceConfig:
-        if self.pricing is not None:
-            if not self.estimate_cost:
-                raise ValueError("pricing is only used with estimate_cost: true")
-            try:
-                self.pricing.table()
-            except PricingError as exc:
-                raise ValueError(str(exc)) from None
-        return self
+    @field_validator("pricing")
+    @classmethod
+    def _pricing_needs_estimates(
+        cls, value: PricingConfig | None, info: ValidationInfo
+    ) -> PricingConfig | None:
+        # PricingConfig has already checked its file (relative to the config file's
+        # folder), so a bad file is reported at pricing.file, this at pricing.
+        if value is not None and info.data.get("estimate_cost") is False:
+            raise ValueError("pricing is only used with estimate_cost: true")
+        return value
 
     def price_table(self) -> PriceTable:
         return (self.pricing or PricingConfig()).table()
@@ -218,7 +219,9 @@ class LlmProvider(Provider):
     def __init__(self, config: LlmSourceConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
         self.http = context.http_client()
-        self.table = config.price_table() if config.estimate_cost else None
+        self.table: PriceTable | None = None
+        # The month (window start) and samples of the last successful usage request.
+        self._usage: tuple[datetime, tuple[Sample, ...]] | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -254,23 +257,56 @@ class LlmProvider(Provider):
         """A usage result's counts by token type."""
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
+        """The cost lines (their failure fails the poll) and, when enabled, the token
+        samples (their failure does not: see :meth:`usage_samples`)."""
         window = monthly_window(windows)
         if window is None:
             return PollResult()
         try:
             lines = self.costs(window)
-            samples: list[Sample] = []
-            if self.config.usage_tokens or self.config.estimate_cost:
-                tokens = self.tokens(window)
-                if self.config.usage_tokens:
-                    samples.extend(token_samples(tokens))
-                if self.table is not None:
-                    samples.extend(estimate_samples(tokens, self.table, self.context.logger))
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 raise admin_key_error(exc, self.api) from None
             raise
-        return PollResult(lines=lines, samples=tuple(samples))
+        samples: tuple[Sample, ...] = ()
+        if self.config.usage_tokens or self.config.estimate_cost:
+            samples = self.usage_samples(window)
+        return PollResult(lines=lines, samples=samples)
+
+    def usage_samples(self, window: Window) -> tuple[Sample, ...]:
+        """Token counts and estimates for ``window``.
+
+        Token usage is an optional extra: when its request (or the price table)
+        fails, a warning is logged and the samples of the last successful usage
+        request of the same month are returned again (none in a new month), so
+        the cost lines of the poll are kept and the source stays up.
+        """
+        try:
+            tokens = self.tokens(window)
+            samples: list[Sample] = []
+            if self.config.usage_tokens:
+                samples.extend(token_samples(tokens))
+            if self.config.estimate_cost:
+                if self.table is None:
+                    self.table = self.config.price_table()
+                samples.extend(estimate_samples(tokens, self.table, self.context.logger))
+        except (SourceError, PricingError) as exc:
+            last = self._usage
+            kept = last[1] if last is not None and last[0] == window.start else None
+            hint = ""
+            if isinstance(exc, HttpStatusError) and exc.status in (401, 403):
+                hint = " (the Admin key may lack access to the usage API)"
+            self.context.logger.warning(
+                "token usage not updated: %s%s; cost lines are still reported, %s",
+                exc,
+                hint,
+                "token figures are those of the last successful usage request"
+                if kept is not None
+                else "no token figures until a usage request succeeds",
+            )
+            return kept or ()
+        self._usage = (window.start, tuple(samples))
+        return self._usage[1]
 
     def window_results(
         self, url: str, params: Sequence[tuple[str, str]], window: Window

@@ -26,7 +26,8 @@ query and not the ``azure-mgmt-costmanagement`` SDK:
 * the query is a single POST whose answer is positional rows anyway; the SDK
   would add a large dependency to hand back the same table.
 
-Only tokens come from ``azure-identity`` (imported lazily, on the first poll):
+Only tokens come from ``azure-identity`` (imported lazily, on the first poll;
+the configuration check only makes sure it is installed):
 a client secret, workload identity (AKS federated token) or a managed
 identity.  Its own azure-core pipeline (``requests`` underneath) talks to
 Microsoft Entra ID; a response hook counts those requests in the same metric,
@@ -45,6 +46,7 @@ snake_case and lines up with FOCUS exports of the same account.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -102,6 +104,17 @@ _SCOPES = (
     ),
 )
 _TENANT = re.compile(r"^[A-Za-z0-9.-]+$")
+AZURE_EXTRA_HINT = "install the azure extra: pip install 'budget-exporter[azure]'"
+
+
+def azure_identity_installed() -> bool:
+    """Whether azure-identity can be imported, without importing it (``azure`` is a
+    namespace package, so finding the module loads no SDK code)."""
+    try:
+        return importlib.util.find_spec("azure.identity") is not None
+    except (ImportError, ValueError):
+        return False
+
 
 _RETRY_AFTER_HEADER = re.compile(
     r"^x-ms-ratelimit-microsoft\.(?:costmanagement-[a-z0-9-]+|consumption)-retry-after$",
@@ -210,6 +223,8 @@ class AzureCostManagementConfig(SourceConfig):
             raise ValueError("token_file is only used with auth: workload_identity")
         if self.auth == "managed_identity" and (self.tenant_id or self.authority):
             raise ValueError("managed_identity uses neither tenant_id nor authority")
+        if not azure_identity_installed():
+            raise ValueError(f"provider {self.provider} needs azure-identity: {AZURE_EXTRA_HINT}")
         return self
 
     @property
@@ -423,9 +438,10 @@ class AzureCostManagementProvider(Provider):
             identity = importlib.import_module("azure.identity")
             core = importlib.import_module("azure.core.exceptions")
         except ImportError:
+            # The configuration check found it; the installation broke since.
             raise SourceError(
-                "the azure_cost_management provider needs azure-identity: "
-                "pip install 'budget-exporter[azure]'"
+                f"provider {self.name} needs azure-identity, which cannot be imported: "
+                f"{AZURE_EXTRA_HINT}"
             ) from None
         timeout = self.context.timeout.total_seconds()
         pipeline: dict[str, Any] = {

@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from budget_exporter.errors import SourceError
 from budget_exporter.fields import Duration
@@ -52,6 +52,7 @@ _PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _TABLE = re.compile(r"^[A-Za-z0-9_-]{1,1024}$")
 _PARTITION_MARGIN = timedelta(days=1)
+SDK_MODULES = ("google.cloud.bigquery",)
 
 
 def split_table(value: str) -> tuple[str, str, str]:
@@ -87,6 +88,19 @@ class GcpBillingExportConfig(SourceConfig):
     query_timeout: Duration = timedelta(minutes=5)
     credentials_file: str | None = None
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+[^\s?#]*$")
+    """BigQuery API endpoint override: https, or plain http to a loopback address only."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _tls_endpoint(cls, value: str | None) -> str | None:
+        return _gcp.endpoint_url(value)
+
+    @model_validator(mode="after")
+    def _sdk_installed(self) -> GcpBillingExportConfig:
+        problem = _gcp.missing_sdk(self.provider, *SDK_MODULES)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("table")
     @classmethod
@@ -208,7 +222,7 @@ class GcpBillingExportProvider(Provider):
 
     def client(self) -> Any:
         if self._client is None:
-            _gcp.require_sdk(self.name, "google.cloud.bigquery")
+            _gcp.require_sdk(self.name, *SDK_MODULES)
             from google.auth.transport.requests import AuthorizedSession
             from google.cloud import bigquery
 

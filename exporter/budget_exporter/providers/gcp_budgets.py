@@ -37,7 +37,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from budget_exporter.errors import SourceError
 from budget_exporter.model import Period, PollResult, ProviderBudget, Sample, Window
@@ -53,6 +53,7 @@ PROJECT_BILLED = "budget_source_project_billing_enabled"
 PROJECT_BILLED_DOC = "1 if a configured project is billed to the source's billing account, else 0."
 _PROJECT_ID = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _ENDPOINT = r"^https?://[^\s/?#]+[^\s?#]*$"
+SDK_MODULES = ("google.cloud.billing_v1", "google.cloud.billing.budgets_v1")
 
 
 class GcpBudgetsConfig(SourceConfig):
@@ -64,9 +65,23 @@ class GcpBudgetsConfig(SourceConfig):
     quota_project: str | None = None
     """Project charged for API quota; needed with user credentials (gcloud ADC)."""
     endpoint_url: str | None = Field(default=None, pattern=_ENDPOINT)
-    """Budget API endpoint override (default https://billingbudgets.googleapis.com)."""
+    """Budget API endpoint override (default https://billingbudgets.googleapis.com); plain
+    http only to a loopback address."""
     billing_endpoint_url: str | None = Field(default=None, pattern=_ENDPOINT)
-    """Cloud Billing API endpoint override (default https://cloudbilling.googleapis.com)."""
+    """Cloud Billing API endpoint override (default https://cloudbilling.googleapis.com);
+    plain http only to a loopback address."""
+
+    @field_validator("endpoint_url", "billing_endpoint_url")
+    @classmethod
+    def _tls_endpoint(cls, value: str | None) -> str | None:
+        return _gcp.endpoint_url(value)
+
+    @model_validator(mode="after")
+    def _sdk_installed(self) -> GcpBudgetsConfig:
+        problem = _gcp.missing_sdk(self.provider, *SDK_MODULES)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("billing_account_id")
     @classmethod
@@ -177,9 +192,7 @@ class GcpBudgetsProvider(Provider):
 
     def clients(self) -> tuple[Any, Any]:
         if self._budgets_client is None or self._billing_client is None:
-            _gcp.require_sdk(
-                self.name, "google.cloud.billing_v1", "google.cloud.billing.budgets_v1"
-            )
+            _gcp.require_sdk(self.name, *SDK_MODULES)
             from google.cloud import billing_v1
             from google.cloud.billing import budgets_v1
 

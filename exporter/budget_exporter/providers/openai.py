@@ -2,8 +2,9 @@
 
 ``GET {base_url}/organization/costs`` with an Admin key, daily buckets from
 the first of the month (UTC), every page followed, grouped by project and
-line item.  Line items such as ``"gpt-4o-2024-08-06, input"`` also give the
-``model`` and ``token_type`` dimensions.  Optionally, month-to-date tokens
+line item.  Line items of the form ``"<model>, <kind>"`` (such as
+``"gpt-4o-2024-08-06, input"`` or ``"computer-use-preview, input"``) also give
+the ``model`` and ``token_type`` dimensions.  Optionally, month-to-date tokens
 per model from ``/organization/usage/completions`` and an estimated cost per
 model from the price table.
 """
@@ -23,9 +24,7 @@ from budget_exporter.providers import register
 from budget_exporter.providers._llm import LlmProvider, LlmSourceConfig, Tokens, count, currency_of
 from budget_exporter.providers.http_json import parse_amount
 
-# A model id has no spaces and a digit or a colon ("gpt-4o", "o3", "ft:gpt-4o-mini:acme::x");
-# "web search tool calls" or "Image models" do not name one.
-_MODEL = re.compile(r"^(?=[^\s,]*[\d:])[A-Za-z0-9][^\s,]*$")
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 
 class OpenAIConfig(LlmSourceConfig):
@@ -35,13 +34,18 @@ class OpenAIConfig(LlmSourceConfig):
 
 
 def split_line_item(line_item: str) -> tuple[str | None, str | None]:
-    """``"gpt-4o-2024-08-06, cached input"`` -> ``("gpt-4o-2024-08-06", "cached_input")``."""
+    """``"gpt-4o-2024-08-06, cached input"`` -> ``("gpt-4o-2024-08-06", "cached_input")``.
+
+    OpenAI writes a per-model line item as ``"<model>, <kind>"``: the model id
+    before the first comma (a model id has no spaces), the kind after it.  Any
+    other line item (``"web search tool calls"``, a bare ``"tts-1"``) names no
+    model: it keeps only its ``charge_category``.
+    """
     head, sep, tail = line_item.partition(",")
-    model = head.strip()
-    if not _MODEL.match(model):
+    model, kind = head.strip(), _NOT_WORD.sub("_", tail.lower()).strip("_")
+    if not sep or not model or not kind or any(c.isspace() for c in model):
         return None, None
-    kind = "_".join(tail.lower().split()) if sep else ""
-    return model, kind or None
+    return model, kind
 
 
 @register
