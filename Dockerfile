@@ -64,8 +64,11 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin budget-exporter
 
-# A configuration that runs with no credentials and no network; mount your own
-# file over it (the Helm chart mounts its ConfigMap here).
+# The default configuration (CMD's --config.file): it runs with no credentials and
+# no network; mount your own file over it. The Helm chart leaves it alone: it
+# mounts its ConfigMap on /etc/budget-exporter/config/ and passes
+# --config.file=/etc/budget-exporter/config/budget-exporter.yml in the
+# container's args, which replace this CMD.
 COPY examples/demo.yml /etc/budget-exporter/budget-exporter.yml
 
 USER 10001:10001

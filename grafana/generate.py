@@ -16,8 +16,14 @@ Conventions kept by every panel:
   the "Config from query results" transformation applies it.  Currencies
   without a built-in Grafana unit get the ISO code as a suffix.
 * Ratios are shown in percent; every panel has a minimum of 0.
-* Queries aggregate with ``max by (...)`` over the series' identifying labels,
-  so two exporter replicas (or two scrape jobs) never double a figure.
+* Two exporter replicas, or two scrape jobs on one exporter, never double a
+  figure: per-budget and per-source panels take ``max by (...)`` over the
+  series' identifying labels, and the spend panels and top movers first merge
+  the copies of each cost line with ``max without (<target labels>)`` (the
+  labels a scrape adds: job, instance, namespace, service, endpoint, pod,
+  container), then sum.  API request counts are the one exception: they are
+  summed across replicas, each of which really sends its own requests, and
+  merged only across scrape jobs.
 """
 
 from __future__ import annotations
@@ -57,6 +63,13 @@ STATES = {
 }
 UNATTRIBUTED = "(unattributed)"
 
+# Labels a scrape adds to every series: Prometheus' job and instance, and the namespace,
+# service, endpoint, pod and container the Prometheus Operator adds.  The copies of one
+# series from two replicas or two scrape jobs differ only in these.
+TARGET_LABELS = ("job", "instance", "namespace", "service", "endpoint", "pod", "container")
+# Of those, the ones that tell two scrape jobs of one exporter apart (not two replicas).
+SCRAPE_JOB_LABELS = ("job", "service", "endpoint")
+
 PanelT = TypeVar("PanelT", bargauge.Panel, stat.Panel, table.Panel, timeseries.Panel)
 
 
@@ -90,6 +103,11 @@ def unit_query(metric: str, selector: str) -> prometheus.Dataquery:
     suffix = f'label_replace({by_currency}, "unit", "suffix: $1", "currency", "(.+)")'
     expr = f'label_replace({suffix}, "unit", "currency$1", "currency", "({known})")'
     return instant(expr, "UNIT", table_format=True)
+
+
+def merged(expr: str, labels: Iterable[str] = TARGET_LABELS) -> str:
+    """``expr`` with the copies of each series from several replicas or scrape jobs merged."""
+    return f"max without ({', '.join(labels)}) ({expr})"
 
 
 def unit_from_data() -> models.DataTransformerConfig:
@@ -560,7 +578,7 @@ def spend_by(
     sel = COST_SELECTOR
     if only_attributed:
         sel = f'{sel}, {dimension}!=""'
-    expr = f"sum by ({dimension}, currency) (budget_source_cost_amount{{{sel}}})"
+    expr = f"sum by ({dimension}, currency) ({merged(f'budget_source_cost_amount{{{sel}}}')})"
     if not only_attributed and dimension not in ("source", "provider"):
         # Lines without the dimension are named, not dropped: the total stays whole.
         expr = f'label_replace({expr}, "{dimension}", "{UNATTRIBUTED}", "{dimension}", "")'
@@ -593,17 +611,18 @@ def top_movers() -> bargauge.Panel:
     labels = (
         "{{source}} {{service_name}} {{model}} {{charge_category}} {{sub_account_id}} {{region_id}}"
     )
-    movers = instant(
-        f"sort_desc(topk($topn, increase(budget_source_cost_amount{{{sel}}}[$__range])))",
-        "A",
-        labels,
-    )
+    # budget_source_cost_amount is a gauge (credits, refunds and corrections lower it), so
+    # its change is delta(), not increase(), which would read every drop as a counter reset.
+    change = merged(f"delta(budget_source_cost_amount{{{sel}}}[$__range])")
+    movers = instant(f"sort_desc(topk($topn, {change}))", "A", labels)
     panel = described(
         bargauge.Panel(),
         "Top $topn movers over the time range",
-        "The cost lines whose spend grew most over the selected time range (increase() "
-        "treats the reset at the start of a month as a new period, so the figure is the "
-        "spend inside the range).",
+        "The cost lines whose month-to-date spend grew most over the selected time range: "
+        "delta() of the gauge, its last value minus its first (extrapolated to the edges of "
+        "the range). Credits, refunds and corrections lower a line, so they count against its "
+        "growth. A range that spans the start of a month shows the reset: each line's figure "
+        "then drops by the old month's total, so pick a range within one month.",
         24,
         9,
     )
@@ -685,14 +704,20 @@ def api_requests() -> timeseries.Panel:
         timeseries.Panel(),
         "Provider API requests by status",
         "Requests the exporter sent to each provider's API, by outcome: the monitor's own "
-        "API usage (some billing APIs charge per request).",
+        "API usage (some billing APIs charge per request). Replicas are added up, since "
+        "each sends its own requests; a second scrape job is not.",
         12,
     )
     return (
         panel.with_target(
             query(
-                "sum by (source, status) "
-                f"(increase(budget_source_api_requests_total{{{SOURCE_SELECTOR}}}[$__rate_interval]))",
+                "sum by (source, status) ("
+                + merged(
+                    "increase(budget_source_api_requests_total"
+                    f"{{{SOURCE_SELECTOR}}}[$__rate_interval])",
+                    SCRAPE_JOB_LABELS,
+                )
+                + ")",
                 "A",
                 "{{source}} {{status}}",
             )
@@ -746,7 +771,10 @@ def config_reload() -> stat.Panel:
         panel.with_target(
             instant("min(budget_exporter_config_last_reload_successful)", "A", "Last reload")
         )
-        .with_target(instant("count(budget_exporter_build_info)", "B", "Exporters"))
+        # Distinct exporters: two scrape jobs on one exporter share its instance.
+        .with_target(
+            instant("count(count by (instance) (budget_exporter_build_info))", "B", "Exporters")
+        )
         .unit("none")
         .min(0)
         .reduce_options(last_value())

@@ -46,6 +46,11 @@ EXPECTED = {
 MONEY_METRICS = re.compile(r"\bbudget_(?:spend|limit|forecast|source_cost)_amount\b")
 RECORDED = re.compile(r"\b[a-z_]+:[a-z_]+:[a-z_]+\b")
 VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+MERGED = "max without (job, instance, namespace, service, endpoint, pod, container)"
+"""How the breakdown merges the copies of a cost line from replicas and scrape jobs."""
+SPEND_BY = re.compile(
+    r"sum by \((\w+), currency\) \(max without \([^)]*\) \(budget_source_cost_amount"
+)
 
 # Several budgets in two currencies, periods and teams, with sources carrying
 # every FOCUS dimension the breakdown dashboard groups by.
@@ -212,8 +217,10 @@ def test_breakdown_covers_every_dimension_and_health() -> None:
     board = load("budget-breakdown.json")
     exprs = " ".join(t["expr"] for _, t in targets(board))
     for dimension in ("provider", "service_name", "sub_account_id", "model"):
-        assert f"sum by ({dimension}, currency) (budget_source_cost_amount" in exprs
-    assert "topk($topn" in exprs
+        assert f"sum by ({dimension}, currency) ({MERGED} (budget_source_cost_amount" in exprs
+    # The cost amount is a gauge: its change over the range is delta(), never increase().
+    assert f"topk($topn, {MERGED} (delta(budget_source_cost_amount" in exprs
+    assert "increase(budget_source_cost_amount" not in exprs
     for health in (
         "budget_source_up",
         "budget_source_last_success_timestamp_seconds",
@@ -294,6 +301,42 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stack
         for stack in started.values():
             stack.wait_for_data()
         yield started
+
+
+ONE_COPY = 'job="budget-exporter", instance=~"127\\\\..*"'
+"""Selects one of the three copies the ``copies`` Prometheus holds."""
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A Prometheus holding three copies of every series of one exporter: two targets of
+    one job (``127.0.0.1`` and ``localhost``: different ``instance``, like two replicas)
+    and a second job (like a second ServiceMonitor on the same pods), with no rules."""
+    config = tmp_path_factory.mktemp("copies-config") / "budget-exporter.yml"
+    config.write_text(MULTI_CONFIG)
+    with ServiceSet(tmp_path_factory.mktemp("copies")) as services:
+        exporter = services.exporter(config)
+        prometheus = services.prometheus(
+            {
+                "budget-exporter": [f"127.0.0.1:{exporter.port}", f"localhost:{exporter.port}"],
+                "budget-exporter-again": [f"127.0.0.1:{exporter.port}"],
+            },
+            interval="1s",
+        )
+
+        def count(expr: str) -> int:
+            return len(prom_query(prometheus, expr))
+
+        wait_until(
+            lambda: (
+                count(f"budget_source_cost_amount{{{ONE_COPY}}}") > 0
+                and count("count_over_time(budget_source_cost_amount[1m]) >= 2")
+                == 3 * count(f"budget_source_cost_amount{{{ONE_COPY}}}")
+            ),
+            timeout=30,
+            what="three scraped copies of every cost line",
+        )
+        yield prometheus
 
 
 def api(prometheus: Service, path: str, **params: Any) -> Any:
@@ -433,9 +476,7 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     values = resolve_variables(prometheus, breakdown, "all", "USD")
     seen = {}
     for _panel, target in targets(breakdown):
-        grouping = re.search(
-            r"sum by \((\w+), currency\) \(budget_source_cost_amount", target["expr"]
-        )
+        grouping = SPEND_BY.search(target["expr"])
         if grouping:
             dimension = grouping.group(1)
             seen[dimension] = {
@@ -445,3 +486,35 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     assert seen["model"] == {"gpt-4o", "gpt-4o-mini", "o3"}
     assert {"Amazon EC2", "Amazon S3", "AWS Lambda"} < seen["service_name"]
     assert "eu-saas" not in seen["source"], "EUR spend must not show in the USD view"
+
+
+@needs_prometheus
+@pytest.mark.e2e
+def test_copies_from_replicas_and_scrape_jobs_are_not_added_up(copies: Service) -> None:
+    """Spend panels and top movers show on three copies of every series what they show on
+    one: each cost line once, with its own amount."""
+    board = load("budget-breakdown.json")
+    values = resolve_variables(copies, board, "all", "USD")
+    at = time.time()
+
+    def figures(expr: str) -> dict[tuple[tuple[str, str], ...], float]:
+        result = api(copies, "/api/v1/query", query=expr, time=at)["result"]
+        shown = {tuple(sorted(s["metric"].items())): float(s["value"][1]) for s in result}
+        assert len(shown) == len(result), "one series per cost line"
+        return shown
+
+    checked = []
+    for panel, target in targets(board):
+        if not (SPEND_BY.search(target["expr"]) or "topk($topn" in target["expr"]):
+            continue
+        expr = interpolate(target["expr"].replace("$topn", "50"), values)
+        on_one_copy = expr.replace(
+            "budget_source_cost_amount{", f"budget_source_cost_amount{{{ONE_COPY}, "
+        )
+        shown, expected = figures(expr), figures(on_one_copy)
+        assert expected, panel["title"]
+        assert shown.keys() == expected.keys(), panel["title"]
+        for labels, value in expected.items():
+            assert shown[labels] == pytest.approx(value), (panel["title"], labels)
+        checked.append(panel["title"])
+    assert len(checked) == 8, checked

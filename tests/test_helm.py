@@ -9,6 +9,7 @@ promtool; the chart's copies of rules/ and grafana/dashboards/ must not drift.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
 import shutil
@@ -130,6 +131,28 @@ def test_schema_validation_rejects_wrong_values() -> None:
         render({"log": {"level": "verbose"}})
     with pytest.raises(HelmError, match="currency"):
         render({"config": {"budgets": [{"name": "b", "limit": 1, "currency": "usd"}]}})
+
+
+def test_budgets_take_a_limit_or_a_limit_from() -> None:
+    """A budget needs exactly one of limit and limit_from, as the exporter's own config says."""
+    sources = [{"name": "aws-budgets", "provider": "aws_budgets"}]
+    limit_from = {"source": "aws-budgets", "budget": "monthly-total"}
+
+    def budgets(*items: dict[str, Any]) -> dict[str, Any]:
+        return {"config": {"sources": sources, "budgets": list(items)}}
+
+    docs = render(budgets({"name": "aws", "currency": "USD", "limit_from": limit_from}))
+    assert "limit_from" in rendered_config(docs)
+    render(budgets({"name": "fixed", "currency": "USD", "limit": 100}))
+    for wrong in (
+        {"name": "neither", "currency": "USD"},
+        {"name": "both", "currency": "USD", "limit": 100, "limit_from": limit_from},
+        {"name": "no-budget", "currency": "USD", "limit_from": {"source": "aws-budgets"}},
+    ):
+        with pytest.raises(HelmError, match="budgets"):
+            render(budgets(wrong))
+    with pytest.raises(HelmError, match="currency"):
+        render(budgets({"name": "aws", "limit_from": limit_from}))
 
 
 def test_kubernetes_schema_check_can_fail() -> None:
@@ -287,6 +310,7 @@ def test_existing_secret_and_configmap() -> None:
     [
         ("aws-irsa-values.yaml", "eks.amazonaws.com/role-arn"),
         ("gke-workload-identity-values.yaml", "iam.gke.io/gcp-service-account"),
+        ("gke-network-policy-values.yaml", "iam.gke.io/gcp-service-account"),
         ("existing-secret-values.yaml", "azure.workload.identity/client-id"),
     ],
 )
@@ -367,6 +391,83 @@ def test_pdb_and_network_policy() -> None:
         render({"podDisruptionBudget": {"enabled": True, "minAvailable": 1}}), "PodDisruptionBudget"
     )
     assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+
+
+def allows(policy: dict[str, Any], address: str, port: int, protocol: str = "TCP") -> bool:
+    """Whether the NetworkPolicy's egress rules let the pod reach ``address:port``."""
+    target = ipaddress.ip_address(address)
+
+    def peer_matches(peer: dict[str, Any]) -> bool:
+        block = peer.get("ipBlock")
+        if block is None:
+            return False  # pod and namespace selectors never match an address outside
+        network = ipaddress.ip_network(block["cidr"])
+        if target.version != network.version or target not in network:
+            return False
+        return not any(target in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+
+    for rule in policy["spec"]["egress"]:
+        peers = rule.get("to")
+        if peers and not any(peer_matches(peer) for peer in peers):
+            continue
+        ports = rule.get("ports")
+        if not ports or any(
+            p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports
+        ):
+            return True
+    return False
+
+
+GKE_METADATA = [("169.254.169.254", 80), ("169.254.169.252", 988)]
+EKS_POD_IDENTITY = [("169.254.170.23", 80), ("fd00:ec2::23", 80)]
+
+
+def test_default_egress_is_dns_and_https_only() -> None:
+    policy = one(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert allows(policy, "203.0.113.7", 443)
+    assert allows(policy, "10.0.0.10", 53, "UDP")
+    assert not allows(policy, "203.0.113.7", 80)
+    for address, port in [*GKE_METADATA, *EKS_POD_IDENTITY]:
+        assert not allows(policy, address, port), "no metadata endpoint unless asked"
+
+
+def test_network_policy_lets_gke_workload_identity_reach_the_metadata_server() -> None:
+    values = SCENARIOS["gke-network-policy-values.yaml"]
+    docs = render(values)
+    assert one(docs, "ServiceAccount")["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    policy = one(docs, "NetworkPolicy")
+    # Dataplane V2 checks the address the pod dials; Calico sees the node's DNAT target.
+    for address, port in GKE_METADATA:
+        assert allows(policy, address, port), (address, port)
+    assert allows(policy, "142.250.0.1", 443), "the Google APIs themselves"
+    for address, port in EKS_POD_IDENTITY:
+        assert not allows(policy, address, port)
+    assert not allows(policy, "169.254.169.254", 443 + 1)
+
+
+def test_network_policy_lets_eks_pod_identity_reach_its_agent_and_not_imds() -> None:
+    policy = one(render(SCENARIOS["aws-pod-identity-values.yaml"]), "NetworkPolicy")
+    for address, port in EKS_POD_IDENTITY:
+        assert allows(policy, address, port), (address, port)
+    for address, port in GKE_METADATA:
+        assert not allows(policy, address, port), "the node's instance role stays out of reach"
+
+
+def test_network_policy_extra_destinations() -> None:
+    extra = [
+        {"cidr": "10.20.0.0/16", "ports": [3128, 8080]},
+        {"cidr": "fd00:10::/64", "ports": [514], "protocol": "UDP"},
+    ]
+    values = {"networkPolicy": {"enabled": True, "egress": {"extra": extra}}}
+    policy = one(render(values), "NetworkPolicy")
+    assert allows(policy, "10.20.3.4", 3128) and allows(policy, "10.20.3.4", 8080)
+    assert not allows(policy, "10.21.0.1", 3128) and not allows(policy, "10.20.3.4", 22)
+    assert allows(policy, "fd00:10::5", 514, "UDP") and not allows(policy, "fd00:10::5", 514)
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(policy, version, strict=True)
+    for wrong in ({"cidr": "proxy.internal", "ports": [3128]}, {"cidr": "10.0.0.0/8"}):
+        with pytest.raises(HelmError, match="extra"):
+            render({"networkPolicy": {"enabled": True, "egress": {"extra": [wrong]}}})
 
 
 # -- rules and dashboards: exactly the repository's --------------------------------

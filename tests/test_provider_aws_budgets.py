@@ -320,6 +320,14 @@ def test_external_id_needs_a_role(write_config) -> None:
         load_config(path)
 
 
+def test_plain_http_endpoint_only_to_loopback(write_config) -> None:
+    source = "sources:\n  - name: aws-budgets\n    provider: aws_budgets\n"
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.endpoint_url: must use https"):
+        load_config(write_config(source + "    endpoint_url: http://budgets.amazonaws.com\n"))
+    config = load_config(write_config(source + "    endpoint_url: http://localhost:5000\n"))
+    assert config.sources[0].endpoint_url == "http://localhost:5000"
+
+
 # -- whole exporter --------------------------------------------------------------------
 
 

@@ -216,6 +216,12 @@ def test_group_by_forms_map_to_focus_labels() -> None:
         ({"role_arn": "arn:aws:iam::12:role/x"}, "role_arn"),
         ({"forecast_interval": "10m"}, "at least 1h"),
         ({"filter": {}}, "non-empty"),
+        # Requests carry the session token: plain http only to a loopback address.
+        (
+            {"endpoint_url": "http://ce.us-east-1.amazonaws.com"},
+            "sources[0].endpoint_url: must use https (plain http only to a loopback address)",
+        ),
+        ({"endpoint_url": "http://10.1.2.3:4566"}, "endpoint_url: must use https"),
         (
             {"filter": {"Dimensions": {"Kay": "SERVICE", "Values": ["Amazon EC2"]}}},
             'filter is not a valid Cost Explorer expression: Unknown parameter in Dimensions: "Kay"',
@@ -231,6 +237,14 @@ def test_invalid_settings_are_one_line_config_errors(
         load_config(path)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://vpce-0a1b.ce.us-east-1.vpce.amazonaws.com", "http://127.0.0.1:5000"]
+)
+def test_https_and_loopback_endpoints_are_accepted(url: str) -> None:
+    config = CostExplorerConfig(name="aws", provider="aws_cost_explorer", endpoint_url=url)
+    assert config.endpoint_url == url
 
 
 def test_clients_use_adaptive_retries_and_the_source_timeout() -> None:
@@ -433,15 +447,56 @@ def test_cost_category_values_lose_their_prefix() -> None:
     }
 
 
+RECORD_TYPES = [
+    {"Type": "DIMENSION", "Key": "SERVICE"},
+    {"Type": "DIMENSION", "Key": "RECORD_TYPE"},
+]
+BY_RECORD_TYPE = [
+    "SERVICE",
+    {"type": "DIMENSION", "key": "RECORD_TYPE", "label": "charge_category"},
+]
+
+
 def test_credits_included_by_default() -> None:
-    # Unblended cost nets credits: EC2 shows 100 - 30 credit, Credits alone can go negative.
+    # Grouped by record type, as AWS answers it: a promotional credit is its own negative line.
     with mock_aws():
-        queue(grouped([group(["Amazon EC2"], "70.00"), group(["AWS Support"], "-5.00")]))
-        h = Harness()
-        result = h.poll()
+        queue(
+            grouped(
+                [
+                    group(["Amazon EC2", "Usage"], "100.00"),
+                    group(["Amazon EC2", "Credit"], "-30.00"),
+                    group(["AWS Support", "Usage"], "5.00"),
+                    group(["Tax", "Tax"], "1.50"),
+                ],
+                definitions=RECORD_TYPES,
+            )
+        )
+        result = Harness(group_by=BY_RECORD_TYPE).poll()
         (body,) = sent()
-    assert "Filter" not in body
-    assert sum(by_dims(result).values()) == Decimal("65.00")
+    assert "Filter" not in body, "nothing is left out by default"
+    assert body["GroupBy"] == RECORD_TYPES
+    lines = by_dims(result)
+    assert lines[(("charge_category", "Credit"), ("service_name", "Amazon EC2"))] == Decimal("-30")
+    assert sum(lines.values()) == Decimal("76.50"), "the total nets the credit"
+
+
+def test_credits_excluded_on_request() -> None:
+    # With the Not RECORD_TYPE filter AWS leaves the credit out of its answer.
+    with mock_aws():
+        queue(
+            grouped(
+                [
+                    group(["Amazon EC2", "Usage"], "100.00"),
+                    group(["AWS Support", "Usage"], "5.00"),
+                    group(["Tax", "Tax"], "1.50"),
+                ],
+                definitions=RECORD_TYPES,
+            )
+        )
+        result = Harness(group_by=BY_RECORD_TYPE, include_credits=False).poll()
+        (body,) = sent()
+    assert body["Filter"] == {"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit"]}}}
+    assert sum(by_dims(result).values()) == Decimal("106.50")
 
 
 def test_credits_and_refunds_excluded_on_request_with_user_filter() -> None:
@@ -458,14 +513,6 @@ def test_credits_and_refunds_excluded_on_request_with_user_filter() -> None:
         ]
     }
     assert sum(by_dims(result).values()) == Decimal("100.00")
-
-
-def test_credits_only_excluded() -> None:
-    with mock_aws():
-        queue(grouped([group(["Amazon EC2"], "100.00")]))
-        Harness(include_credits=False).poll()
-        (body,) = sent()
-    assert body["Filter"] == {"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit"]}}}
 
 
 def test_first_day_of_month_sends_no_request() -> None:

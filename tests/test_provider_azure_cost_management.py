@@ -830,12 +830,45 @@ def test_login_unreachable_is_counted_as_network(rs: Any) -> None:
     assert requests == Counter({"network": 1})
 
 
-def test_missing_azure_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_azure_identity_fails_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
-    monkeypatch.setitem(sys.modules, "azure.identity", None)
-    with pytest.raises(SourceError, match=r"pip install 'budget-exporter\[azure\]'"):
-        make_provider().poll(monthly())
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # as if not installed
+    path = source_file(tmp_path, "auth: managed_identity")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).endswith(
+        "sources[0]: provider azure_cost_management needs azure-identity: "
+        "install the azure extra: pip install 'budget-exporter[azure]'"
+    )
+
+
+def test_configuration_check_imports_no_azure_sdk(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = source_file(tmp_path, "auth: managed_identity")
+    code = (
+        "import sys\n"
+        "from budget_exporter.config import load_config\n"
+        f"assert load_config({str(path)!r}).sources[0].auth == 'managed_identity'\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('azure.', 'msal'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_azure_identity_broken_after_loading_fails_the_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    provider = make_provider()  # the configuration was fine
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # import now fails
+    with pytest.raises(SourceError, match=r"cannot be imported.*budget-exporter\[azure\]'"):
+        provider.poll(monthly())
 
 
 # -- other credentials --------------------------------------------------------------------

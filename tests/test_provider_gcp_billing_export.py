@@ -291,8 +291,8 @@ def test_missing_sdk_fails_the_configuration_naming_the_extra(tmp_path, monkeypa
                 tmp_path, f"- name: gcp\n  provider: gcp_billing_export\n  table: {TABLE}\n"
             )
         )
-    assert str(err.value) == (
-        "sources[0]: provider gcp_billing_export needs google-cloud-bigquery: "
+    assert str(err.value).endswith(
+        "config.yml: sources[0]: provider gcp_billing_export needs google-cloud-bigquery: "
         "install the gcp extra: pip install 'budget-exporter[gcp]'"
     )
 

@@ -9,6 +9,7 @@ Credentials are a service-account key generated for the test.
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
 from collections import Counter
 from datetime import UTC, datetime
@@ -191,6 +192,48 @@ def test_config_accepts_prefixed_ids_and_rejects_bad_ones(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"sources\[0\]\.billing_account_id: must look like"):
         load_config(path)
+
+
+@pytest.mark.parametrize("field", ["endpoint_url", "billing_endpoint_url"])
+def test_plain_http_endpoints_only_to_loopback(tmp_path, field):
+    """Both APIs get the bearer token: plain http would send it in clear."""
+    source = (
+        f"sources:\n  - name: b\n    provider: gcp_budgets\n    billing_account_id: {ACCOUNT}\n"
+    )
+    path = tmp_path / "c.yml"
+    path.write_text(source + f"    {field}: http://billing-proxy.internal:8080\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"sources[0].{field}: must use https (plain http only to a loopback address)" in str(
+        err.value
+    )
+    for url in ("https://billing-proxy.internal:8443", "http://127.0.0.1:8081", "http://[::1]:81"):
+        path.write_text(source + f"    {field}: {url}\n")
+        assert getattr(load_config(path).sources[0], field) == url
+
+
+@pytest.mark.parametrize(
+    ("module", "package"),
+    [
+        ("google.cloud.billing.budgets_v1", "google-cloud-billing-budgets"),
+        ("google.cloud.billing_v1", "google-cloud-billing"),
+        ("google.auth", "google-auth"),
+    ],
+)
+def test_missing_sdk_fails_the_configuration_naming_the_extra(
+    tmp_path, monkeypatch, module, package
+):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    path = tmp_path / "c.yml"
+    path.write_text(
+        f"sources:\n  - name: b\n    provider: gcp_budgets\n    billing_account_id: {ACCOUNT}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).endswith(
+        f"sources[0]: provider gcp_budgets needs {package}: "
+        "install the gcp extra: pip install 'budget-exporter[gcp]'"
+    )
 
 
 # -- polls against the mocked APIs --------------------------------------------------------

@@ -280,8 +280,8 @@ class _Loader:
         except ImportError as exc:
             raise self.error(
                 f"{path}.provider",
-                f"provider {name!r} needs a missing package ({exc.name}); "
-                "install the matching extra, e.g. pip install 'budget-exporter[aws]'",
+                f"provider {name!r} needs a missing package ({exc.name}); install the "
+                "extra its README section names, e.g. pip install 'budget-exporter[gcp]'",
             ) from None
         model = provider.config_model
         item = self.resolve_files(dict(item), model, path)

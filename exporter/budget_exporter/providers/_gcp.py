@@ -1,5 +1,15 @@
 """Plumbing shared by the GCP providers: SDK import, credentials, counting, retries, errors.
 
+The SDK (the ``gcp`` extra)
+    A configuration naming a GCP provider is checked for the modules it needs
+    when it is loaded (:func:`missing_sdk`, which finds them without importing
+    them), so a missing extra fails the load with one line naming it, as for
+    AWS and Azure.  The Google libraries are imported at the first poll.
+
+Endpoints
+    ``endpoint_url`` overrides must use https, or plain http to a loopback
+    address only: every request carries a bearer token.
+
 Credentials
     ``credentials_file`` (a service-account JSON key) or else Application
     Default Credentials (any credential type google-auth supports):
