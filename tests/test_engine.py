@@ -267,3 +267,20 @@ def test_a_failing_snapshot_build_keeps_the_previous_snapshot(make_engine, monke
     monkeypatch.setattr(engine, "_build", broken)
     assert engine.runners["a"].poll()
     assert engine.snapshot is before
+
+
+def test_a_reload_that_needs_new_periods_polls_at_once(make_engine, write_config) -> None:
+    text = TWO_SOURCES.replace("sources:", "global: {poll_interval: 1h}\nsources:", 1)
+    engine = make_engine(text, clock=time.time)
+    engine.start()
+    deadline = time.monotonic() + 5
+    while engine.pending_sources():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    write_config(text + "  - {name: today, limit: 5, currency: USD, period: daily, sources: [a]}\n")
+    assert engine.reload()[0]
+    deadline = time.monotonic() + 5
+    while spend(engine, "today") is None:  # not an hour later: polled again for the daily window
+        assert time.monotonic() < deadline, "the daily budget never appeared"
+        time.sleep(0.02)
+    assert spend(engine, "today") == 1

@@ -91,6 +91,7 @@ class SourceRunner:
         self._context = context
         self._provider: Provider | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._poll_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -113,6 +114,11 @@ class SourceRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Poll now instead of waiting for the next scheduled poll."""
+        self._wake.set()
 
     def join(self, timeout: float | None) -> None:
         if self._thread is not None:
@@ -131,7 +137,11 @@ class SourceRunner:
             self.previous = None
         delay = 0.0
         try:
-            while not self._stop.wait(delay):
+            while True:
+                self._wake.wait(delay)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
                 try:
                     self.poll()
                 except Exception:  # a bug in the core: log it and keep polling
@@ -299,9 +309,12 @@ class Engine:
             for source in config.sources:
                 runner = old.pop(source.name, None)
                 if runner is not None and runner.key == _runner_key(config, source):
+                    periods_before = runner.config.periods(source)
                     runner.config = config
                     self.runners[source.name] = runner
                     states[source.name] = self.states[source.name]
+                    if config.periods(source) != periods_before:
+                        runner.wake()  # a budget now needs another period from it
                     continue
                 if runner is not None:
                     runner.stop()
