@@ -19,7 +19,7 @@ def state(name: str, *lines: SpendLine, now: datetime = NOW, **result: object) -
     periods = sorted({ln.period for ln in lines} | {Period.MONTHLY})
     return SourceState(
         name=name,
-        provider="static",
+        provider="demo",  # spend that accrues through the period
         poll_interval_seconds=60,
         result=PollResult(lines=lines, **result),  # type: ignore[arg-type]
         windows=tuple(window_at(p, now) for p in periods),
@@ -179,3 +179,15 @@ def test_ratios_never_raise() -> None:
         Decimal("1e-999999"), Decimal("100000"), Decimal("100000"), 0.8, 0.95,
     )  # fmt: skip
     assert view.usage_ratio == float("inf") and view.state == "exceeded"
+
+
+def test_fixed_amounts_are_their_own_forecast(config) -> None:
+    from dataclasses import replace
+
+    states = {
+        "a": replace(state("a", line("400")), provider="static"),
+        "b": state("b", line("10")),
+        "aws-budgets": state("aws-budgets"),
+    }
+    # a: an invoice of 400 stays 400; b: 10 at half the month projects to 20
+    assert by_name(compute_budgets(config, states, NOW))["all"].forecast == Decimal("420")

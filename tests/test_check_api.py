@@ -294,7 +294,7 @@ def test_check_settings_in_global_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text(base)
     default = load_config(path).global_.check
-    assert default.max_data_age.total_seconds() == 6 * 3600 and default.on_stale == "fail_open"
+    assert default.max_data_age is None and default.on_stale == "fail_open"
     path.write_text("global: {check: {max_data_age: 30m, on_stale: fail_closed}}\n" + base)
     check_config = load_config(path).global_.check
     assert check_config.max_data_age.total_seconds() == 1800
@@ -391,6 +391,19 @@ def test_example_config_loads_with_its_check_settings() -> None:
     assert [s.provider for s in config.sources] == ["openai", "anthropic", "hunter"]
     assert config.global_.check.on_stale == "fail_open"
     assert config.global_.check.max_data_age.total_seconds() == 6 * 3600
+
+
+def test_default_max_data_age_follows_the_slowest_source() -> None:
+    from budget_exporter.api import max_data_age
+    from budget_exporter.config import CheckConfig
+    from budget_exporter.state import SourceState
+
+    def states(*hours: float) -> list[SourceState]:
+        return [SourceState(f"s{i}", "static", h * 3600) for i, h in enumerate(hours)]
+
+    assert max_data_age(CheckConfig(), states(1)) == 6 * 3600  # at least six hours
+    assert max_data_age(CheckConfig(), states(1, 8)) == 16 * 3600  # AWS's 8h is never stale
+    assert max_data_age(CheckConfig.model_validate({"max_data_age": "2h"}), states(8)) == 2 * 3600
 
 
 def test_figures_of_an_ended_period_are_not_used(make_engine: Any, clock: Clock) -> None:

@@ -123,6 +123,22 @@ def _polled(config: Config, budget: BudgetConfig) -> list[Any]:
     return polled(budget) if polled is not None else config.budget_sources(budget)
 
 
+_MIN_DEFAULT_AGE = 6 * 3600.0
+
+
+def max_data_age(check: CheckConfig, states: list[SourceState]) -> float:
+    """Seconds after which a budget's data counts as stale.
+
+    ``global.check.max_data_age`` when set; otherwise twice the longest poll
+    interval of the budget's sources, and at least six hours -- so a source
+    polled every 8h (AWS's default) is not called stale between two polls.
+    """
+    if check.max_data_age is not None:
+        return check.max_data_age.total_seconds()
+    longest = max((s.poll_interval_seconds for s in states), default=0.0)
+    return max(_MIN_DEFAULT_AGE, 2 * longest)
+
+
 def data_age(states: list[SourceState], now: float) -> float | None:
     """Seconds since the oldest of ``states``' last successful polls; None if one never succeeded."""
     if not states or any(s.last_success is None for s in states):
@@ -157,7 +173,7 @@ def budget_document(
     view = _view(snapshot, budget.name, now)
     states = _sources(snapshot, budget)
     age = data_age(states, now)
-    stale = view is None or age is None or age > check.max_data_age.total_seconds()
+    stale = view is None or age is None or age > max_data_age(check, states)
     document: dict[str, Any] = {
         "name": budget.name,
         "period": str(budget.period),
@@ -193,7 +209,7 @@ def budget_document(
 
 def _view(snapshot: Snapshot, name: str, now: float) -> BudgetView | None:
     """The budget's figures, unless they belong to a period that has ended since."""
-    view = next((b for b in snapshot.budgets if b.name == name), None)
+    view = snapshot.budget(name)
     if view is not None and view.window.end.timestamp() <= now:
         return None
     return view
@@ -206,7 +222,9 @@ def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
         "generated_at": _iso(now),
         "data_as_of": _iso(snapshot.built_at),
         "check": {
-            "max_data_age_seconds": check_config.max_data_age.total_seconds(),
+            "max_data_age_seconds": (
+                check_config.max_data_age.total_seconds() if check_config.max_data_age else None
+            ),
             "on_stale": check_config.on_stale,
         },
         "budgets": [budget_document(snapshot, b, now, check_config) for b in config.budgets],
@@ -269,8 +287,9 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
 
     policy = config.global_.check
     view = _view(snapshot, name, now)
-    age = data_age(_sources(snapshot, budget), now)
-    max_age = policy.max_data_age.total_seconds()
+    states = _sources(snapshot, budget)
+    age = data_age(states, now)
+    max_age = max_data_age(policy, states)
     answer: dict[str, Any] = {"budget": name, "currency": budget.currency, "cost": _money(cost)}
 
     within: bool | None = None

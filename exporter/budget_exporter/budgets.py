@@ -13,6 +13,7 @@ from functools import lru_cache
 from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
+from budget_exporter.providers import get_provider
 from budget_exporter.state import SourceState
 
 _WIDE = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)
@@ -211,6 +212,8 @@ def _source_forecast(
 ) -> Decimal:
     """The provider's own forecast where it fits the budget, else a linear projection."""
     assert state.result is not None
+    if not get_provider(state.provider).accrues:
+        return spend  # a fixed amount: it will not grow by the end of the period
     if not budget.match:
         for forecast in state.result.forecasts:
             if forecast.period == budget.period and forecast.currency == budget.currency:

@@ -49,7 +49,8 @@ class CheckConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_data_age: Duration = timedelta(hours=6)
+    max_data_age: Duration | None = None
+    """Unset: twice the longest poll interval of the budget's sources, at least 6h."""
     on_stale: Literal["fail_open", "fail_closed"] = "fail_open"
 
 

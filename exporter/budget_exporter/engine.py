@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -44,6 +44,13 @@ class Snapshot:
     states: tuple[SourceState, ...]
     rendered: Rendered
     built_at: float
+    _by_name: dict[str, BudgetView] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {b.name: b for b in self.budgets})
+
+    def budget(self, name: str) -> BudgetView | None:
+        return self._by_name.get(name)
 
 
 def _runner_key(config: Config, source: SourceConfig) -> tuple[object, ...]:
@@ -198,8 +205,8 @@ def _check_result(result: object, windows: tuple[Window, ...]) -> None:
         if not line.amount.is_finite() or abs(line.amount) >= MAX_AMOUNT:
             raise ValueError(f"provider returned an implausible amount ({line.amount:.3e})")
     for item in (*result.forecasts, *result.budgets):
-        for field in ("amount", "limit", "actual", "forecast"):
-            amount = getattr(item, field, None)
+        for attribute in ("amount", "limit", "actual", "forecast"):
+            amount = getattr(item, attribute, None)
             if isinstance(amount, Decimal) and (
                 not amount.is_finite() or abs(amount) >= MAX_AMOUNT
             ):

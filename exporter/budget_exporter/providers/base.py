@@ -72,6 +72,9 @@ class Provider(ABC):
     config_model: ClassVar[type[SourceConfig]] = SourceConfig
     default_poll_interval: ClassVar[timedelta | None] = None
     supported_periods: ClassVar[frozenset[Period]] = ALL_PERIODS
+    accrues: ClassVar[bool] = True
+    """Spend grows through the period (usage); False for fixed amounts (invoices,
+    commitments), which are their own forecast instead of being projected."""
 
     def __init__(self, config: Any, context: ProviderContext) -> None:
         self.config = config

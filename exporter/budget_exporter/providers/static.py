@@ -47,6 +47,7 @@ class StaticConfig(SourceConfig):
 class StaticProvider(Provider):
     name = "static"
     config_model = StaticConfig
+    accrues = False
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
         config: StaticConfig = self.config
