@@ -19,6 +19,8 @@ class Reply:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    trickle: float = 0.0
+    """Seconds between the body's bytes (a server that never quite stops)."""
 
 
 @dataclass
@@ -107,6 +109,11 @@ class FakeUpstream:
                     handler.send_header(name, value)
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()
-            handler.wfile.write(payload)
+            if not reply.trickle:
+                handler.wfile.write(payload)
+            for byte in payload if reply.trickle else b"":
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(reply.trickle)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)

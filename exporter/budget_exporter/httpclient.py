@@ -10,6 +10,7 @@ exporter really sent, the monitor's own API bill included.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from ipaddress import ip_address
 from typing import Any
@@ -152,11 +153,27 @@ class HttpClient:
         self.session.close()
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request (with retries); raise :class:`SourceError` unless 2xx."""
+        """Send one request (with retries); raise :class:`SourceError` unless 2xx.
+
+        ``timeout`` bounds connecting and every read, and the whole body must
+        arrive within it too (a server trickling bytes cannot hold a poll), up
+        to :data:`MAX_BODY_BYTES`.
+        """
         kwargs.setdefault("timeout", self.timeout)
         where = describe_url(url)
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = self.session.request(method, url, stream=True, **kwargs)
+            body = _read_body(response, time.monotonic() + self.timeout)
+        except _BodyTooSlow:
+            self._record("timeout")
+            raise SourceError(
+                f"{method} {where} timed out: the answer took longer than {self.timeout:g}s"
+            ) from None
+        except _BodyTooLarge:
+            self._record(status_of_response(response.status_code))
+            raise SourceError(
+                f"{method} {where} answered more than {MAX_BODY_BYTES // 2**20} MiB"
+            ) from None
         except requests.RequestException as exc:
             status = status_of_error(exc)
             self._record(status)
@@ -165,6 +182,7 @@ class HttpClient:
             raise SourceError(
                 f"{method} {where} failed: {redactor(_short(root_cause(exc)))}"
             ) from None
+        response._content = body  # what .json() and .text read (requests' own cache)
         self._record(status_of_response(response.status_code))
         if not response.ok:
             raise HttpStatusError(
@@ -184,6 +202,34 @@ class HttpClient:
             raise SourceError(
                 f"{method} {describe_url(url)} did not answer JSON ({ctype})"
             ) from None
+
+
+MAX_BODY_BYTES = 64 * 2**20
+"""Billing answers are small; anything larger is a misconfigured URL or a broken server."""
+
+
+class _BodyTooSlow(Exception):
+    pass
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := response.raw.read1(65536, decode_content=True):  # what has arrived
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _BodyTooLarge
+            if time.monotonic() > deadline:
+                raise _BodyTooSlow
+    finally:
+        response.close()
+    return b"".join(chunks)
 
 
 def describe_url(url: str) -> str:
