@@ -162,6 +162,14 @@ BAD_CONFIGS = {
         f"global: {{poll_interval: 5x}}\nsources: [{STATIC}]",
         "global.poll_interval: invalid duration: use a number and a unit",
     ),
+    "huge duration": (
+        f"global: {{poll_interval: 99999999999d}}\nsources: [{STATIC}]",
+        "global.poll_interval: invalid duration: must be at most 400d",
+    ),
+    "long timeout": (
+        "sources: [{name: a, provider: static, amount: 5, currency: USD, timeout: 2h}]",
+        "sources[0].timeout: must be at most 1h",
+    ),
     "zero duration": (
         f"global: {{timeout: 0s}}\nsources: [{STATIC}]",
         "global.timeout: invalid duration",

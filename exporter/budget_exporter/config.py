@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from budget_exporter.errors import ConfigError
-from budget_exporter.fields import Currency, Duration, Money, Ratio
+from budget_exporter.fields import Currency, Duration, Money, Ratio, Timeout
 from budget_exporter.model import Period, label_clash
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
@@ -58,7 +58,7 @@ class GlobalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     poll_interval: Duration = timedelta(hours=1)
-    timeout: Duration = timedelta(seconds=30)
+    timeout: Timeout = timedelta(seconds=30)
     warning_ratio: Ratio = 0.8
     stop_ratio: Ratio = 0.95
     retries: int = Field(default=3, ge=0, le=10)

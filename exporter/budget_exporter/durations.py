@@ -13,6 +13,8 @@ _UNITS = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
+MAX_DURATION = timedelta(days=400)
+"""Longer than any budget period: beyond it a duration is a typo (and overflows clocks)."""
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w))+")
 
@@ -23,7 +25,12 @@ def parse_duration(text: str) -> timedelta:
     if not _WHOLE.fullmatch(text):
         # The text is not echoed: a mistyped field may hold a secret.
         raise ValueError("invalid duration: use a number and a unit, e.g. 30s, 5m, 4h, 1d")
-    total = sum((int(n) * _UNITS[u] for n, u in _PART.findall(text)), timedelta())
+    try:
+        total = sum((int(n) * _UNITS[u] for n, u in _PART.findall(text)), timedelta())
+    except OverflowError:
+        total = MAX_DURATION * 2
+    if total > MAX_DURATION:
+        raise ValueError("invalid duration: must be at most 400d")
     if total <= timedelta():
         raise ValueError("invalid duration: must be greater than zero")
     return total

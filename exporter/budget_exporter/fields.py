@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, PlainSerializer, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, StringConstraints
 
 from budget_exporter.durations import format_duration, parse_duration
 from budget_exporter.model import MAX_AMOUNT
@@ -41,6 +41,16 @@ def _money(value: object) -> Decimal:
 Duration = Annotated[
     timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
 ]
+
+
+def _at_most_an_hour(value: timedelta) -> timedelta:
+    if value > timedelta(hours=1):
+        raise ValueError("must be at most 1h")
+    return value
+
+
+Timeout = Annotated[Duration, AfterValidator(_at_most_an_hour)]
+"""A per-request timeout: a billing API that needs more than an hour is down."""
 Money = Annotated[Decimal, BeforeValidator(_money)]
 Name = Annotated[
     str,

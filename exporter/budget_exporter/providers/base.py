@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from budget_exporter.fields import Duration, Name
+from budget_exporter.fields import Duration, Name, Timeout
 from budget_exporter.httpclient import HttpClient, RequestStatus
 from budget_exporter.model import Period, PollResult, Window
 
@@ -33,7 +33,7 @@ class SourceConfig(BaseModel):
     name: Name
     provider: str
     poll_interval: Duration | None = None
-    timeout: Duration | None = None
+    timeout: Timeout | None = None
     max_series: int | None = Field(default=None, ge=1)
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
