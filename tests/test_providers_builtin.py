@@ -231,3 +231,40 @@ def test_http_json_never_follows_a_page_link_to_another_server() -> None:
     with pytest.raises(SourceError, match="refusing to send credentials there"):
         provider.poll(windows(Period.MONTHLY))
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_http_json_odd_answers() -> None:
+    responses.get(
+        URL,
+        json={
+            "currency": "eur",
+            "items": [
+                {"cost": "1_000", "k": "a"},
+                {"cost": "5", "k": ["l", "i"]},
+            ],
+        },
+    )
+    provider = make(
+        "http_json", url=URL, lines="items", amount="cost", currency_path="currency",
+        dimensions={"charge_category": "k"},
+    )  # fmt: skip
+    with pytest.raises(SourceError, match=r"lines\[0\] amount \(cost\) is not a number"):
+        provider.poll(windows(Period.MONTHLY))
+    responses.replace(
+        responses.GET, URL, json={"currency": "eur", "items": [{"cost": "5", "k": ["l", "i"]}]}
+    )
+    with pytest.raises(SourceError, match="selected a JSON list, not a single value"):
+        provider.poll(windows(Period.MONTHLY))
+    responses.replace(
+        responses.GET, URL, json={"currency": "eur", "items": [{"cost": "5", "k": "x"}]}
+    )
+    (line,) = provider.poll(windows(Period.MONTHLY)).lines
+    assert (line.amount, line.currency) == (Decimal(5), "EUR")  # the document's currency
+
+
+def test_http_json_url_must_be_usable() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="has an invalid port"):
+        make("http_json", url="http://127.0.0.1:18999:1/x", amount="a", currency="USD")

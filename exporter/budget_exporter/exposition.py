@@ -83,7 +83,7 @@ def _merge_duplicates(
     """Sum lines that end up with identical labels (a series must appear once)."""
     merged: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = defaultdict(Decimal)
     for line in lines:
-        dims = tuple(sorted((label_name(k), v) for k, v in line.dimensions))
+        dims = tuple(sorted({label_name(k): v for k, v in line.dimensions}.items()))
         merged[(line.currency, dims)] += line.amount
     return merged
 

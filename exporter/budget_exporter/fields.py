@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, StringConstraints
 
 from budget_exporter.durations import format_duration, parse_duration
-from budget_exporter.model import MAX_AMOUNT
+from budget_exporter.model import MAX_AMOUNT, NUMBER
 
 
 def _duration(value: object) -> timedelta:
@@ -28,6 +28,8 @@ def _money(value: object) -> Decimal:
     elif isinstance(value, float):
         text = repr(value)  # the shortest text that round-trips, not the binary expansion
     else:
+        raise ValueError("must be a number")
+    if not NUMBER.fullmatch(text):
         raise ValueError("must be a number")
     try:
         amount = Decimal(text)

@@ -6,6 +6,7 @@ output reaches the core.  All amounts are :class:`~decimal.Decimal`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,12 @@ TARGET_LABELS = frozenset(
      "node", "endpoint"}
 )  # fmt: skip
 """Label names that clash with the target labels Prometheus or its service discovery add."""
+
+NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+"""A plain decimal number: no digit separators, no non-ASCII digits."""
+
+DIMENSION_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+"""What a configured dimension may be called: a snake_case Prometheus label name."""
 
 FOCUS_NAMES = {"service": "service_name", "region": "region_id", "account": "sub_account_id"}
 

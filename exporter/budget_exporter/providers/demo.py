@@ -11,11 +11,12 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from budget_exporter.fields import Currency, Money
-from budget_exporter.model import PollResult, SpendLine, Window
+from budget_exporter.model import DIMENSION_NAME, PollResult, SpendLine, Window, label_clash
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -23,11 +24,19 @@ _DAY = timedelta(days=1)
 _QUANTUM = Decimal("0.0001")  # amounts to a hundredth of a cent
 
 
+def _no_clash(value: str) -> str:
+    if label_clash(value):
+        raise ValueError(label_clash(value))
+    return value
+
+
 class DemoConfig(SourceConfig):
     monthly_spend: Money = Decimal(1000)
     currency: Currency = "USD"
     seed: int = 0
-    dimension: str = Field(default="service_name", pattern=r"^[a-z_][a-z0-9_]*$")
+    dimension: Annotated[str, AfterValidator(_no_clash)] = Field(
+        default="service_name", pattern=DIMENSION_NAME.pattern
+    )
     values: tuple[str, ...] = Field(default=("compute", "storage", "network"), min_length=1)
     wobble: float = Field(default=0.3, ge=0, lt=1)
 

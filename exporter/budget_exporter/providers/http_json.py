@@ -23,11 +23,19 @@ from pydantic import AfterValidator, Field, model_validator
 from budget_exporter.errors import SourceError
 from budget_exporter.fields import Currency, Money
 from budget_exporter.httpclient import describe_url
-from budget_exporter.model import MAX_AMOUNT, Period, PollResult, SpendLine, Window, label_clash
+from budget_exporter.model import (
+    DIMENSION_NAME,
+    MAX_AMOUNT,
+    NUMBER,
+    Period,
+    PollResult,
+    SpendLine,
+    Window,
+    label_clash,
+)
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 
-_LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RESERVED = frozenset({"source", "provider", "currency"})
 
 
@@ -43,8 +51,19 @@ def _compiles(expression: str) -> str:
 JMESPath = Annotated[str, AfterValidator(_compiles)]
 
 
+def _valid_url(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    return url
+
+
 class HttpJsonConfig(SourceConfig):
-    url: str = Field(pattern=r"^https?://")
+    url: Annotated[str, AfterValidator(_valid_url)] = Field(pattern=r"^https?://")
     method: Literal["GET", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, str] = Field(default_factory=dict)
@@ -69,7 +88,7 @@ class HttpJsonConfig(SourceConfig):
         if self.dimensions and self.lines is None:
             raise ValueError("dimensions need lines (a JMESPath to the list of items)")
         for label in self.dimensions:
-            if not _LABEL.match(label) or label in _RESERVED:
+            if not DIMENSION_NAME.match(label) or label in _RESERVED:
                 raise ValueError(f"dimension {label!r} is not a usable label name")
             if label_clash(label):
                 raise ValueError(f"dimension {label_clash(label)}")
@@ -121,6 +140,8 @@ def parse_amount(value: Any, what: str) -> Decimal:
     if isinstance(value, bool) or value is None:
         raise SourceError(f"{what} is {'missing' if value is None else 'not a number'}")
     text = repr(value) if isinstance(value, float) else str(value).strip()
+    if not NUMBER.fullmatch(text):
+        raise SourceError(f"{what} is not a number")
     try:
         amount = Decimal(text)
     except InvalidOperation:
@@ -195,25 +216,31 @@ class HttpJsonProvider(Provider):
                 jmespath.search(config.amount, item), f"lines[{index}] amount ({config.amount})"
             )
             dims = {
-                label: _text(jmespath.search(expr, item))
+                label: _text(jmespath.search(expr, item), f"lines[{index}] {label} ({expr})")
                 for label, expr in config.dimensions.items()
             }
-            out.append(SpendLine.of(period, amount * scale, self.currency(item), dims))
+            out.append(SpendLine.of(period, amount * scale, self.currency(item, document), dims))
         return out
 
-    def currency(self, node: Any) -> str:
+    def currency(self, node: Any, document: Any = None) -> str:
+        """The fixed currency, or ``currency_path`` on the item, else on the whole document."""
         config: HttpJsonConfig = self.config
         if config.currency is not None:
             return config.currency
         value = jmespath.search(config.currency_path, node)
+        if value is None and document is not None:
+            value = jmespath.search(config.currency_path, document)
         if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value.strip()):
             raise SourceError(f"currency ({config.currency_path}) is not a 3-letter currency code")
         return value.strip().upper()
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, what: str) -> str:
+    """A label value from a JSON scalar; lists and objects are a configuration mistake."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, list | dict):
+        raise SourceError(f"{what} selected a JSON {type(value).__name__}, not a single value")
     return str(value)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from budget_exporter.fields import Currency, Money
-from budget_exporter.model import PollResult, SpendLine, Window, label_clash
+from budget_exporter.model import DIMENSION_NAME, PollResult, SpendLine, Window, label_clash
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -26,6 +26,8 @@ class StaticLine(BaseModel):
     @classmethod
     def _usable_labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
+            if not DIMENSION_NAME.match(key):
+                raise ValueError(f"dimension {key!r} must match {DIMENSION_NAME.pattern}")
             if label_clash(key):
                 raise ValueError(label_clash(key))
         return value
