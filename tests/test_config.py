@@ -183,7 +183,11 @@ BAD_CONFIGS = {
     ),
     "bad currency": (
         "sources: [{name: a, provider: static, amount: 1, currency: dollars}]",
-        "sources[0].currency: String should match pattern",
+        "sources[0].currency: must be a three-letter ISO 4217 currency code",
+    ),
+    "duplicate key": (
+        f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: 9, limit: 10, currency: USD}}]",
+        "invalid YAML at line 2, column 31: duplicate key 'limit'",
     ),
     "period not reported": (
         "sources: [{name: a, provider: http_json, url: 'https://x/', amount: a, currency: USD}]\n"

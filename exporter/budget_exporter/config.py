@@ -34,7 +34,25 @@ from budget_exporter.model import Period, label_clash
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: faster
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader (libyaml's parser when available) that refuses duplicate keys,
+    which plain YAML silently resolves to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping
+)
 _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -104,6 +122,11 @@ class BudgetConfig(BaseModel):
         if value is not None and value < _SMALLEST_LIMIT:
             raise ValueError(f"must be at least {_SMALLEST_LIMIT}")
         return value
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # sources: "*"
 
     @field_validator("sources")
     @classmethod
@@ -211,7 +234,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(file, "", f"cannot read file: {_os_reason(exc)}") from None
     try:
-        raw = yaml.load(text, Loader=_SafeLoader)
+        raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(file, "", _yaml_reason(exc)) from None
     if raw is None:

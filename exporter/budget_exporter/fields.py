@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated
@@ -58,9 +59,13 @@ Name = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=63),
 ]
-Currency = Annotated[
-    str,
-    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
-    StringConstraints(pattern=r"^[A-Z]{3}$"),
-]
+
+
+def _currency(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value.strip()):
+        raise ValueError("must be a three-letter ISO 4217 currency code such as USD or EUR")
+    return value.strip().upper()
+
+
+Currency = Annotated[str, BeforeValidator(_currency)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
