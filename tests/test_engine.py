@@ -134,7 +134,7 @@ def test_reload_keeps_unchanged_sources_and_replaces_changed_ones(
     assert engine.runners["b"] is not runner_b
     assert engine.snapshot_states()["a"].up
     assert engine.snapshot_states()["b"].result is not None  # keeps its last good data
-    assert engine.pending_sources() == ["c"]
+    assert engine.pending_sources() == []  # a reload never takes a ready exporter out
     assert spend(engine, "total") is None  # c has no data yet: no fake zeros
     engine.runners["c"].poll()
     assert spend(engine, "total") == 10  # b's old amount (2) until b is polled again
@@ -284,3 +284,22 @@ def test_a_reload_that_needs_new_periods_polls_at_once(make_engine, write_config
         assert time.monotonic() < deadline, "the daily budget never appeared"
         time.sleep(0.02)
     assert spend(engine, "today") == 1
+
+
+def test_a_match_on_a_dimension_no_line_has_is_reported(make_engine, caplog) -> None:
+    engine = make_engine(
+        """
+        sources:
+          - {name: a, provider: static, currency: USD, lines: [{amount: 3, dimensions: {service_name: EC2}}]}
+        budgets:
+          - {name: ec2, limit: 10, currency: USD, match: {servce_name: EC2}}
+        """
+    )
+    engine.poll_all_once()
+    engine.runners["a"].poll()
+    assert spend(engine, "ec2") == 0
+    warnings = [r.getMessage() for r in caplog.records if "servce_name" in r.getMessage()]
+    assert warnings == [
+        "budget ec2: match on 'servce_name', but no line from source a has that dimension "
+        "(it has: service_name)"
+    ]  # once, not on every poll

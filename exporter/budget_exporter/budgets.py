@@ -247,3 +247,25 @@ def limit_from_problems(config: Config, source: str, result: PollResult) -> list
         elif found.limit <= 0:
             problems.append(f"budget {budget.name}: provider budget {ref.budget!r} has no limit")
     return problems
+
+
+def match_problems(config: Config, source: str, result: PollResult) -> list[str]:
+    """Budgets whose ``match`` names a dimension no line of ``source`` has.
+
+    A typo there (``servce_name``) would otherwise show a quiet zero forever.
+    """
+    problems = []
+    for budget in config.budgets:
+        if not budget.match or source not in {s.name for s in config.budget_sources(budget)}:
+            continue
+        lines = [ln for ln in result.lines if ln.period == budget.period]
+        if not lines:
+            continue
+        present = {key for ln in lines for key, _ in ln.dimensions}
+        for key in sorted(set(budget.match) - present):
+            known = ", ".join(sorted(present)) or "none"
+            problems.append(
+                f"budget {budget.name}: match on {key!r}, but no line from source {source} "
+                f"has that dimension (it has: {known})"
+            )
+    return problems

@@ -12,7 +12,12 @@ from budget_exporter import __version__
 from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError
 from budget_exporter.logs import LEVELS, setup_logging
-from budget_exporter.server import DEFAULT_PORT, ExporterServer, parse_listen_address
+from budget_exporter.server import (
+    DEFAULT_PORT,
+    ExporterServer,
+    check_metrics_path,
+    parse_listen_address,
+)
 
 log = logging.getLogger("budget_exporter")
 
@@ -112,6 +117,7 @@ def _serve(engine: object, args: argparse.Namespace) -> int:
     web_config, context = WebConfig(), None
     try:
         parse_listen_address(args.listen_address)
+        check_metrics_path(args.metrics_path)
         if args.web_config_file:
             web_config, context = load_web_config(args.web_config_file)
     except (ValueError, ConfigError) as exc:

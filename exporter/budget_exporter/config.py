@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import parse_qsl, urlsplit
@@ -211,10 +212,18 @@ class Config:
 
     def periods(self, source: SourceConfig) -> frozenset[Period]:
         """The periods this source is polled for: its budgets' and, if it can, monthly."""
-        supported = self.provider(source).periods_for(source)
-        wanted = {b.period for b in self.budgets if source in self.polled_sources(b)}
-        wanted.add(Period.MONTHLY)
-        return frozenset(wanted & supported)
+        return self._periods[source.name]
+
+    @cached_property
+    def _periods(self) -> dict[str, frozenset[Period]]:
+        wanted: dict[str, set[Period]] = {s.name: {Period.MONTHLY} for s in self.sources}
+        for budget in self.budgets:
+            for source in self.polled_sources(budget):
+                wanted[source.name].add(budget.period)
+        return {
+            s.name: frozenset(wanted[s.name] & self.provider(s).periods_for(s))
+            for s in self.sources
+        }
 
     def warning_ratio(self, budget: BudgetConfig) -> float:
         return budget.warning_ratio or self.global_.warning_ratio

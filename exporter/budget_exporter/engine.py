@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from budget_exporter.budgets import BudgetView, compute_budgets, limit_from_problems
+from budget_exporter.budgets import (
+    BudgetView,
+    compute_budgets,
+    limit_from_problems,
+    match_problems,
+)
 from budget_exporter.config import Config, load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.exposition import ExporterStatus, Rendered, build_families, render
@@ -236,6 +241,10 @@ class Engine:
         redactor.replace_secrets(set(config.secrets))
         self.runners: dict[str, SourceRunner] = {}
         self.states: dict[str, SourceState] = {}
+        self._startup_sources = frozenset(s.name for s in config.sources)
+        self._polled: set[str] = set()
+        self._batch = False
+        self._warned: set[str] = set()
         for source in config.sources:
             self._add_runner(config, source)
         self.snapshot = self._build()
@@ -264,8 +273,13 @@ class Engine:
     def poll_all_once(self) -> bool:
         """Poll every source once, concurrently, and wait (for ``--once``)."""
         runners = list(self.runners.values())
-        with ThreadPoolExecutor(max_workers=min(8, max(len(runners), 1))) as pool:
-            results = list(pool.map(lambda r: r.poll(), runners))
+        self._batch = True  # one snapshot at the end, not one per source
+        try:
+            with ThreadPoolExecutor(max_workers=min(8, max(len(runners), 1))) as pool:
+                results = list(pool.map(lambda r: r.poll(), runners))
+        finally:
+            self._batch = False
+        self.rebuild()
         for runner in runners:
             runner.close()
         return all(results)
@@ -279,9 +293,15 @@ class Engine:
         """Sources whose first attempt is not in the served snapshot yet.
 
         Judged on the snapshot, not the live states, so that once ready,
-        ``/metrics`` already holds every source's first result.
+        ``/metrics`` already holds every source's first result.  Only sources
+        configured at start-up count: a reload that adds a source must not take
+        a serving exporter out of its load balancer.
         """
-        return [state.name for state in self.snapshot.states if not state.attempted]
+        return [
+            state.name
+            for state in self.snapshot.states
+            if not state.attempted and state.name in self._startup_sources
+        ]
 
     def snapshot_states(self) -> dict[str, SourceState]:
         with self._lock:
@@ -340,6 +360,7 @@ class Engine:
             self.states = states
             self._requests = {k: v for k, v in self._requests.items() if k in states}
             self.config = config
+            self._warned.clear()
             self._reload_ok = True
             self._last_reload_success = self.clock()
             redactor.replace_secrets(set(config.secrets))
@@ -394,7 +415,13 @@ class Engine:
             if result is not None:
                 for problem in limit_from_problems(self.config, name, result):
                     log.warning("%s; the budget is not exported", problem)
-        self.rebuild(polled=name if result is not None else None)
+                for problem in match_problems(self.config, name, result):
+                    if problem not in self._warned:  # once per configuration
+                        self._warned.add(problem)
+                        log.warning("%s", problem)
+                self._polled.add(name)
+        if not self._batch:
+            self.rebuild()
 
     def _count_mismatches(self, source: str, found: Counter[tuple[str, str, str]]) -> None:
         """Count (once per poll of ``source``) its lines left out for their currency."""
@@ -413,18 +440,18 @@ class Engine:
 
     # -- snapshot ----------------------------------------------------------------
 
-    def rebuild(self, polled: str | None = None) -> None:
-        """Build and swap in a new snapshot; ``polled`` names a source with new lines.
+    def rebuild(self) -> None:
+        """Build and swap in a new snapshot.
 
         Should building fail (a bug), the previous snapshot keeps being served.
         """
         with self._build_lock:
             try:
-                self.snapshot = self._build(polled)
+                self.snapshot = self._build()
             except Exception:
                 log.exception("could not build a new snapshot; still serving the previous one")
 
-    def _build(self, polled: str | None = None) -> Snapshot:
+    def _build(self) -> Snapshot:
         with self._lock:
             config = self.config
             states = {
@@ -435,8 +462,9 @@ class Engine:
         found: Counter[tuple[str, str, str]] = Counter()
         budgets = tuple(compute_budgets(config, states, now, found))
         with self._lock:
-            if polled is not None:
+            for polled in sorted(self._polled):  # sources with new lines since the last build
                 self._count_mismatches(polled, found)
+            self._polled.clear()
             status = ExporterStatus(
                 reload_successful=self._reload_ok,
                 last_reload_success=self._last_reload_success,

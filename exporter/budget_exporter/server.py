@@ -35,6 +35,15 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_metrics_path(path: str) -> str:
+    """``--web.telemetry-path``: absolute, and not one of the other endpoints."""
+    if not path.startswith("/") or path == "/":
+        raise ValueError(f"invalid telemetry path {path!r}: it must start with / and not be /")
+    if path.startswith(("/-/", api.PREFIX)):
+        raise ValueError(f"invalid telemetry path {path!r}: it clashes with another endpoint")
+    return path
+
+
 class _Server(ThreadingHTTPServer):
     """One thread per connection; TLS handshakes happen in that thread, not in the
     accept loop, so a client that connects and stays silent blocks nobody else."""
