@@ -231,3 +231,20 @@ def test_web_config_is_validated(tmp_path: Path, text: str, message: str) -> Non
     web.write_text(text)
     with pytest.raises(Exception, match=message):
         load_web_config(str(web))
+
+
+def test_landing_page_says_why_a_budget_has_no_data(serve) -> None:
+    from tests.support.net import free_port
+
+    server, url = serve(
+        f"""
+        global: {{retries: 0}}
+        sources:
+          - {{name: gone, provider: http_json, url: "http://127.0.0.1:{free_port()}/x", amount: a,
+              currency: USD}}
+        budgets: [{{name: b, limit: 10, currency: USD}}]
+        """
+    )
+    assert "waiting for the first data" in requests.get(f"{url}/", timeout=5).text
+    server.engine.poll_all_once()
+    assert "no data: source gone failed" in requests.get(f"{url}/", timeout=5).text

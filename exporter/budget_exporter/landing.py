@@ -49,11 +49,19 @@ def render_landing(snapshot: Snapshot, metrics_path: str = "/metrics") -> bytes:
             "</tr>"
         )
     shown = {b.name for b in snapshot.budgets}
+    health = {s.name: s for s in snapshot.states}
     for budget in snapshot.config.budgets:
         if budget.name not in shown:
+            needed = [s.name for s in snapshot.config.polled_sources(budget)]
+            down = [n for n in needed if n in health and health[n].attempted and not health[n].up]
+            reason = (
+                f"no data: source {', '.join(down)} failed (see Sources below)"
+                if down
+                else "waiting for the first data from every source"
+            )
             rows.append(
                 f"<tr><td>{escape(budget.name)}</td><td>{escape(str(budget.period))}</td>"
-                "<td colspan=6>waiting for the first data from every source</td></tr>"
+                f"<td colspan=6>{escape(reason)}</td></tr>"
             )
     sources = []
     for s in snapshot.states:
