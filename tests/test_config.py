@@ -329,3 +329,16 @@ def test_labels_that_clash_with_target_labels_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_config(write_config(text))
+
+
+def test_credential_file_paths_are_relative_to_the_config_file(
+    write_config, tmp_path: Path
+) -> None:
+    path = write_config(
+        """
+        sources:
+          - {name: gcp, provider: gcp_budgets, billing_account_id: 01A2B3-C4D5E6-F7A8B9,
+             credentials_file: keys/sa.json}
+        """
+    )
+    assert load_config(path).sources[0].credentials_file == str(tmp_path / "keys" / "sa.json")

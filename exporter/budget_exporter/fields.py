@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationInfo,
+)
 
 from budget_exporter.durations import format_duration, parse_duration
 from budget_exporter.model import MAX_AMOUNT, NUMBER
@@ -69,3 +77,20 @@ def _currency(value: object) -> str:
 
 Currency = Annotated[str, BeforeValidator(_currency)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
+
+
+def resolve_path(path: str | Path, base: str | Path | None) -> Path:
+    """``path`` made absolute: relative to ``base`` (a folder) when given, else to the
+    working directory."""
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and base is not None:
+        candidate = Path(base) / candidate
+    return candidate.absolute()
+
+
+def _config_relative(value: str, info: ValidationInfo) -> str:
+    return str(resolve_path(value, (info.context or {}).get("config_dir")))
+
+
+ConfigPath = Annotated[str, AfterValidator(_config_relative)]
+"""A file path; relative paths are relative to the configuration file's folder."""

@@ -34,7 +34,7 @@ from pydantic import (
     field_validator,
 )
 
-from budget_exporter.fields import Currency, Money
+from budget_exporter.fields import Currency, Money, resolve_path
 
 TOKEN_TYPES = ("input", "cached_input", "cache_write", "cache_write_1h", "output")
 """Token types the exporter knows, as used in ``budget_source_usage_tokens{token_type}``."""
@@ -139,15 +139,6 @@ class PricingConfig(BaseModel):
 
     def table(self) -> PriceTable:
         return load_price_table(self.file, models=self.models, default=self.default)
-
-
-def resolve_path(path: str | Path, base: str | Path | None) -> Path:
-    """``path`` made absolute: relative to ``base`` (a folder) when given, else to the
-    working directory."""
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute() and base is not None:
-        candidate = Path(base) / candidate
-    return candidate.absolute()
 
 
 @dataclass(frozen=True)

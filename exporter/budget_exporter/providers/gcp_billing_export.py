@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from budget_exporter.errors import SourceError
-from budget_exporter.fields import Duration
+from budget_exporter.fields import ConfigPath, Duration
 from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
 from budget_exporter.providers import _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
@@ -86,7 +86,7 @@ class GcpBillingExportConfig(SourceConfig):
     """Turn off only for a view or copy without ``_PARTITIONTIME``."""
     maximum_bytes_billed: int | None = Field(default=10 * 1024**3, ge=10 * 1024**2)
     query_timeout: Duration = timedelta(minutes=5)
-    credentials_file: str | None = None
+    credentials_file: ConfigPath | None = None
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+[^\s?#]*$")
     """BigQuery API endpoint override: https, or plain http to a loopback address only."""
 

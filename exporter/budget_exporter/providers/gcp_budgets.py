@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from budget_exporter.errors import SourceError
+from budget_exporter.fields import ConfigPath
 from budget_exporter.model import Period, PollResult, ProviderBudget, Sample, Window
 from budget_exporter.providers import _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
@@ -61,7 +62,7 @@ class GcpBudgetsConfig(SourceConfig):
     """``012345-6789AB-CDEF01`` (``billingAccounts/`` prefix accepted)."""
     projects: tuple[str, ...] = ()
     """Project IDs that should be billed to this account (checked on every poll)."""
-    credentials_file: str | None = None
+    credentials_file: ConfigPath | None = None
     quota_project: str | None = None
     """Project charged for API quota; needed with user credentials (gcloud ADC)."""
     endpoint_url: str | None = Field(default=None, pattern=_ENDPOINT)
