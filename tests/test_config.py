@@ -342,3 +342,24 @@ def test_credential_file_paths_are_relative_to_the_config_file(
         """
     )
     assert load_config(path).sources[0].credentials_file == str(tmp_path / "keys" / "sa.json")
+
+
+def test_yaml_merge_keys_work_and_odd_keys_are_config_errors(write_config) -> None:
+    path = write_config(
+        """
+        sources: [{name: a, provider: static, amount: 1, currency: USD}]
+        budgets:
+          - &first {name: b, currency: USD, limit: 10}
+          - {<<: *first, name: c, limit: 20}
+        """
+    )
+    assert [(b.name, b.limit) for b in load_config(path).budgets] == [("b", 10), ("c", 20)]
+    path = write_config(
+        """
+        sources: [{name: a, provider: static, amount: 1, currency: USD}]
+        ? [x, y]
+        : 1
+        """
+    )
+    with pytest.raises(ConfigError, match="a list or mapping cannot be a key"):
+        load_config(path)

@@ -303,3 +303,36 @@ def test_a_match_on_a_dimension_no_line_has_is_reported(make_engine, caplog) -> 
         "budget ec2: match on 'servce_name', but no line from source a has that dimension "
         "(it has: service_name)"
     ]  # once, not on every poll
+
+
+def test_readiness_latches_and_reloads_never_raise(make_engine, write_config, monkeypatch) -> None:
+    engine = make_engine(TWO_SOURCES)
+    engine.poll_all_once()
+    assert engine.pending_sources() == []
+    write_config(TWO_SOURCES.replace("{name: b, provider: static, amount: 2, currency: USD}",
+                                     "{name: b, provider: demo, currency: USD}"))  # fmt: skip
+    assert engine.reload()[0]
+    assert engine.pending_sources() == []  # b is new in kind, but the exporter stays ready
+
+    def loader_bug(path):
+        raise TypeError("unexpected")
+
+    monkeypatch.setattr("budget_exporter.engine.load_config", loader_bug)
+    ok, message = engine.reload()
+    assert not ok and message == "TypeError: unexpected"
+
+
+def test_currency_mismatches_count_even_before_every_source_has_data(make_engine) -> None:
+    engine = make_engine(
+        """
+        sources:
+          - {name: a, provider: static, amount: 1, currency: USD}
+          - {name: b, provider: static, amount: 3, currency: EUR}
+        budgets: [{name: x, limit: 10, currency: USD}]
+        """
+    )
+    engine.runners["b"].poll()  # a has no data yet: the budget is hidden
+    got = samples(engine.snapshot.rendered.text)
+    assert got["budget_currency_mismatch_lines_total"] == [
+        ({"budget": "x", "source": "b", "currency": "EUR"}, 1.0)
+    ]

@@ -169,3 +169,43 @@ def test_a_provider_that_cannot_even_start_is_contained(make_engine, monkeypatch
     assert not engine.poll_all_once()
     assert engine.snapshot_states()["a"].last_error == "RuntimeError: no credentials found"
     assert metric(engine, "budget_source_up", source="a") == 0
+
+
+def test_a_body_cut_short_is_a_counted_network_failure(make_engine) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    engine = make_engine(
+        CONFIG.format(url=f"http://127.0.0.1:{port}", retries=0)
+        .replace("${USAGE_KEY}", "k")
+        .replace("${TOKEN}", "t")
+    )
+    assert not engine.runners["usage"].poll()
+    listener.close()
+    assert "failed" in (engine.snapshot_states()["usage"].last_error or "")
+    assert metric(engine, "budget_source_api_requests_total", source="usage", status="network") == 1
+
+
+def test_redirects_are_not_followed(make_engine, upstream) -> None:
+    upstream.reply(Reply(302, {}, headers={"Location": "http://127.0.0.2:9/steal"}))
+    engine = make_engine(
+        CONFIG.format(url=upstream.url, retries=0)
+        .replace("${USAGE_KEY}", "k")
+        .replace("${TOKEN}", "t")
+    )
+    assert not engine.runners["usage"].poll()
+    error = engine.snapshot_states()["usage"].last_error or ""
+    assert "a redirect to http://127.0.0.2:9/steal: not followed" in error
+    assert len(upstream.seen) == 1

@@ -248,3 +248,11 @@ def test_landing_page_says_why_a_budget_has_no_data(serve) -> None:
     assert "waiting for the first data" in requests.get(f"{url}/", timeout=5).text
     server.engine.poll_all_once()
     assert "no data: source gone failed" in requests.get(f"{url}/", timeout=5).text
+
+
+def test_a_non_ascii_content_length_is_a_bad_request(serve) -> None:
+    server, _ = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall("POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: ²\r\n\r\n".encode())
+        reply = sock.makefile("rb").read()
+    assert reply.split(b" ")[1] == b"400"

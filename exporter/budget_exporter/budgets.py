@@ -269,3 +269,22 @@ def match_problems(config: Config, source: str, result: PollResult) -> list[str]
                 f"has that dimension (it has: {known})"
             )
     return problems
+
+
+def currency_mismatches(
+    config: Config, source: str, result: PollResult
+) -> Counter[tuple[str, str, str]]:
+    """``(budget, source, currency)`` counts of the source's lines that a budget
+    would sum but for their currency (there is no conversion)."""
+    found: Counter[tuple[str, str, str]] = Counter()
+    for budget in config.budgets:
+        if source not in {s.name for s in config.budget_sources(budget)}:
+            continue
+        for line in result.lines:
+            if (
+                line.period == budget.period
+                and line.currency != budget.currency
+                and line_matches(line, budget.match)
+            ):
+                found[(budget.name, source, line.currency)] += 1
+    return found

@@ -43,8 +43,16 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" merges; explicit keys may override it
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a list or mapping cannot be a key", key_node.start_mark
+                ) from None
+            if duplicate:
                 mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
             seen.add(key)
@@ -246,6 +254,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(file, "", _yaml_reason(exc)) from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(file, "", f"invalid YAML: {type(exc).__name__}") from None
     if raw is None:
         raise ConfigError(file, "", "file is empty")
     if not isinstance(raw, dict):

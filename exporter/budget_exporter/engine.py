@@ -23,6 +23,7 @@ from decimal import Decimal
 from budget_exporter.budgets import (
     BudgetView,
     compute_budgets,
+    currency_mismatches,
     limit_from_problems,
     match_problems,
 )
@@ -242,7 +243,7 @@ class Engine:
         self.runners: dict[str, SourceRunner] = {}
         self.states: dict[str, SourceState] = {}
         self._startup_sources = frozenset(s.name for s in config.sources)
-        self._polled: set[str] = set()
+        self._ready = False
         self._batch = False
         self._warned: set[str] = set()
         for source in config.sources:
@@ -297,11 +298,15 @@ class Engine:
         configured at start-up count: a reload that adds a source must not take
         a serving exporter out of its load balancer.
         """
-        return [
+        if self._ready:
+            return []
+        pending = [
             state.name
             for state in self.snapshot.states
             if not state.attempted and state.name in self._startup_sources
         ]
+        self._ready = not pending  # once ready, stays ready
+        return pending
 
     def snapshot_states(self) -> dict[str, SourceState]:
         with self._lock:
@@ -313,11 +318,13 @@ class Engine:
         """Re-read the config file; on error keep the running config."""
         try:
             config = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload rejected, keeping the running configuration: %s", exc)
+        except Exception as exc:  # a ConfigError, or a loader bug: never fatal on reload
+            message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            message = redactor(message)
+            log.error("reload rejected, keeping the running configuration: %s", message)
             self._reload_ok = False
             self.rebuild()
-            return False, str(exc)
+            return False, message
         self.apply(config)
         log.info("configuration reloaded from %s", self.config_path)
         return True, "configuration reloaded"
@@ -419,15 +426,13 @@ class Engine:
                     if problem not in self._warned:  # once per configuration
                         self._warned.add(problem)
                         log.warning("%s", problem)
-                self._polled.add(name)
+                self._count_mismatches(name, currency_mismatches(self.config, name, result))
         if not self._batch:
             self.rebuild()
 
     def _count_mismatches(self, source: str, found: Counter[tuple[str, str, str]]) -> None:
         """Count (once per poll of ``source``) its lines left out for their currency."""
         for key, count in found.items():
-            if key[1] != source:
-                continue
             self._mismatches[key] += count
             log.warning(
                 "budget %s: %d line(s) from source %s are in %s, not the budget's currency; "
@@ -459,12 +464,8 @@ class Engine:
                 for name, state in self.states.items()
             }
         now = self.now()
-        found: Counter[tuple[str, str, str]] = Counter()
-        budgets = tuple(compute_budgets(config, states, now, found))
+        budgets = tuple(compute_budgets(config, states, now))
         with self._lock:
-            for polled in sorted(self._polled):  # sources with new lines since the last build
-                self._count_mismatches(polled, found)
-            self._polled.clear()
             status = ExporterStatus(
                 reload_successful=self._reload_ok,
                 last_reload_success=self._last_reload_success,

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
@@ -156,12 +157,14 @@ class HttpClient:
         """Send one request (with retries); raise :class:`SourceError` unless 2xx.
 
         ``timeout`` bounds connecting and every read, and the whole body must
-        arrive within it too (a server trickling bytes cannot hold a poll), up
-        to :data:`MAX_BODY_BYTES`.
+        arrive within it once the headers are in (a server trickling bytes
+        cannot hold a poll), up to :data:`MAX_BODY_BYTES`.  Redirects are not
+        followed.
         """
         kwargs.setdefault("timeout", self.timeout)
         where = describe_url(url)
         try:
+            kwargs.setdefault("allow_redirects", False)  # credentials never follow a redirect
             response = self.session.request(method, url, stream=True, **kwargs)
             body = _read_body(response, time.monotonic() + self.timeout)
         except _BodyTooSlow:
@@ -174,7 +177,8 @@ class HttpClient:
             raise SourceError(
                 f"{method} {where} answered more than {MAX_BODY_BYTES // 2**20} MiB"
             ) from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            # urllib3's own errors come from reading the streamed body ourselves
             status = status_of_error(exc)
             self._record(status)
             if status == "timeout":
@@ -184,6 +188,13 @@ class HttpClient:
             ) from None
         response._content = body  # what .json() and .text read (requests' own cache)
         self._record(status_of_response(response.status_code))
+        if response.is_redirect or 300 <= response.status_code < 400:
+            target = describe_url(urljoin(url, response.headers.get("Location", "")))
+            raise HttpStatusError(
+                f"{method} {where} answered HTTP {response.status_code}, a redirect to {target}: "
+                "not followed (credentials are sent only to the configured URL)",
+                response.status_code,
+            )
         if not response.ok:
             raise HttpStatusError(
                 f"{method} {where} answered HTTP {response.status_code} {response.reason or ''}".rstrip()

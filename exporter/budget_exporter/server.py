@@ -150,7 +150,7 @@ class ExporterServer:
                     self._refuse(411, b"Send a Content-Length.\n", head)
                     return None
                 length = self.headers.get("Content-Length", "0").strip()
-                if not length.isdigit():
+                if not (length.isascii() and length.isdigit()):
                     self._refuse(400, b"Invalid Content-Length.\n", head)
                     return None
                 if int(length) > _MAX_BODY:
