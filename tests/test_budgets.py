@@ -6,7 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from budget_exporter.budgets import compute_budgets, limit_from_problems, line_matches
+from budget_exporter.budgets import (
+    compute_budgets,
+    currency_mismatches,
+    limit_from_problems,
+    line_matches,
+)
 from budget_exporter.config import load_config
 from budget_exporter.model import Forecast, Period, PollResult, ProviderBudget, SpendLine
 from budget_exporter.periods import window_at
@@ -66,14 +71,22 @@ def test_budgets_sum_matching_lines_and_skip_other_currencies(config) -> None:
         "b": state("b", line("10"), line("4", "EUR")),
         "aws-budgets": state("aws-budgets"),
     }
-    views = by_name(compute_budgets(config, states, NOW, mismatches))
+    views = by_name(compute_budgets(config, states, NOW))
+    for name, source_state in states.items():
+        mismatches += currency_mismatches(config, name, source_state.result)
     assert views["all"].spend == Decimal("45")
     assert views["gpt"].spend == Decimal("30")
     assert views["eu"].spend == Decimal("4")
     assert views["all"].usage_ratio == pytest.approx(0.45)
     assert views["eu"].state == "ok"  # 4 / 10 is below its 0.5 warning ratio
+    # counted whether or not the budget is shown yet ("imported-own-spend" waits for its limit)
     assert mismatches == Counter(
-        {("all", "a", "EUR"): 1, ("all", "b", "EUR"): 1, ("eu", "b", "USD"): 1}
+        {
+            ("all", "a", "EUR"): 1,
+            ("all", "b", "EUR"): 1,
+            ("eu", "b", "USD"): 1,
+            ("imported-own-spend", "a", "EUR"): 1,
+        }
     )
 
 

@@ -41,3 +41,14 @@ def test_every_served_metric_is_documented() -> None:
     assert len(names) >= 20
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert missing == []
+
+
+def test_every_provider_gauge_is_documented() -> None:
+    providers = ROOT / "exporter" / "budget_exporter" / "providers"
+    names = {
+        name
+        for path in providers.glob("*.py")
+        for name in re.findall(r'"(budget_source_[a-z_]+)"', path.read_text())
+    }
+    assert len(names) >= 10
+    assert sorted(n for n in names if f"`{n}`" not in README) == []

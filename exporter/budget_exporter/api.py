@@ -114,13 +114,8 @@ def _money(amount: Decimal) -> float:
 
 def _sources(snapshot: Snapshot, budget: BudgetConfig) -> list[SourceState]:
     config: Config = snapshot.config
-    names = {s.name for s in _polled(config, budget)}
+    names = {s.name for s in config.polled_sources(budget)}
     return [s for s in snapshot.states if s.name in names]
-
-
-def _polled(config: Config, budget: BudgetConfig) -> list[Any]:
-    polled = getattr(config, "polled_sources", None)
-    return polled(budget) if polled is not None else config.budget_sources(budget)
 
 
 _MIN_DEFAULT_AGE = 6 * 3600.0

@@ -87,17 +87,16 @@ def compute_budgets(
     config: Config,
     states: Mapping[str, SourceState],
     now: datetime,
-    mismatches: Counter[tuple[str, str, str]] | None = None,
 ) -> list[BudgetView]:
     """Every budget whose sources all have data for its current window.
 
-    ``mismatches`` (if given) receives ``(budget, source, currency)`` counts of
-    lines left out for being in another currency than the budget's.
+    Lines in another currency than the budget's are left out (see
+    :func:`currency_mismatches` for counting them).
     """
     views = []
     cache: _TotalsCache = {}
     for budget in config.budgets:
-        view = _compute(config, budget, states, now, mismatches, cache)
+        view = _compute(config, budget, states, now, cache)
         if view is not None:
             views.append(view)
     return views
@@ -108,7 +107,6 @@ def _compute(
     budget: BudgetConfig,
     states: Mapping[str, SourceState],
     now: datetime,
-    mismatches: Counter[tuple[str, str, str]] | None,
     cache: _TotalsCache,
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
@@ -121,12 +119,7 @@ def _compute(
         state = states.get(source.name)
         if state is None or state.result is None or state.window(budget.period) != window:
             return None  # no data for this window yet: show nothing rather than a fake zero
-        totals = _totals(state, budget, cache)
-        source_spend = totals.get(budget.currency, (Decimal(0), 0))[0]
-        if mismatches is not None:
-            for currency, (_, count) in totals.items():
-                if currency != budget.currency:
-                    mismatches[(budget.name, source.name, currency)] += count
+        source_spend = _totals(state, budget, cache).get(budget.currency, Decimal(0))
         spend += source_spend
         forecast += _source_forecast(state, budget, source_spend, elapsed)
     warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
@@ -183,7 +176,7 @@ def _provider_thresholds(
     return warning, stop
 
 
-_Totals = dict[str, tuple[Decimal, int]]
+_Totals = dict[str, Decimal]
 _TotalsCache = dict[tuple[str, str], _Totals]
 
 
@@ -200,8 +193,7 @@ def _totals(state: SourceState, budget: BudgetConfig, cache: _TotalsCache) -> _T
     totals: _Totals = {}
     for line in state.result.lines:
         if line.period == budget.period and line_matches(line, budget.match):
-            amount, count = totals.get(line.currency, (Decimal(0), 0))
-            totals[line.currency] = (amount + line.amount, count + 1)
+            totals[line.currency] = totals.get(line.currency, Decimal(0)) + line.amount
     if not budget.match:
         cache[key] = totals
     return totals
