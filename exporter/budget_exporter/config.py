@@ -324,7 +324,7 @@ class _Loader:
             raise self.error(
                 f"{path}.provider",
                 f"provider {name!r} needs a missing package ({exc.name}); install the "
-                "extra its README section names, e.g. pip install 'budget-exporter[gcp]'",
+                "extra its docs page names, e.g. pip install 'budget-exporter[gcp]'",
             ) from None
         model = provider.config_model
         item = self.resolve_files(dict(item), model, path)
