@@ -198,7 +198,7 @@ def test_fixed_amounts_are_their_own_forecast(config) -> None:
     from dataclasses import replace
 
     states = {
-        "a": replace(state("a", line("400")), provider="static"),
+        "a": replace(state("a", line("400")), provider="static", accrues=False),
         "b": state("b", line("10")),
         "aws-budgets": state("aws-budgets"),
     }

@@ -39,9 +39,9 @@ def test_background_polling_and_readiness(make_engine) -> None:
         time.sleep(0.02)
     assert engine.pending_sources() == []
     assert spend(engine, "total") == 3
-    first = engine.snapshot_states()["a"].last_attempt
+    first = engine.live_states()["a"].last_attempt
     deadline = time.monotonic() + 5
-    while engine.snapshot_states()["a"].last_attempt == first:  # polled again on its interval
+    while engine.live_states()["a"].last_attempt == first:  # polled again on its interval
         assert time.monotonic() < deadline, "source was not polled again"
         time.sleep(0.02)
 
@@ -132,8 +132,8 @@ def test_reload_keeps_unchanged_sources_and_replaces_changed_ones(
     assert engine.reload() == (True, "configuration reloaded")
     assert engine.runners["a"] is runner_a  # untouched: keeps its data, no new poll needed
     assert engine.runners["b"] is not runner_b
-    assert engine.snapshot_states()["a"].up
-    assert engine.snapshot_states()["b"].result is not None  # keeps its last good data
+    assert engine.live_states()["a"].up
+    assert engine.live_states()["b"].result is not None  # keeps its last good data
     assert engine.pending_sources() == []  # a reload never takes a ready exporter out
     assert spend(engine, "total") is None  # c has no data yet: no fake zeros
     engine.runners["c"].poll()
@@ -209,7 +209,7 @@ def test_reload_never_runs_two_polls_of_a_source_at_once(
     write_config(text.replace("timeout: 5s", "timeout: 4s"))
     assert engine.reload()[0]
     deadline = time.monotonic() + 10
-    while len(upstream.seen) < 2 or not engine.snapshot_states()["slow"].attempted:
+    while len(upstream.seen) < 2 or not engine.live_states()["slow"].attempted:
         assert time.monotonic() < deadline, "the new runner never polled"
         time.sleep(0.01)
     while upstream.in_flight:
@@ -238,7 +238,7 @@ def test_implausible_amounts_are_a_source_error_not_a_crash(make_engine, upstrea
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert engine.healthy()
-    state = engine.snapshot_states()["wild"]
+    state = engine.live_states()["wild"]
     assert not state.up and "not a plausible amount" in (state.last_error or "")
     assert spend(engine, "calm") == 2
 
@@ -253,7 +253,7 @@ def test_the_engine_rejects_implausible_amounts_from_any_provider(make_engine) -
         lines=(SpendLine.of(Period.MONTHLY, Decimal("1e20"), "USD"),)
     )
     assert not engine.runners["a"].poll()
-    assert "implausible amount (1.000e+20)" in (engine.snapshot_states()["a"].last_error or "")
+    assert "implausible amount (1.000e+20)" in (engine.live_states()["a"].last_error or "")
 
 
 def test_a_failing_snapshot_build_keeps_the_previous_snapshot(make_engine, monkeypatch) -> None:

@@ -79,7 +79,7 @@ def test_fault_keeps_last_good_value_and_recovers(engine, upstream, fault: str) 
     assert metric(engine, "budget_source_up", source="invoices") == 1
     assert metric(engine, "budget_spend_amount", budget="invoices") == 100
     assert metric(engine, "budget_source_api_requests_total", source="usage", status=status) >= 1
-    error = engine.snapshot_states()["usage"].last_error
+    error = engine.live_states()["usage"].last_error
     assert message in error
     assert "query-secret-123" not in error and "header-secret-456" not in error
 
@@ -154,7 +154,7 @@ def test_a_crashing_provider_is_contained(make_engine) -> None:
 
     engine.runners["a"].provider.poll = explode  # type: ignore[method-assign]
     assert not engine.poll_all_once()
-    assert engine.snapshot_states()["a"].last_error == "RuntimeError: unexpected bug"
+    assert engine.live_states()["a"].last_error == "RuntimeError: unexpected bug"
     assert metric(engine, "budget_source_up", source="b") == 1
 
 
@@ -167,7 +167,7 @@ def test_a_provider_that_cannot_even_start_is_contained(make_engine, monkeypatch
     monkeypatch.setattr(StaticProvider, "__init__", broken_init)
     engine = make_engine("sources: [{name: a, provider: static, amount: 1, currency: USD}]")
     assert not engine.poll_all_once()
-    assert engine.snapshot_states()["a"].last_error == "RuntimeError: no credentials found"
+    assert engine.live_states()["a"].last_error == "RuntimeError: no credentials found"
     assert metric(engine, "budget_source_up", source="a") == 0
 
 
@@ -194,7 +194,7 @@ def test_a_body_cut_short_is_a_counted_network_failure(make_engine) -> None:
     )
     assert not engine.runners["usage"].poll()
     listener.close()
-    assert "failed" in (engine.snapshot_states()["usage"].last_error or "")
+    assert "failed" in (engine.live_states()["usage"].last_error or "")
     assert metric(engine, "budget_source_api_requests_total", source="usage", status="network") == 1
 
 
@@ -206,6 +206,6 @@ def test_redirects_are_not_followed(make_engine, upstream) -> None:
         .replace("${TOKEN}", "t")
     )
     assert not engine.runners["usage"].poll()
-    error = engine.snapshot_states()["usage"].last_error or ""
+    error = engine.live_states()["usage"].last_error or ""
     assert "a redirect to http://127.0.0.2:9/steal: not followed" in error
     assert len(upstream.seen) == 1

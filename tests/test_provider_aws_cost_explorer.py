@@ -944,7 +944,7 @@ def test_one_failing_account_leaves_the_others_alone(make_engine, monkeypatch) -
     assert (
         aws.metric_value(text, "budget_source_api_requests_total", source="payer", status="ok") == 2
     )
-    states = engine.snapshot_states()
+    states = engine.live_states()
     assert "network error" in (states["broken"].last_error or "")
 
 

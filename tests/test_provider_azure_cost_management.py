@@ -1042,7 +1042,7 @@ def test_whole_exporter_keeps_running_when_azure_refuses(
     assert samples[("budget_source_up", source)] == 0
     assert samples[("budget_source_api_requests_total", (*source, ("status", "client_error")))] == 1
     assert not any(name == "budget_spend_amount" for name, _ in samples)  # no fake zero
-    error = engine.snapshot_states()["azure-prod"].last_error or ""
+    error = engine.live_states()["azure-prod"].last_error or ""
     assert "Cost Management Reader" in error
     assert "Cost Management Reader" in caplog.text
     assert SECRET not in caplog.text and SECRET not in error

@@ -653,7 +653,7 @@ def test_whole_exporter_survives_a_failing_gcp_source(mock, key_file, tmp_path):
     text = engine.snapshot.rendered.text.decode()
     assert 'budget_source_up{provider="gcp_billing_export",source="gcp-billing"} 0.0' in text
     assert 'budget_source_up{provider="static",source="invoices"} 1.0' in text
-    state = engine.snapshot_states()["gcp-billing"]
+    state = engine.live_states()["gcp-billing"]
     assert "HTTP 404" in state.last_error and "check table" in state.last_error
 
 

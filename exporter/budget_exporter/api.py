@@ -33,10 +33,11 @@ from decimal import (
 )
 from typing import Any
 
-from budget_exporter.budgets import BudgetView
+from budget_exporter.budgets import BudgetView, budget_state
 from budget_exporter.config import BudgetConfig, CheckConfig, Config
 from budget_exporter.engine import Engine, Snapshot
 from budget_exporter.model import MAX_AMOUNT
+from budget_exporter.money import parse_cost
 from budget_exporter.state import SourceState
 
 PREFIX = "/api/v1/"
@@ -152,16 +153,6 @@ def _source_health(state: SourceState) -> dict[str, Any]:
     }
 
 
-def _state(ratio: float, warning: float, stop: float) -> str:
-    if ratio >= 1:
-        return "exceeded"
-    if ratio >= stop:
-        return "stop"
-    if ratio >= warning:
-        return "warning"
-    return "ok"
-
-
 def budget_document(
     snapshot: Snapshot, budget: BudgetConfig, now: float, check: CheckConfig
 ) -> dict[str, Any]:
@@ -230,30 +221,11 @@ def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
 # -- the check -----------------------------------------------------------------
 
 
-_TOO_LARGE = f"cost must be a finite number below 1e{MAX_COST.adjusted()}"
-
-
 def _cost(value: Any) -> Decimal:
-    """``value`` (a JSON number or numeric string) as a Decimal in [0, MAX_COST)."""
+    """``value`` (a JSON number or numeric string; none is 0) as a Decimal in [0, MAX_COST)."""
     if value is None:
         return Decimal(0)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("cost must be a number")
-    if isinstance(value, float) and not math.isfinite(value):  # JSON 1e400 reads as inf
-        raise ValueError(_TOO_LARGE)
-    if isinstance(value, int) and value >= MAX_COST:  # before str(): it may have 5,000 digits
-        raise ValueError(_TOO_LARGE)
-    try:
-        cost = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
-    except InvalidOperation:
-        raise ValueError("cost must be a number") from None
-    if cost.is_nan():
-        raise ValueError("cost must be a finite number, not NaN")
-    if cost < 0:
-        raise ValueError("cost must be a finite number, zero or more")
-    if cost >= MAX_COST:  # also Infinity and "1e999999999"
-        raise ValueError(_TOO_LARGE)
-    return _CONTEXT.plus(cost)  # at most 34 significant digits
+    return _CONTEXT.plus(parse_cost(value))  # at most 34 significant digits
 
 
 def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, Any]]:
@@ -295,7 +267,7 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
         answer.update(
             {
                 "state": view.state,
-                "state_after": _state(ratio_after, view.warning_ratio, view.stop_ratio),
+                "state_after": budget_state(ratio_after, view.warning_ratio, view.stop_ratio),
                 "ratio": view.usage_ratio,
                 "ratio_after": ratio_after,
                 "spend": _money(view.spend),

@@ -13,7 +13,6 @@ from functools import lru_cache
 from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
-from budget_exporter.providers import get_provider
 from budget_exporter.state import SourceState
 
 _WIDE = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)
@@ -50,14 +49,18 @@ class BudgetView:
 
     @property
     def state(self) -> str:
-        ratio = self.usage_ratio
-        if ratio >= 1:
-            return "exceeded"
-        if ratio >= self.stop_ratio:
-            return "stop"
-        if ratio >= self.warning_ratio:
-            return "warning"
-        return "ok"
+        return budget_state(self.usage_ratio, self.warning_ratio, self.stop_ratio)
+
+
+def budget_state(ratio: float, warning_ratio: float, stop_ratio: float) -> str:
+    """``ok``, ``warning``, ``stop`` or ``exceeded`` for spend at ``ratio`` of the limit."""
+    if ratio >= 1:
+        return "exceeded"
+    if ratio >= stop_ratio:
+        return "stop"
+    if ratio >= warning_ratio:
+        return "warning"
+    return "ok"
 
 
 @lru_cache(maxsize=1024)
@@ -204,7 +207,7 @@ def _source_forecast(
 ) -> Decimal:
     """The provider's own forecast where it fits the budget, else a linear projection."""
     assert state.result is not None
-    if not get_provider(state.provider).accrues:
+    if not state.accrues:
         return spend  # a fixed amount: it will not grow by the end of the period
     if not budget.match:
         for forecast in state.result.forecasts:

@@ -10,6 +10,7 @@ import threading
 
 from budget_exporter import __version__
 from budget_exporter.config import load_config
+from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError
 from budget_exporter.logs import LEVELS, setup_logging
 from budget_exporter.server import (
@@ -18,6 +19,7 @@ from budget_exporter.server import (
     check_metrics_path,
     parse_listen_address,
 )
+from budget_exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("budget_exporter")
 
@@ -98,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    from budget_exporter.engine import Engine
-
     engine = Engine(config, config_path=args.config_file)
     if args.once:
         ok = engine.poll_all_once()
@@ -109,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(engine, args)
 
 
-def _serve(engine: object, args: argparse.Namespace) -> int:
-    from budget_exporter.engine import Engine
-    from budget_exporter.webconfig import WebConfig, load_web_config
-
-    assert isinstance(engine, Engine)
+def _serve(engine: Engine, args: argparse.Namespace) -> int:
     web_config, context = WebConfig(), None
     try:
         parse_listen_address(args.listen_address)

@@ -36,7 +36,7 @@ from budget_exporter.providers import UnknownProviderError, builtin_names, get_p
 from budget_exporter.providers.base import Provider, SourceConfig
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class _StrictYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """A safe loader (libyaml's parser when available) that refuses duplicate keys,
     which plain YAML silently resolves to the last one."""
 
@@ -59,8 +59,8 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
         return super().construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping
+_StrictYamlLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictYamlLoader.construct_mapping
 )
 _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -189,7 +189,7 @@ class Config:
     budgets: tuple[BudgetConfig, ...]
     secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
-    def provider(self, source: SourceConfig) -> type[Provider]:
+    def provider_class(self, source: SourceConfig) -> type[Provider]:
         return get_provider(source.provider)
 
     def budget_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
@@ -211,7 +211,7 @@ class Config:
         """Source setting, else the provider's default, else the global one."""
         return (
             source.poll_interval
-            or self.provider(source).default_poll_interval
+            or self.provider_class(source).default_poll_interval
             or self.global_.poll_interval
         )
 
@@ -229,7 +229,7 @@ class Config:
             for source in self.polled_sources(budget):
                 wanted[source.name].add(budget.period)
         return {
-            s.name: frozenset(wanted[s.name] & self.provider(s).periods_for(s))
+            s.name: frozenset(wanted[s.name] & self.provider_class(s).periods_for(s))
             for s in self.sources
         }
 
@@ -251,7 +251,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(file, "", f"cannot read file: {_os_reason(exc)}") from None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)
+        raw = yaml.load(text, Loader=_StrictYamlLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(file, "", _yaml_reason(exc)) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of thousands of digits
@@ -260,10 +260,13 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(file, "", "file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "must be a mapping with global, sources and budgets")
-    return _Loader(file, env, Path(file).parent).load(raw)
+    return _ConfigBuilder(file, env, Path(file).parent).build(raw)
 
 
-class _Loader:
+class _ConfigBuilder:
+    """Turns the parsed YAML into a :class:`Config`: expands variables and ``*_file``
+    fields, validates every part and collects the secrets."""
+
     def __init__(self, file: str, env: Mapping[str, str], base: Path) -> None:
         self.file = file
         self.env = env
@@ -273,18 +276,18 @@ class _Loader:
     def error(self, path: str, message: str) -> ConfigError:
         return ConfigError(self.file, path, message)
 
-    def load(self, raw: dict[str, Any]) -> Config:
+    def build(self, raw: dict[str, Any]) -> Config:
         unknown = sorted(set(map(str, raw)) - {"global", "sources", "budgets"})
         if unknown:
             raise self.error(
                 unknown[0], _unknown_field(unknown[0], ["global", "sources", "budgets"])
             )
-        glob = self.validate(
+        global_ = self.validate(
             GlobalConfig, self.expand(raw.get("global") or {}, "global", False), "global"
         )
         sources = self.load_sources(raw.get("sources"))
         budgets = self.load_budgets(raw.get("budgets"))
-        config = Config(self.file, glob, sources, budgets, frozenset(self.secrets))
+        config = Config(self.file, global_, sources, budgets, frozenset(self.secrets))
         self.check_ratios(config)
         self.check_budget_sources(config)
         return config
@@ -393,11 +396,11 @@ class _Loader:
         return tuple(budgets)
 
     def check_ratios(self, config: Config) -> None:
-        glob = config.global_
-        if glob.warning_ratio >= glob.stop_ratio:
+        global_ = config.global_
+        if global_.warning_ratio >= global_.stop_ratio:
             raise self.error(
                 "global.warning_ratio",
-                f"{glob.warning_ratio} must be below stop_ratio {glob.stop_ratio}",
+                f"{global_.warning_ratio} must be below stop_ratio {global_.stop_ratio}",
             )
         for index, budget in enumerate(config.budgets):
             warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
@@ -420,7 +423,7 @@ class _Loader:
                     f"unknown source {budget.limit_from.source!r}",
                 )
             for source in config.polled_sources(budget):
-                supported = config.provider(source).periods_for(source)
+                supported = config.provider_class(source).periods_for(source)
                 if budget.period not in supported:
                     kinds = ", ".join(sorted(supported))
                     raise self.error(

@@ -30,7 +30,8 @@ from budget_exporter.budgets import (
 from budget_exporter.config import Config, load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.exposition import ExporterStatus, Rendered, build_families, render
-from budget_exporter.model import MAX_AMOUNT, PollResult, Window
+from budget_exporter.model import PollResult, Window
+from budget_exporter.money import is_plausible
 from budget_exporter.periods import window_at
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
 from budget_exporter.redact import redactor
@@ -112,7 +113,7 @@ class SourceRunner:
     def provider(self) -> Provider:
         """The provider instance, created on first use (creating an SDK client can fail)."""
         if self._provider is None:
-            self._provider = self.config.provider(self.source)(self.source, self._context)
+            self._provider = self.config.provider_class(self.source)(self.source, self._context)
         return self._provider
 
     def close(self) -> None:
@@ -208,14 +209,12 @@ def _check_result(result: object, windows: tuple[Window, ...]) -> None:
     for line in result.lines:
         if line.period not in wanted:
             raise ValueError("provider returned lines for a period it was not asked for")
-        if not line.amount.is_finite() or abs(line.amount) >= MAX_AMOUNT:
+        if not is_plausible(line.amount):
             raise ValueError(f"provider returned an implausible amount ({line.amount:.3e})")
     for item in (*result.forecasts, *result.budgets):
         for attribute in ("amount", "limit", "actual", "forecast"):
             amount = getattr(item, attribute, None)
-            if isinstance(amount, Decimal) and (
-                not amount.is_finite() or abs(amount) >= MAX_AMOUNT
-            ):
+            if isinstance(amount, Decimal) and not is_plausible(amount):
                 raise ValueError(f"provider returned an implausible amount ({amount:.3e})")
 
 
@@ -308,7 +307,8 @@ class Engine:
         self._ready = not pending  # once ready, stays ready
         return pending
 
-    def snapshot_states(self) -> dict[str, SourceState]:
+    def live_states(self) -> dict[str, SourceState]:
+        """The sources' states as of their latest polls (the snapshot may lag behind)."""
         with self._lock:
             return dict(self.states)
 
@@ -386,6 +386,7 @@ class Engine:
             name=source.name,
             provider=source.provider,
             poll_interval_seconds=runner.interval,
+            accrues=config.provider_class(source).accrues,
             requests=Counter(self._requests.get(source.name, Counter())),
         )
         return runner

@@ -1,11 +1,13 @@
 """Exceptions with messages that are safe to show to users."""
 
+from budget_exporter.text import one_line
+
 
 class ConfigError(Exception):
     """The configuration is invalid; ``str()`` is a single line naming file and field."""
 
     def __init__(self, file: str, path: str, message: str) -> None:
-        message = " ".join(message.split())  # always a single line
+        message = one_line(message)
         self.file = file
         self.path = path
         self.message = message

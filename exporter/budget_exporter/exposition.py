@@ -104,6 +104,7 @@ def build_families(
     status: ExporterStatus,
     max_series: Mapping[str, int],
 ) -> list[Metric]:
+    """Every metric family; ``max_series`` caps each state's cost series, by source name."""
     families: list[Metric] = []
     families.extend(_budget_families(budgets))
     families.extend(_source_families(states))
@@ -216,7 +217,7 @@ def _cost_family(states: Sequence[SourceState], max_series: Mapping[str, int]) -
             continue
         monthly = [ln for ln in s.result.lines if ln.period == Period.MONTHLY]
         for (currency, dims), amount in _merge_duplicates(
-            cap_lines(monthly, max_series.get(s.name, 200))
+            cap_lines(monthly, max_series[s.name])
         ).items():
             rows.append((s.name, s.provider, currency, dims, amount))
     keys = sorted({k for *_, dims, _ in rows for k, _ in dims})

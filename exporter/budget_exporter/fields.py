@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from budget_exporter.durations import format_duration, parse_duration
-from budget_exporter.model import MAX_AMOUNT, NUMBER
+from budget_exporter.money import AmountError, Problem, read_amount
 
 
 def _duration(value: object) -> timedelta:
@@ -30,23 +30,12 @@ def _duration(value: object) -> timedelta:
 
 
 def _money(value: object) -> Decimal:
-    if isinstance(value, bool):
-        raise ValueError("must be a number")
-    if isinstance(value, int | str | Decimal):
-        text = str(value).strip()
-    elif isinstance(value, float):
-        text = repr(value)  # the shortest text that round-trips, not the binary expansion
-    else:
-        raise ValueError("must be a number")
-    if not NUMBER.fullmatch(text):
-        raise ValueError("must be a number")
     try:
-        amount = Decimal(text)
-    except ArithmeticError:
-        raise ValueError("must be a number") from None  # never echo: it may be a secret
-    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
-        raise ValueError("must be a finite number below 1e15")
-    return amount
+        return read_amount(value)
+    except AmountError as exc:  # never echo the value: it may be a secret
+        if exc.problem is Problem.TOO_LARGE:
+            raise ValueError("must be a finite number below 1e15") from None
+        raise ValueError("must be a number") from None
 
 
 Duration = Annotated[

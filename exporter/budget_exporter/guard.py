@@ -38,6 +38,7 @@ from typing import Any, ParamSpec, TypeVar
 import requests
 
 from budget_exporter.model import MAX_AMOUNT
+from budget_exporter.money import parse_cost
 
 log = logging.getLogger("budget_exporter.guard")
 
@@ -219,12 +220,7 @@ def _amount(cost: Cost) -> Decimal | None:
         return None
     if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal):
         raise TypeError("cost must be a number")
-    amount = Decimal(repr(cost)) if isinstance(cost, float) else Decimal(cost)
-    if not amount.is_finite() or amount < 0:
-        raise ValueError("cost must be a finite number, zero or more")
-    if amount >= MAX_COST:
-        raise ValueError(f"cost must be below 1e{MAX_COST.adjusted()}")
-    return amount
+    return parse_cost(cost)
 
 
 def _error_text(response: requests.Response) -> str:

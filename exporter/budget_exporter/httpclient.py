@@ -25,6 +25,7 @@ from urllib3.util.retry import Retry
 from budget_exporter import __version__
 from budget_exporter.errors import SourceError
 from budget_exporter.redact import redactor
+from budget_exporter.text import excerpt, shorten
 
 RequestStatus = str
 """One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""
@@ -184,7 +185,7 @@ class HttpClient:
             if status == "timeout":
                 raise SourceError(f"{method} {where} timed out after {self.timeout:g}s") from None
             raise SourceError(
-                f"{method} {where} failed: {redactor(_short(root_cause(exc)))}"
+                f"{method} {where} failed: {redactor(shorten(root_cause(exc)))}"
             ) from None
         response._content = body  # what .json() and .text read (requests' own cache)
         self._record(status_of_response(response.status_code))
@@ -275,10 +276,6 @@ def require_tls_off_loopback(url: str) -> None:
         raise ValueError("must use https (plain http only to a loopback address)")
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def _detail(response: requests.Response) -> str:
     """A short, redacted excerpt of an error body (APIs explain 4xx there)."""
     try:
@@ -287,7 +284,4 @@ def _detail(response: requests.Response) -> str:
         return ""
     if not body:
         return ""
-    body = " ".join(body.split())
-    if len(body) > 200:
-        body = body[:197] + "..."
-    return ": " + redactor(body)
+    return ": " + redactor(excerpt(body, 200))

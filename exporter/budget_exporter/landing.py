@@ -49,11 +49,11 @@ def render_landing(snapshot: Snapshot, metrics_path: str = "/metrics") -> bytes:
             "</tr>"
         )
     shown = {b.name for b in snapshot.budgets}
-    health = {s.name: s for s in snapshot.states}
+    states = {s.name: s for s in snapshot.states}
     for budget in snapshot.config.budgets:
         if budget.name not in shown:
             needed = [s.name for s in snapshot.config.polled_sources(budget)]
-            down = [n for n in needed if n in health and health[n].attempted and not health[n].up]
+            down = [n for n in needed if n in states and states[n].attempted and not states[n].up]
             reason = (
                 f"no data: source {', '.join(down)} failed (see Sources below)"
                 if down

@@ -24,9 +24,6 @@ TARGET_LABELS = frozenset(
 )  # fmt: skip
 """Label names that clash with the target labels Prometheus or its service discovery add."""
 
-NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
-"""A plain decimal number: no digit separators, no non-ASCII digits."""
-
 DIMENSION_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 """What a configured dimension may be called: a snake_case Prometheus label name."""
 

@@ -15,6 +15,9 @@ class SourceState:
     name: str
     provider: str
     poll_interval_seconds: float
+    accrues: bool = True
+    """Spend grows through the period (the provider's ``accrues``); False for fixed
+    amounts, which are their own forecast."""
     result: PollResult | None = None
     windows: tuple[Window, ...] = ()
     """The windows ``result`` was polled for."""

@@ -19,7 +19,6 @@ import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -28,6 +27,7 @@ from budget_exporter import __version__
 from budget_exporter.errors import SourceError
 from budget_exporter.httpclient import RequestStatus, require_tls_off_loopback, status_of_response
 from budget_exporter.providers.base import ProviderContext, SourceConfig
+from budget_exporter.text import excerpt
 
 AWS_EXTRA_HINT = "install the aws extra: pip install 'budget-exporter[aws]'"
 
@@ -262,24 +262,6 @@ class AwsSession:
         }
 
 
-def parse_money(value: Any, what: str) -> Decimal:
-    """An AWS amount (a decimal string, sometimes with absurd precision) as Decimal."""
-    if isinstance(value, bool) or value is None:
-        raise SourceError(f"{what} is {'missing' if value is None else 'not a number'}")
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise SourceError(f"{what} is not a number") from None
-    if not amount.is_finite():
-        raise SourceError(f"{what} is not a finite number")
-    return amount
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def describe_error(exc: BaseException, role_arn: str | None = None) -> str | None:
     """A clear, secret-free sentence for a botocore/boto3 error, or None if not one."""
     from botocore import exceptions as bx
@@ -290,11 +272,11 @@ def describe_error(exc: BaseException, role_arn: str | None = None) -> str | Non
             "files, web identity token (IRSA), container and instance metadata)"
         )
     if isinstance(exc, bx.ProfileNotFound | bx.PartialCredentialsError):
-        return f"AWS credentials: {_short(str(exc))}"
+        return f"AWS credentials: {excerpt(str(exc))}"
     if isinstance(exc, bx.ClientError):
         error = exc.response.get("Error") or {}
         code = str(error.get("Code") or "Unknown")
-        message = _short(str(error.get("Message") or ""))
+        message = excerpt(str(error.get("Message") or ""))
         operation = exc.operation_name
         if operation == "AssumeRole":
             if code in CREDENTIAL_CODES:
@@ -311,13 +293,13 @@ def describe_error(exc: BaseException, role_arn: str | None = None) -> str | Non
         detail = f": {message}" if message else ""
         return f"{operation} failed ({code}){detail}"
     if isinstance(exc, bx.ParamValidationError):
-        return f"invalid request parameters: {_short(str(exc))}"
+        return f"invalid request parameters: {excerpt(str(exc))}"
     if isinstance(exc, bx.ReadTimeoutError | bx.ConnectTimeoutError):
-        return f"AWS request timed out: {_short(str(exc))}"
+        return f"AWS request timed out: {excerpt(str(exc))}"
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError):
-        return f"network error: {_short(str(exc))}"
+        return f"network error: {excerpt(str(exc))}"
     if isinstance(exc, bx.BotoCoreError):
-        return f"AWS client error: {_short(str(exc))}"
+        return f"AWS client error: {excerpt(str(exc))}"
     return None
 
 

@@ -68,6 +68,7 @@ from budget_exporter.httpclient import (
     status_of_response,
 )
 from budget_exporter.providers.base import ProviderContext
+from budget_exporter.text import excerpt, first_line, shorten
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 BILLING_ACCOUNT_ID = re.compile(r"^[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}$")
@@ -200,7 +201,9 @@ def _load_credentials(credentials_file: str | None) -> Any:
             return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
         except Exception as exc:
             # google-auth names missing fields or a bad key format; never echo key material.
-            detail = _short(_first_line(str(exc))) if isinstance(exc, ValueError) else ""
+            detail = (
+                shorten(first_line(str(exc)), _MAX_MESSAGE) if isinstance(exc, ValueError) else ""
+            )
             if not detail or "PRIVATE KEY" in detail or "\\n" in detail:
                 detail = type(exc).__name__
             raise SourceError(
@@ -217,7 +220,7 @@ def _load_credentials(credentials_file: str | None) -> Any:
     except GoogleAuthError as exc:
         raise SourceError(
             f"Application Default Credentials failed: {type(exc).__name__}: "
-            f"{_short(_first_line(str(exc)))}"
+            f"{shorten(first_line(str(exc)), _MAX_MESSAGE)}"
         ) from None
     return credentials
 
@@ -382,23 +385,29 @@ def source_error(exc: BaseException, api: str, hints: Mapping[int | str, str]) -
         return SourceError(text)
     if isinstance(exc, auth.RefreshError):
         return SourceError(
-            f"{api}: Google rejected the credentials ({_short(_refresh_reason(exc))}); "
+            f"{api}: Google rejected the credentials ({shorten(_refresh_reason(exc), _MAX_MESSAGE)}); "
             "check credentials_file or the Application Default Credentials"
         )
     if isinstance(exc, auth.DefaultCredentialsError):
-        return SourceError(f"{api}: no usable Google credentials ({_short(_first_line(str(exc)))})")
+        return SourceError(
+            f"{api}: no usable Google credentials ({shorten(first_line(str(exc)), _MAX_MESSAGE)})"
+        )
     if isinstance(exc, requests.Timeout | TimeoutError):
         return SourceError(f"{api} timed out")
     if isinstance(exc, requests.ConnectionError | auth.TransportError):
-        return SourceError(f"{api} could not be reached: {_short(_first_line(str(exc)))}")
-    return SourceError(f"{api} failed: {type(exc).__name__}: {_short(_first_line(str(exc)))}")
+        return SourceError(
+            f"{api} could not be reached: {shorten(first_line(str(exc)), _MAX_MESSAGE)}"
+        )
+    return SourceError(
+        f"{api} failed: {type(exc).__name__}: {shorten(first_line(str(exc)), _MAX_MESSAGE)}"
+    )
 
 
 def api_message(exc: Any) -> str:
     """Google's own explanation, without the ``METHOD URL:`` prefix the clients add."""
     message = str(getattr(exc, "message", "") or "")
     message = _REST_PREFIX.sub("", message)
-    return _short(" ".join(message.split()))
+    return excerpt(message, _MAX_MESSAGE)
 
 
 def _payload(exc: Any) -> dict[str, Any]:
@@ -445,14 +454,6 @@ def _refresh_reason(exc: BaseException) -> str:
     if args and isinstance(args[0], str):
         return args[0]
     return type(exc).__name__
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
 def billing_account_id(value: str) -> str:

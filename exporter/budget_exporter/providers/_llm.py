@@ -16,16 +16,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import HttpClient, HttpStatusError, require_tls_off_loopback
+from budget_exporter.httpclient import HttpClient, HttpStatusError
 from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
-from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
-from budget_exporter.providers.http_json import parse_amount
+from budget_exporter.providers.base import BaseUrl, Provider, ProviderContext, SourceConfig
 
 USAGE_TOKENS = "budget_source_usage_tokens"
 USAGE_TOKENS_HELP = (
@@ -47,7 +46,7 @@ class LlmSourceConfig(SourceConfig):
     """Fields shared by the LLM providers; ``admin_key`` is a secret."""
 
     admin_key: str = Field(min_length=1)
-    base_url: str = Field(pattern=r"^https?://")
+    base_url: BaseUrl
     page_size: int = Field(default=31, ge=1, le=31)
     max_pages: int = Field(default=100, ge=1, le=10_000)
     usage_tokens: bool = False
@@ -55,11 +54,6 @@ class LlmSourceConfig(SourceConfig):
     pricing: PricingConfig | None = None
 
     secret_fields = frozenset({"admin_key"})
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        return checked_base_url(value)
 
     @field_validator("pricing")
     @classmethod
@@ -74,14 +68,6 @@ class LlmSourceConfig(SourceConfig):
 
     def price_table(self) -> PriceTable:
         return (self.pricing or PricingConfig()).table()
-
-
-def checked_base_url(value: str) -> str:
-    """``value`` without a trailing slash; plain http only to a loopback host (keys travel)."""
-    if not urlsplit(value).hostname:
-        raise ValueError("must be an http(s) URL with a host")
-    require_tls_off_loopback(value)
-    return value.rstrip("/")
 
 
 def monthly_window(windows: Sequence[Window]) -> Window | None:

@@ -16,13 +16,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import Field
-
 from budget_exporter.errors import SourceError
 from budget_exporter.model import SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import LlmProvider, LlmSourceConfig, Tokens, count, currency_of
-from budget_exporter.providers.http_json import parse_amount
+from budget_exporter.providers.base import BaseUrl
 
 CENTS = Decimal(100)
 DEFAULT_WORKSPACE = "default"
@@ -37,7 +36,7 @@ _TOKEN_TYPES = {
 
 
 class AnthropicConfig(LlmSourceConfig):
-    base_url: str = Field(default="https://api.anthropic.com", pattern=r"^https?://")
+    base_url: BaseUrl = "https://api.anthropic.com"
     anthropic_version: str = "2023-06-01"
     group_by: tuple[Literal["workspace_id", "description"], ...] = ("workspace_id", "description")
 

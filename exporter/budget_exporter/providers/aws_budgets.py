@@ -25,9 +25,10 @@ from pydantic import Field
 
 from budget_exporter.errors import SourceError
 from budget_exporter.model import Period, PollResult, ProviderBudget, Window
+from budget_exporter.money import AmountError, parse_amount, read_amount
 from budget_exporter.periods import window_at
 from budget_exporter.providers import register
-from budget_exporter.providers._aws import AwsSession, AwsSourceConfig, aws_errors, parse_money
+from budget_exporter.providers._aws import AwsSession, AwsSourceConfig, aws_errors
 from budget_exporter.providers.base import Provider
 
 TIME_UNITS = {
@@ -68,10 +69,10 @@ def threshold_ratios(
         if item.get("ComparisonOperator", "GREATER_THAN") not in ("GREATER_THAN", "EQUAL_TO"):
             continue
         try:
-            percent = Decimal(str(item.get("Threshold")))
-        except ArithmeticError:
+            percent = read_amount(item.get("Threshold"))
+        except AmountError:
             continue
-        if percent.is_finite() and 0 < percent < 100:
+        if 0 < percent < 100:
             ratios.add(float(percent / 100))
     if not ratios:
         return None, None
@@ -85,7 +86,7 @@ def _amount(node: Any, what: str) -> tuple[Decimal, str] | None:
     unit = str(node.get("Unit") or "").strip().upper()
     if len(unit) != 3 or not unit.isalpha():
         raise SourceError(f"{what}.Unit is not a 3-letter currency code")
-    return parse_money(node["Amount"], f"{what}.Amount"), unit
+    return parse_amount(node["Amount"], f"{what}.Amount"), unit
 
 
 def _epoch(value: Any) -> float | None:

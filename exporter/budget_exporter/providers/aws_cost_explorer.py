@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from budget_exporter.errors import SourceError
 from budget_exporter.fields import Duration
 from budget_exporter.model import Forecast, Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._aws import (
     AwsSession,
@@ -41,7 +42,6 @@ from budget_exporter.providers._aws import (
     boto3_installed,
     describe_error,
     is_credential_error,
-    parse_money,
 )
 from budget_exporter.providers.base import Provider
 
@@ -241,7 +241,7 @@ def _add(data: CostData, start: date, keys: tuple[str, ...], value: Any, where: 
         return  # no figure for this metric in this period: nothing spent
     if not isinstance(value, Mapping):
         raise SourceError(f"{where}: metric value is not an object")
-    amount = parse_money(value.get("Amount"), f"{where} Amount")
+    amount = parse_amount(value.get("Amount"), f"{where} Amount")
     unit = str(value.get("Unit") or "").strip().upper()
     if not re.fullmatch(r"[A-Z]{3}", unit):
         raise SourceError(f"{where}: Unit is not a 3-letter currency code")
@@ -440,7 +440,7 @@ class CostExplorerProvider(Provider):
             return None
         total = answer.get("Total") or {}
         try:
-            rest = parse_money(total.get("Amount"), "GetCostForecast Total.Amount")
+            rest = parse_amount(total.get("Amount"), "GetCostForecast Total.Amount")
         except SourceError as exc:
             self.context.logger.warning("forecast ignored: %s", exc)
             return None

@@ -67,10 +67,11 @@ from budget_exporter.httpclient import (
     status_of_response,
 )
 from budget_exporter.model import Period, PollResult, SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
-from budget_exporter.providers.http_json import parse_amount
 from budget_exporter.redact import redactor
+from budget_exporter.text import first_line, shorten
 
 DEFAULT_BASE_URL = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-11-01"
@@ -321,12 +322,12 @@ class _TokenRequestCounter:
         self.sent = self.answered = 0
 
 
-def _first_line(text: str, limit: int = 300) -> str:
-    text = text.strip().splitlines()[0] if text.strip() else ""
+def _reason(text: str) -> str:
+    """The first line of an Azure error, without its trace and correlation IDs."""
+    text = first_line(text)
     for marker in (" Trace ID:", " Correlation ID:"):
         text = text.split(marker, 1)[0]
-    text = text.removeprefix("Authentication failed: ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(text.removeprefix("Authentication failed: "))
 
 
 def parse_query_result(
@@ -479,7 +480,7 @@ class AzureCostManagementProvider(Provider):
         except ValueError as exc:
             raise SourceError(
                 f"cannot set up Azure {config.auth.replace('_', ' ')} credentials: "
-                + _first_line(redactor(str(exc)))
+                + _reason(redactor(str(exc)))
             ) from None
 
     def token(self) -> str:
@@ -492,7 +493,7 @@ class AzureCostManagementProvider(Provider):
             error = exc
             raise SourceError(
                 f"Azure {config.auth.replace('_', ' ')} is not available here: "
-                + _first_line(redactor(str(exc)))
+                + _reason(redactor(str(exc)))
             ) from None
         except self._auth_error as exc:
             error = exc
@@ -501,17 +502,17 @@ class AzureCostManagementProvider(Provider):
                     "could not reach Microsoft Entra ID"
                     + (f" at {config.authority}" if config.authority else "")
                     + ": "
-                    + _first_line(redactor(str(exc)))
+                    + _reason(redactor(str(exc)))
                 ) from None
             raise SourceError(
                 f"Microsoft Entra ID refused the {config.auth.replace('_', ' ')} credentials "
                 f"(check tenant_id, client_id and the secret or token): "
-                + _first_line(redactor(str(exc)))
+                + _reason(redactor(str(exc)))
             ) from None
         except (self._azure_error, ValueError) as exc:
             error = exc
             raise SourceError(
-                "getting an Azure access token failed: " + _first_line(redactor(str(exc)))
+                "getting an Azure access token failed: " + _reason(redactor(str(exc)))
             ) from None
         finally:
             self._tokens.settle(error)

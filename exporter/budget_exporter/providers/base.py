@@ -14,15 +14,28 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from budget_exporter.fields import Duration, Name, Timeout
-from budget_exporter.httpclient import HttpClient, RequestStatus
+from budget_exporter.httpclient import HttpClient, RequestStatus, require_tls_off_loopback
 from budget_exporter.model import Period, PollResult, Window
 
 ALL_PERIODS = frozenset(Period)
+
+
+def checked_base_url(value: str) -> str:
+    """``value`` without a trailing slash; plain http only to a loopback host (keys travel)."""
+    if not urlsplit(value).hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    require_tls_off_loopback(value)
+    return value.rstrip("/")
+
+
+BaseUrl = Annotated[str, Field(pattern=r"^https?://"), AfterValidator(checked_base_url)]
+"""An API's base URL in a source's config: http(s), a host, no trailing slash."""
 
 
 class SourceConfig(BaseModel):

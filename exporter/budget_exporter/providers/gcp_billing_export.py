@@ -37,6 +37,7 @@ from pydantic import Field, field_validator, model_validator
 from budget_exporter.errors import SourceError
 from budget_exporter.fields import ConfigPath, Duration
 from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -173,13 +174,8 @@ def parse_rows(rows: Any, period: Period) -> tuple[list[SpendLine], datetime | N
         currency = row.get("currency")
         if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
             raise SourceError(f"row {index} of the billing export has no valid currency")
-        amount = row.get("net_cost")
-        if amount is None:
-            amount = Decimal(0)
-        if not isinstance(amount, Decimal):
-            amount = Decimal(str(amount))
-        if not amount.is_finite():
-            raise SourceError(f"row {index} of the billing export has a non-finite cost")
+        cost = row.get("net_cost")
+        amount = Decimal(0) if cost is None else parse_amount(cost, f"row {index} net_cost")
         dims = {
             "sub_account_id": row.get("project_id") or "",
             "service_name": row.get("service_description") or "",

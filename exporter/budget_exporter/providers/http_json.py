@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -25,16 +25,16 @@ from budget_exporter.fields import Currency, Money
 from budget_exporter.httpclient import describe_url
 from budget_exporter.model import (
     DIMENSION_NAME,
-    MAX_AMOUNT,
-    NUMBER,
     Period,
     PollResult,
     SpendLine,
     Window,
     label_clash,
 )
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
+from budget_exporter.text import first_line
 
 _RESERVED = frozenset({"source", "provider", "currency"})
 
@@ -43,7 +43,7 @@ def _compiles(expression: str) -> str:
     try:
         jmespath.compile(expression)
     except JMESPathError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(str(exc)) or type(exc).__name__
         raise ValueError(f"invalid JMESPath expression: {reason}") from None
     return expression
 
@@ -133,22 +133,6 @@ def _same_origin(current: str, following: str) -> str:
             "refusing to send credentials there"
         )
     return following
-
-
-def parse_amount(value: Any, what: str) -> Decimal:
-    """A JSON number or numeric string as Decimal; SourceError otherwise."""
-    if isinstance(value, bool) or value is None:
-        raise SourceError(f"{what} is {'missing' if value is None else 'not a number'}")
-    text = repr(value) if isinstance(value, float) else str(value).strip()
-    if not NUMBER.fullmatch(text):
-        raise SourceError(f"{what} is not a number")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise SourceError(f"{what} is not a number") from None
-    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
-        raise SourceError(f"{what} is not a plausible amount")
-    return amount
 
 
 @register

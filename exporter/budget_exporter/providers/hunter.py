@@ -28,10 +28,9 @@ from budget_exporter.errors import SourceError
 from budget_exporter.fields import Currency, Money, Ratio
 from budget_exporter.httpclient import HttpStatusError
 from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
-from budget_exporter.providers._llm import checked_base_url
-from budget_exporter.providers.base import Provider, SourceConfig
-from budget_exporter.providers.http_json import parse_amount
+from budget_exporter.providers.base import BaseUrl, Provider, SourceConfig
 
 QUOTA_USED = "budget_source_quota_used"
 QUOTA_LIMIT = "budget_source_quota_limit"
@@ -47,18 +46,13 @@ _HELP = {
 
 class HunterConfig(SourceConfig):
     api_key: str = Field(min_length=1)
-    base_url: str = Field(default="https://api.hunter.io/v2", pattern=r"^https?://")
+    base_url: BaseUrl = "https://api.hunter.io/v2"
     price_per_credit: Money | None = None
     prices: dict[str, Money] = Field(default_factory=dict)
     currency: Currency = "USD"
     quota_warning_ratio: Ratio = 0.8
 
     secret_fields = frozenset({"api_key"})
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        return checked_base_url(value)
 
     @field_validator("price_per_credit")
     @classmethod

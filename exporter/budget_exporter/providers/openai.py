@@ -16,19 +16,18 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import Field
-
 from budget_exporter.errors import SourceError
 from budget_exporter.model import SpendLine, Window
+from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import LlmProvider, LlmSourceConfig, Tokens, count, currency_of
-from budget_exporter.providers.http_json import parse_amount
+from budget_exporter.providers.base import BaseUrl
 
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 
 class OpenAIConfig(LlmSourceConfig):
-    base_url: str = Field(default="https://api.openai.com/v1", pattern=r"^https?://")
+    base_url: BaseUrl = "https://api.openai.com/v1"
     group_by: tuple[Literal["project_id", "line_item"], ...] = ("project_id", "line_item")
     project_ids: tuple[str, ...] = ()
 
