@@ -17,6 +17,19 @@ and an unreachable exporter allows the call (``fail_open=True``, the default)
 or denies it (``fail_open=False``).  A budget name the exporter does not know is
 always an error (:class:`BudgetCheckError`): a typo must not pass silently.
 
+Check, spend, record -- the actual cost goes to the spend counter of
+:mod:`budget_exporter.metering`, which a ``prometheus`` source reads back, so the
+budget sees it within seconds instead of at the next bill::
+
+    with guard.spending("openai", cost=estimate("gpt-4o", 12_000, 800)) as spend:
+        reply = client.chat.completions.create(...)            # raises BudgetExceeded first if denied
+        spend.record_tokens("gpt-4o", reply.usage.prompt_tokens, reply.usage.completion_tokens)
+
+A block that records nothing and ends normally records the estimate it was
+checked with; a block that raises records only what it recorded itself.  The
+decorator takes ``record=`` (a function of the call's result giving its actual
+cost) for the same.
+
 Module-level :func:`check_budget` and :func:`guarded` use a guard configured
 from the environment: ``BUDGET_EXPORTER_URL`` (default
 ``http://127.0.0.1:9820``) and ``BUDGET_EXPORTER_FAIL_OPEN`` (``true``/``false``).
@@ -30,13 +43,15 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
 import requests
 
+from budget_exporter.metering import Meter, default_meter
 from budget_exporter.model import MAX_AMOUNT
 from budget_exporter.money import parse_cost
 
@@ -90,6 +105,7 @@ class BudgetGuard:
         auth: tuple[str, str] | None = None,
         verify: bool | str = True,
         session: requests.Session | None = None,
+        meter: Meter | None = None,
     ) -> None:
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
@@ -101,9 +117,28 @@ class BudgetGuard:
         self.auth = auth
         self.verify = verify
         self.session = session or requests.Session()
+        self._meter = meter
         # (budget, cost) -> (expiry on the monotonic clock, decision); oldest use first.
         self._cache: OrderedDict[tuple[str, str], tuple[float, Decision]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def meter(self) -> Meter:
+        """Where :meth:`spending` and ``guarded(record=...)`` record actual costs."""
+        if self._meter is None:
+            self._meter = default_meter()
+        return self._meter
+
+    @contextmanager
+    def spending(self, budget: str, cost: Cost = None) -> Iterator[Spending]:
+        """Check ``budget`` for ``cost`` (raise :class:`BudgetExceeded` when denied), run the
+        block, and record its actual cost (see :class:`Spending`)."""
+        decision = self.check_budget(budget, cost)
+        spend = Spending(self.meter, budget, _currency(decision))
+        yield spend
+        amount = _amount(cost)
+        if spend.calls == 0 and amount:
+            spend.record(amount)
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -147,16 +182,27 @@ class BudgetGuard:
         return decision
 
     def guarded(
-        self, budget: str, cost: Cost | Callable[..., Cost] = None
+        self,
+        budget: str,
+        cost: Cost | Callable[..., Cost] = None,
+        *,
+        record: Callable[[Any], Cost] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Decorator: check ``budget`` before each call; ``cost`` may be a function of its arguments."""
+        """Decorator: check ``budget`` before each call; ``cost`` may be a function of its
+        arguments.  With ``record``, a function of the call's result giving its actual
+        cost, that cost is recorded in the spend counter after each successful call."""
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 amount = cost(*args, **kwargs) if callable(cost) else cost
-                self.check_budget(budget, amount)
-                return func(*args, **kwargs)
+                decision = self.check_budget(budget, amount)
+                result = func(*args, **kwargs)
+                if record is not None:
+                    actual = _amount(record(result))
+                    if actual:
+                        self.meter.record_cost(budget, actual, currency=_currency(decision))
+                return result
 
             return wrapper
 
@@ -215,6 +261,60 @@ class BudgetGuard:
         )
 
 
+class Spending:
+    """The block of :meth:`BudgetGuard.spending`: record what the operation really cost."""
+
+    def __init__(self, meter: Meter, budget: str, currency: str) -> None:
+        self.meter = meter
+        self.budget = budget
+        self.currency = currency
+        self.recorded = Decimal(0)
+        """The total recorded so far."""
+        self.calls = 0
+        """How many times :meth:`record` or :meth:`record_tokens` was called."""
+
+    def record(self, cost: float | int | Decimal, *, model: str = "") -> Decimal:
+        """Record ``cost`` (in the budget's currency); may be called more than once."""
+        amount = self.meter.record_cost(self.budget, cost, model=model, currency=self.currency)
+        self.recorded += amount
+        self.calls += 1
+        return amount
+
+    def record_tokens(
+        self,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        *,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> Decimal:
+        """Price one call's tokens with the meter's price table and record the cost."""
+        table = self.meter.price_table()
+        if table.currency != self.currency:
+            raise ValueError(
+                f"the price table is in {table.currency}, the budget in {self.currency}: "
+                "record the cost with record() instead"
+            )
+        amount = self.meter.record_tokens(
+            self.budget,
+            model,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
+        self.recorded += amount
+        self.calls += 1
+        return amount
+
+
+def _currency(decision: Decision) -> str:
+    """The budget's currency from the exporter's answer (USD if it could not be asked)."""
+    currency = decision.answer.get("currency")
+    return currency if isinstance(currency, str) and len(currency) == 3 else "USD"
+
+
 def _amount(cost: Cost) -> Decimal | None:
     if cost is None:
         return None
@@ -249,15 +349,23 @@ def check_budget(budget: str, cost: Cost = None) -> Decision:
     return default_guard().check_budget(budget, cost)
 
 
+def spending(budget: str, cost: Cost = None) -> Any:
+    """:meth:`BudgetGuard.spending` of the default guard (a context manager)."""
+    return default_guard().spending(budget, cost)
+
+
 def guarded(
-    budget: str, cost: Cost | Callable[..., Cost] = None
+    budget: str,
+    cost: Cost | Callable[..., Cost] = None,
+    *,
+    record: Callable[[Any], Cost] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator using the default guard; see :meth:`BudgetGuard.guarded`."""
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return default_guard().guarded(budget, cost)(func)(*args, **kwargs)
+            return default_guard().guarded(budget, cost, record=record)(func)(*args, **kwargs)
 
         return wrapper
 

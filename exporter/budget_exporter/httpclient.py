@@ -111,9 +111,11 @@ class CountingRetry(Retry):
 class HttpStatusError(SourceError):
     """The upstream answered with a non-2xx status after all retries."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, body: bytes = b"") -> None:
         super().__init__(message)
         self.status = status
+        self.body = body
+        """The answer's body (capped at 64 KiB), for providers whose APIs explain errors there."""
 
 
 class HttpClient:
@@ -201,6 +203,7 @@ class HttpClient:
                 f"{method} {where} answered HTTP {response.status_code} {response.reason or ''}".rstrip()
                 + _detail(response),
                 response.status_code,
+                body[:65536],
             )
         return response
 

@@ -146,3 +146,13 @@ class PollResult:
     samples: tuple[Sample, ...] = ()
     budgets: tuple[ProviderBudget, ...] = ()
     polled_at: datetime | None = field(default=None, compare=False)
+    data_through: datetime | None = None
+    """A billed source's data horizon: its figures fully cover spend before this
+    instant (exported as ``budget_source_data_through_timestamp_seconds``).  None
+    when the provider cannot tell; such a source cannot have a meter joined to it."""
+    unsettled: tuple[SpendLine, ...] = ()
+    """The part of ``lines`` that is spend at or after ``data_through`` (a still-open
+    daily bucket, say): left out where a metered source counts that time instead."""
+    metered_from: datetime | None = None
+    """A metered source joined to a billed one: the billed horizon its figures start
+    at (its lines are spend from there, or from the window start if later, to now)."""

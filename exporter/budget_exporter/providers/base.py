@@ -53,6 +53,10 @@ class SourceConfig(BaseModel):
     """Fields holding credentials: each also accepts a ``<field>_file`` twin,
     and their values are scrubbed from every log line, error and page."""
 
+    def billed_source(self) -> str | None:
+        """The billed source this (metered) source counts after, if joined to one."""
+        return None
+
 
 @dataclass(frozen=True)
 class ProviderContext:
@@ -66,6 +70,9 @@ class ProviderContext:
     record_request: Callable[[RequestStatus], None]
     now: Callable[[], datetime]
     logger: logging.Logger
+    horizon: Callable[[], datetime | None] = lambda: None
+    """For a metered source joined to a billed one: the billed source's current
+    data horizon (None until it has one); the metered figures start there."""
 
     def http_client(self) -> HttpClient:
         """A fresh HTTP client wired to this source's timeout, retries and counters."""
@@ -88,6 +95,8 @@ class Provider(ABC):
     accrues: ClassVar[bool] = True
     """Spend grows through the period (usage); False for fixed amounts (invoices,
     commitments), which are their own forecast instead of being projected."""
+    reports_horizon: ClassVar[bool] = False
+    """Its results carry ``data_through`` (see :meth:`has_horizon`)."""
 
     def __init__(self, config: Any, context: ProviderContext) -> None:
         self.config = config
@@ -97,6 +106,12 @@ class Provider(ABC):
     def periods_for(cls, config: Any) -> frozenset[Period]:
         """Periods a source with ``config`` can report; budgets are checked against it."""
         return cls.supported_periods
+
+    @classmethod
+    def has_horizon(cls, config: Any) -> bool:
+        """Whether a source with ``config`` reports a data horizon, so that a metered
+        source can be joined to it (``metered_after``)."""
+        return cls.reports_horizon
 
     @abstractmethod
     def poll(self, windows: Sequence[Window]) -> PollResult:

@@ -1,0 +1,176 @@
+"""Count what an application spends, in Prometheus, for real-time budgets.
+
+For services that run neither LiteLLM nor OpenTelemetry GenAI instrumentation:
+record the cost of each operation into a ``prometheus_client`` counter that the
+service already exposes on its ``/metrics``; a ``prometheus`` source of the
+exporter then reads it back through PromQL (see docs/realtime.md).
+
+    from budget_exporter.metering import record_cost, record_tokens
+
+    record_cost("openai", 0.042, model="gpt-4o")                  # a known cost
+    record_tokens("openai", "gpt-4o", input_tokens=1200, output_tokens=300)
+
+The counter is :data:`SPEND_METRIC` (``budget_app_spend_amount_total`` in the
+exposition) with the labels ``budget``, ``model`` and ``currency``.  Label values
+are bounded: at most ``max_series`` distinct combinations per process; any
+further combination is counted under ``model="other"`` (its budget and
+currency kept, so budgets stay right), with a warning.
+
+Works in ``prometheus_client`` multiprocess mode (gunicorn and the like): set
+``PROMETHEUS_MULTIPROC_DIR`` before the first counter is created, as
+``prometheus_client`` requires, and expose the directory with its
+``MultiProcessCollector``; each worker's increments are summed there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from decimal import Decimal
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
+from budget_exporter.pricing import PriceTable, default_table
+
+log = logging.getLogger("budget_exporter.metering")
+
+SPEND_METRIC = "budget_app_spend_amount"
+"""The counter's name without its ``_total`` suffix."""
+SPEND_HELP = (
+    "Money spent by this process on metered operations (API calls priced by the caller "
+    "or by the budget-exporter price table), by budget, model and currency."
+)
+LABELS = ("budget", "model", "currency")
+OTHER = "other"
+DEFAULT_MAX_SERIES = 200
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+Amount = float | int | Decimal
+
+
+class Meter:
+    """One spend counter, registered in ``registry`` (the default registry unless given)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        table: PriceTable | None = None,
+        max_series: int = DEFAULT_MAX_SERIES,
+        namespace: str = "",
+    ) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.table = table
+        self.max_series = max_series
+        self.counter = Counter(
+            SPEND_METRIC, SPEND_HELP, LABELS, namespace=namespace, registry=registry
+        )
+        self._seen: set[tuple[str, str, str]] = set()
+        self._lock = threading.Lock()
+
+    def price_table(self) -> PriceTable:
+        return self.table or default_table()
+
+    def record_cost(
+        self, budget: str, cost: Amount, *, model: str = "", currency: str = "USD"
+    ) -> Decimal:
+        """Add ``cost`` (in ``currency``) to the counter; returns it as a Decimal."""
+        amount = _amount(cost)
+        currency = currency.strip().upper()
+        if not _CURRENCY.match(currency):
+            raise ValueError("currency must be a three-letter code such as USD")
+        if not budget:
+            raise ValueError("budget must name the budget the spend counts against")
+        if amount:
+            self.counter.labels(*self._labels(budget, model, currency)).inc(float(amount))
+        return amount
+
+    def record_tokens(
+        self,
+        budget: str,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        *,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> Decimal:
+        """Price the tokens of one call with the price table and record the cost.
+
+        ``input_tokens`` excludes cached and cache-write tokens.  A model the table
+        does not price raises :class:`~budget_exporter.pricing.UnknownModelError`.
+        """
+        table = self.price_table()
+        cost = table.estimate(
+            model,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
+        return self.record_cost(budget, cost, model=model, currency=table.currency)
+
+    def _labels(self, budget: str, model: str, currency: str) -> tuple[str, str, str]:
+        key = (budget, model, currency)
+        with self._lock:
+            if key in self._seen:
+                return key
+            if len(self._seen) < self.max_series:
+                self._seen.add(key)
+                return key
+        log.warning(
+            "spend counter has %d label combinations already: model %r is counted as %r",
+            self.max_series,
+            model,
+            OTHER,
+        )
+        return (budget, OTHER, currency)
+
+
+def _amount(cost: Amount) -> Decimal:
+    if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal):
+        raise TypeError("cost must be a number")
+    amount = Decimal(repr(cost)) if isinstance(cost, float) else Decimal(cost)
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("cost must be a finite number, zero or more (a counter only goes up)")
+    return amount
+
+
+_default: Meter | None = None
+_default_lock = threading.Lock()
+
+
+def default_meter() -> Meter:
+    """The process-wide meter in ``prometheus_client``'s default registry."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Meter()
+        return _default
+
+
+def record_cost(budget: str, cost: Amount, *, model: str = "", currency: str = "USD") -> Decimal:
+    """Record ``cost`` with the default meter; see :meth:`Meter.record_cost`."""
+    return default_meter().record_cost(budget, cost, model=model, currency=currency)
+
+
+def record_tokens(
+    budget: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    *,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> Decimal:
+    """Price and record one call's tokens with the default meter; see :meth:`Meter.record_tokens`."""
+    return default_meter().record_tokens(
+        budget,
+        model,
+        input_tokens,
+        output_tokens,
+        cached_input_tokens=cached_input_tokens,
+        cache_write_tokens=cache_write_tokens,
+    )

@@ -1,0 +1,377 @@
+"""``prometheus``: metered spend from PromQL, through the Prometheus HTTP query API.
+
+``GET {url}/api/v1/query`` with ``query`` (a template) and ``time``.  Works with
+anything that serves that API: Prometheus, Thanos Query, Mimir and Cortex (the
+``tenant`` setting sends ``X-Scope-OrgID``), VictoriaMetrics.
+
+The template gets the window the figures must cover:
+
+* ``{range}`` -- the seconds from the window start (or, for a source with
+  ``metered_after``, from the billed source's data horizon when that is later)
+  to now, as a PromQL duration such as ``86400s``;
+* ``{start_unix}`` and ``{end_unix}`` -- the same start, and the evaluation time
+  (now), as Unix seconds.
+
+The query is evaluated at now.  Each series of the (instant vector or scalar)
+answer becomes a spend line; ``dimensions`` names the FOCUS dimensions taken
+from its labels.  In ``mode: tokens`` the answer is token counts instead, by
+model and token type, priced with the price table (:mod:`budget_exporter.pricing`).
+
+Failure rules are the usual ones: an error answer, a ``warnings`` list (partial
+data, e.g. a Thanos store or a Mimir querier that did not answer), a timeout or
+an unreachable server fail the poll; the last good figures stay.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from budget_exporter.errors import SourceError
+from budget_exporter.fields import ConfigPath, Currency, Name
+from budget_exporter.httpclient import HttpStatusError, describe_url, is_loopback
+from budget_exporter.model import (
+    DIMENSION_NAME,
+    MAX_AMOUNT,
+    Period,
+    PollResult,
+    SpendLine,
+    Window,
+    label_clash,
+)
+from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, UnknownModelError
+from budget_exporter.providers import register
+from budget_exporter.providers._llm import LineSum
+from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
+
+QUERY_PATH = "/api/v1/query"
+TENANT_HEADER = "X-Scope-OrgID"
+_RESERVED = frozenset({"source", "provider", "currency"})
+_PLACEHOLDERS = ("{range}", "{start_unix}", "{end_unix}")
+_MAX_WARNINGS_SHOWN = 3
+
+
+def _base_url(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.query or parts.fragment:
+        raise ValueError("must be the server's base URL, without a query string")
+    path = parts.path.rstrip("/")
+    if path.endswith(QUERY_PATH):
+        raise ValueError(f"must be the base URL; the exporter adds {QUERY_PATH}")
+    return url.rstrip("/")
+
+
+class TokenLabels(BaseModel):
+    """``tokens:``: how a token-mode answer names models and token types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_label: str = Field(default="model", min_length=1)
+    token_type_label: str = Field(default="token_type", min_length=1)
+    token_types: dict[str, str] = Field(
+        default_factory=lambda: (
+            {t: t for t in TOKEN_TYPES} | {"prompt": "input", "completion": "output"}
+        )
+    )
+    """Label value -> price-table token type; any other value fails the poll
+    (never a silent zero)."""
+
+    @model_validator(mode="after")
+    def _known_types(self) -> TokenLabels:
+        for value, kind in self.token_types.items():
+            if kind not in TOKEN_TYPES:
+                raise ValueError(
+                    f"token_types[{value!r}]: {kind!r} is not a token type "
+                    f"({', '.join(TOKEN_TYPES)})"
+                )
+        return self
+
+
+class PrometheusConfig(SourceConfig):
+    url: Annotated[str, AfterValidator(_base_url)] = Field(pattern=r"^https?://")
+    query: str = Field(min_length=1, max_length=20_000)
+    mode: Literal["cost", "tokens"] = "cost"
+    currency: Currency | None = None
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    """FOCUS dimension name -> label of the answer's series."""
+    tokens: TokenLabels = TokenLabels()
+    pricing: PricingConfig | None = None
+    metered_after: Name | None = None
+    """A billed source: count this source's spend only after that source's data horizon."""
+    tenant: str | None = Field(default=None, min_length=1, max_length=1024)
+    """Sent as ``X-Scope-OrgID`` (Mimir, Cortex, Loki-style multi-tenancy)."""
+    username: str | None = Field(default=None, min_length=1)
+    password: str | None = None
+    bearer_token: str | None = Field(default=None, min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: ConfigPath | None = None
+
+    secret_fields = frozenset({"password", "bearer_token", "headers"})
+
+    def billed_source(self) -> str | None:
+        return self.metered_after
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrometheusConfig:
+        if self.mode == "cost":
+            if self.currency is None:
+                raise ValueError("currency is required (the currency the query's amounts are in)")
+            if self.pricing is not None:
+                raise ValueError("pricing is only used with mode: tokens")
+        elif self.currency is not None:
+            table = self.price_table()
+            if self.currency != table.currency:
+                raise ValueError(
+                    f"currency {self.currency} differs from the price table's {table.currency}"
+                )
+        if not any(p in self.query for p in _PLACEHOLDERS):
+            raise ValueError(
+                "query must use {range} (or {start_unix}) so that it covers the budget's window"
+            )
+        for name, label in self.dimensions.items():
+            if not DIMENSION_NAME.match(name) or name in _RESERVED:
+                raise ValueError(f"dimension {name!r} is not a usable label name")
+            if label_clash(name):
+                raise ValueError(f"dimension {label_clash(name)}")
+            if not label:
+                raise ValueError(f"dimension {name!r} names no label")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password (or password_file)")
+        if self.username is not None and self.bearer_token is not None:
+            raise ValueError("set either basic auth (username/password) or bearer_token, not both")
+        credentials = self.password or self.bearer_token or self.headers
+        host = urlsplit(self.url).hostname
+        if credentials and urlsplit(self.url).scheme == "http" and not is_loopback(host):
+            raise ValueError(
+                "url must use https when credentials are set (plain http only to a loopback "
+                "address)"
+            )
+        if self.metered_after is not None and self.metered_after == self.name:
+            raise ValueError("metered_after must name another source")
+        return self
+
+    def price_table(self) -> PriceTable:
+        return (self.pricing or PricingConfig()).table()
+
+
+def promql_duration(seconds: float) -> str:
+    """Whole seconds, at least one: ``3600.2`` -> ``"3601s"``."""
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+def fill(template: str, start: datetime, end: datetime) -> str:
+    """``template`` with the window placeholders replaced (PromQL's own braces are kept)."""
+    values = {
+        "{range}": promql_duration((end - start).total_seconds()),
+        "{start_unix}": str(int(start.timestamp())),
+        "{end_unix}": str(int(end.timestamp())),
+    }
+    for token, text in values.items():
+        template = template.replace(token, text)
+    return template
+
+
+def metered_start(window: Window, horizon: datetime | None, now: datetime) -> datetime:
+    """Where the metered figures of ``window`` start: the window start, or the billed
+    horizon when that is later (never after now)."""
+    start = window.start if horizon is None else max(window.start, horizon)
+    return min(start, now)
+
+
+@register
+class PrometheusProvider(Provider):
+    name = "prometheus"
+    config_model = PrometheusConfig
+    default_poll_interval = timedelta(seconds=30)
+
+    def __init__(self, config: PrometheusConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
+        self.http = context.http_client()
+        self.table: PriceTable | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        config: PrometheusConfig = self.config
+        headers = {"Accept": "application/json"}
+        if config.tenant is not None:
+            headers[TENANT_HEADER] = config.tenant
+        if config.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {config.bearer_token}"
+        headers.update(config.headers)
+        return headers
+
+    def poll(self, windows: Sequence[Window]) -> PollResult:
+        config: PrometheusConfig = self.config
+        now = self.context.now()
+        horizon = self.context.horizon() if config.metered_after else None
+        lines: list[SpendLine] = []
+        for window in windows:
+            end = min(now, window.end)
+            start = metered_start(window, horizon, end)
+            answer = self.query(fill(config.query, start, end), end)
+            lines.extend(self.lines(answer, window.period))
+        return PollResult(lines=tuple(lines), polled_at=now, metered_from=horizon)
+
+    def query(self, promql: str, at: datetime) -> list[tuple[dict[str, str], Decimal]]:
+        """``(labels, value)`` of each series of the answer to ``promql`` at ``at``."""
+        config: PrometheusConfig = self.config
+        url = config.url + QUERY_PATH
+        kwargs: dict[str, Any] = {
+            "params": {"query": promql, "time": f"{at.timestamp():.3f}"},
+            "headers": self.request_headers,
+        }
+        if config.username is not None:
+            kwargs["auth"] = (config.username, config.password)
+        if config.ca_file is not None:
+            kwargs["verify"] = config.ca_file
+        try:
+            document = self.http.json("GET", url, **kwargs)
+        except HttpStatusError as exc:
+            raise _api_error(exc, url) from None
+        return parse_answer(document)
+
+    def lines(
+        self, answer: list[tuple[dict[str, str], Decimal]], period: Period
+    ) -> tuple[SpendLine, ...]:
+        config: PrometheusConfig = self.config
+        sums = LineSum()
+        if config.mode == "cost":
+            assert config.currency is not None
+            for labels, value in answer:
+                sums.add(value, config.currency, self.dimensions(labels))
+            return sums.lines(period)
+        if self.table is None:
+            self.table = config.price_table()
+        for labels, value in answer:
+            model, kind = self.token_labels(labels)
+            if value < 0:
+                raise SourceError(f"series {_series(labels)}: negative token count")
+            try:
+                cost = self.table.cost(model, {kind: value})
+            except UnknownModelError as exc:
+                raise SourceError(
+                    f"{exc}; add it under pricing.models or set pricing.default"
+                ) from None
+            dims = {**self.dimensions(labels), "model": model, "token_type": kind}
+            sums.add(cost, self.table.currency, dims)
+        return sums.lines(period)
+
+    def dimensions(self, labels: Mapping[str, str]) -> dict[str, str]:
+        config: PrometheusConfig = self.config
+        return {name: labels.get(label, "") for name, label in config.dimensions.items()}
+
+    def token_labels(self, labels: Mapping[str, str]) -> tuple[str, str]:
+        spec = self.config.tokens
+        model = labels.get(spec.model_label, "")
+        if not model:
+            raise SourceError(
+                f"series {_series(labels)} has no {spec.model_label!r} label "
+                "(tokens.model_label): keep it in the query's by (...)"
+            )
+        value = labels.get(spec.token_type_label, "")
+        kind = spec.token_types.get(value)
+        if kind is None:
+            known = ", ".join(sorted(spec.token_types))
+            raise SourceError(
+                f"series {_series(labels)}: token type {value!r} (label "
+                f"{spec.token_type_label!r}) is not in tokens.token_types ({known})"
+            )
+        return model, kind
+
+
+def parse_answer(document: Any) -> list[tuple[dict[str, str], Decimal]]:
+    """The series of a Prometheus query API answer; SourceError for an error,
+    a partial answer (``warnings``) or a result that is not an instant vector or scalar."""
+    if not isinstance(document, dict):
+        raise SourceError("the query API answered something that is not a JSON object")
+    if document.get("status") != "success":
+        raise SourceError(f"the query failed: {_error_text(document)}")
+    warnings = document.get("warnings")
+    if warnings:
+        shown = "; ".join(str(w) for w in list(warnings)[:_MAX_WARNINGS_SHOWN])
+        raise SourceError(f"partial answer (Prometheus warnings): {shown}")
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise SourceError("the query API's answer has no data object")
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        return [({}, _sample_value(result, "the scalar"))]
+    if kind != "vector":
+        raise SourceError(
+            f"the query returned a {kind}, not an instant vector: wrap range selectors in "
+            "increase(...[{range}]) or sum_over_time(...)"
+        )
+    if not isinstance(result, list):
+        raise SourceError("the query API's data.result is not a list")
+    series: list[tuple[dict[str, str], Decimal]] = []
+    for item in result:
+        if not isinstance(item, dict) or not isinstance(item.get("metric", {}), dict):
+            raise SourceError("a series of the answer is not an object with metric labels")
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        series.append((labels, _sample_value(item.get("value"), f"series {_series(labels)}")))
+    return series
+
+
+def _sample_value(sample: Any, where: str) -> Decimal:
+    """The value of ``[<unix time>, "<value>"]``; NaN, infinities and absurd sizes refused."""
+    if not isinstance(sample, list) or len(sample) != 2 or not isinstance(sample[1], str):
+        raise SourceError(f'{where}: value is not a [time, "number"] pair')
+    text = sample[1].strip()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise SourceError(f"{where}: value is not a number") from None
+    if not value.is_finite():
+        raise SourceError(f"{where}: value is {text} (no data, or a division by zero?)")
+    if abs(value) >= MAX_AMOUNT:
+        raise SourceError(f"{where}: value is not a plausible amount")
+    return value
+
+
+def _series(labels: Mapping[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return "{" + inner + "}"
+
+
+def _error_text(document: Mapping[str, Any]) -> str:
+    kind = document.get("errorType")
+    error = document.get("error")
+    text = str(error) if error else "no error message"
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{kind}: {text}" if kind else text
+
+
+def _api_error(exc: HttpStatusError, url: str) -> SourceError:
+    """An HTTP error, explained by the API's own error JSON when it sent one."""
+    if b"org id" in exc.body.lower():  # Mimir/Cortex without a tenant: plain text
+        return SourceError(
+            f"{exc} (set tenant: the Mimir/Cortex tenant ID, sent as {TENANT_HEADER})"
+        )
+    try:
+        document = json.loads(exc.body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return exc
+    if not isinstance(document, dict) or "error" not in document:
+        return exc
+    hint = ""
+    if exc.status in (401, 403):
+        hint = " (check username/password, bearer_token or headers)"
+    return SourceError(
+        f"GET {describe_url(url)} answered HTTP {exc.status}: {_error_text(document)}{hint}"
+    )

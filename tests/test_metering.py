@@ -1,0 +1,171 @@
+"""``budget_exporter.metering`` and the guard's record-after-spend, on real prometheus_client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from prometheus_client import CollectorRegistry, generate_latest
+
+from budget_exporter.guard import BudgetExceeded, BudgetGuard
+from budget_exporter.metering import OTHER, Meter
+from budget_exporter.pricing import UnknownModelError, estimate, load_price_table
+from tests.llm_helpers import parse_metrics
+
+URL = "http://exporter.test:9820"
+CHECK = f"{URL}/api/v1/check"
+TOTAL = "budget_app_spend_amount_total"
+
+
+def spend(registry: CollectorRegistry) -> dict[tuple[str, str, str], float]:
+    series = parse_metrics(generate_latest(registry).decode())
+    return {
+        (labels["budget"], labels["model"], labels["currency"]): value
+        for (name, frozen), value in series.items()
+        if name == TOTAL
+        for labels in [dict(frozen)]
+    }
+
+
+def test_costs_and_priced_tokens_accumulate() -> None:
+    registry = CollectorRegistry()
+    meter = Meter(registry)
+    meter.record_cost("openai", 0.5, model="gpt-4o")
+    meter.record_cost("openai", Decimal("0.25"), model="gpt-4o")
+    meter.record_cost("ads", 2, currency="eur")
+    priced = meter.record_tokens("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=500)
+    assert priced == estimate("gpt-4o-mini", 1000, 500)
+    assert spend(registry) == pytest.approx(
+        {
+            ("openai", "gpt-4o", "USD"): 0.75,
+            ("ads", "", "EUR"): 2.0,
+            ("openai", "gpt-4o-mini", "USD"): float(priced),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("cost", "error"),
+    [(-1, ValueError), (float("nan"), ValueError), (True, TypeError), ("1", TypeError)],
+)
+def test_bad_costs_are_refused(cost: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Meter(CollectorRegistry()).record_cost("openai", cost)
+
+
+def test_unknown_models_are_an_error_not_a_zero() -> None:
+    with pytest.raises(UnknownModelError):
+        Meter(CollectorRegistry()).record_tokens("openai", "no-such-model", 10, 10)
+    table = load_price_table(models={"house": {"input": 1, "output": 1}})
+    assert Meter(CollectorRegistry(), table=table).record_tokens("x", "house", 10**6) == 1
+
+
+def test_label_combinations_are_bounded() -> None:
+    registry = CollectorRegistry()
+    meter = Meter(registry, max_series=2)
+    for index in range(5):
+        meter.record_cost("openai", 1, model=f"model-{index}")
+    assert spend(registry) == {
+        ("openai", "model-0", "USD"): 1.0,
+        ("openai", "model-1", "USD"): 1.0,
+        ("openai", OTHER, "USD"): 3.0,  # nothing lost, the total stays right
+    }
+
+
+def test_multiprocess_mode_sums_every_worker(tmp_path: Path) -> None:
+    """Two worker processes record through the default meter; the collector sums them."""
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    worker = textwrap.dedent(
+        """
+        import sys
+        from budget_exporter.metering import record_cost
+        for _ in range(10):
+            record_cost("openai", float(sys.argv[1]), model="gpt-4o")
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    for amount in ("0.5", "1.5"):
+        subprocess.run([sys.executable, "-c", worker, amount], env=env, check=True, timeout=60)
+    collect = textwrap.dedent(
+        """
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        print(generate_latest(registry).decode())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", collect], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    series = parse_metrics(out)
+    key = (TOTAL, frozenset({"budget": "openai", "model": "gpt-4o", "currency": "USD"}.items()))
+    assert series[key] == pytest.approx(20.0)
+
+
+def _allow(currency: str = "USD") -> None:
+    responses.add(
+        responses.POST,
+        CHECK,
+        json={"allowed": True, "budget": "openai", "currency": currency, "reason": "ok"},
+    )
+
+
+@responses.activate
+def test_spending_records_the_actual_cost() -> None:
+    _allow()
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry))
+    with guard.spending("openai", cost=0.05) as spent:
+        spent.record_tokens("gpt-4o", 1000, 200)
+    assert spend(registry) == pytest.approx(
+        {("openai", "gpt-4o", "USD"): float(estimate("gpt-4o", 1000, 200))}
+    )
+
+
+@responses.activate
+def test_spending_records_the_estimate_unless_told_or_failed() -> None:
+    _allow("EUR")
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry))
+    with guard.spending("openai", cost=0.05):
+        pass  # nothing recorded: the estimate counts
+    with guard.spending("openai", cost=0.05) as spent:
+        spent.record(0)  # told it was free: nothing more
+    with pytest.raises(RuntimeError), guard.spending("openai", cost=0.05):
+        raise RuntimeError("the call failed before spending")
+    assert spend(registry) == pytest.approx({("openai", "", "EUR"): 0.05})
+
+
+@responses.activate
+def test_spending_is_denied_before_the_block_runs() -> None:
+    responses.add(
+        responses.POST, CHECK, json={"allowed": False, "budget": "openai", "reason": "stop"}
+    )
+    registry = CollectorRegistry()
+    ran = []
+    with pytest.raises(BudgetExceeded), BudgetGuard(URL, meter=Meter(registry)).spending("openai"):
+        ran.append(True)
+    assert not ran and spend(registry) == {}
+
+
+@responses.activate
+def test_guarded_records_from_the_result() -> None:
+    _allow()
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry))
+
+    @guard.guarded("openai", cost=0.1, record=lambda reply: reply["cost"])
+    def call() -> dict[str, float]:
+        return {"cost": 0.07}
+
+    assert call() == {"cost": 0.07}
+    assert call() == {"cost": 0.07}
+    assert spend(registry) == pytest.approx({("openai", "", "USD"): 0.14})
