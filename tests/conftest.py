@@ -5,20 +5,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import responses
 
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
-from tests.fake_upstream import FakeUpstream
-
-
-class Clock:
-    """A settable clock for the engine (Unix seconds)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
+from tests.support.fake_upstream import FakeUpstream
 
 
 @pytest.fixture
@@ -51,3 +43,10 @@ def upstream() -> Iterator[FakeUpstream]:
     server = FakeUpstream().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def rs() -> Iterator[responses.RequestsMock]:
+    """A ``responses`` mock for the test's duration; requests it does not know fail."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

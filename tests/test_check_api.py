@@ -19,9 +19,9 @@ from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError
 from budget_exporter.guard import BudgetExceeded, BudgetGuard
 from budget_exporter.pricing import estimate
-from tests.conftest import Clock
-from tests.llm_helpers import NOW
+from tests.support.clock import Clock
 from tests.support.exporter import exporters
+from tests.support.llm import NOW
 
 HUNTER_KEY = "hunterkey-check-api-0123456789abcdef"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fake_upstream import Reply
 from tests.support.exporter import ExporterProcess, exporters, run
+from tests.support.fake_upstream import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
-from tests.conftest import Clock
+from tests.support.clock import Clock
 from tests.test_exposition import samples
 
 TWO_SOURCES = """
@@ -192,7 +192,7 @@ def test_currency_mismatch_is_counted_and_logged(make_engine, caplog) -> None:
 def test_reload_never_runs_two_polls_of_a_source_at_once(
     make_engine, write_config, upstream
 ) -> None:
-    from tests.fake_upstream import Reply
+    from tests.support.fake_upstream import Reply
 
     upstream.default = Reply(200, {"total": 1}, delay=0.6)
     text = f"""
@@ -219,7 +219,7 @@ def test_reload_never_runs_two_polls_of_a_source_at_once(
 
 
 def test_implausible_amounts_are_a_source_error_not_a_crash(make_engine, upstream) -> None:
-    from tests.fake_upstream import Reply
+    from tests.support.fake_upstream import Reply
 
     upstream.default = Reply(200, {"total": "9e999999"})
     engine = make_engine(

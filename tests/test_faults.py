@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.fake_upstream import Reply
+from tests.support.fake_upstream import Reply
 from tests.test_exposition import samples
 
 CONFIG = """

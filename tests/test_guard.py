@@ -22,7 +22,7 @@ from budget_exporter.guard import (
     guarded,
 )
 from budget_exporter.pricing import estimate
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.support.fake_upstream import FakeUpstream, Reply
 
 URL = "http://exporter.test:9820"
 CHECK = f"{URL}/api/v1/check"

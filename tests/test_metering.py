@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from budget_exporter.guard import BudgetExceeded, BudgetGuard
 from budget_exporter.metering import OTHER, Meter
 from budget_exporter.pricing import UnknownModelError, estimate, load_price_table
-from tests.llm_helpers import parse_metrics
+from tests.support.llm import parse_metrics
 
 URL = "http://exporter.test:9820"
 CHECK = f"{URL}/api/v1/check"

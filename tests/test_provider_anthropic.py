@@ -15,9 +15,9 @@ import responses
 from budget_exporter.errors import SourceError
 from budget_exporter.model import Period
 from budget_exporter.periods import window_at
-from tests import llm_helpers as llm
-from tests.fake_upstream import FakeUpstream, Reply
-from tests.llm_helpers import MONTH, make_provider, value
+from tests.support import llm
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.llm import MONTH, make_provider, value
 
 BASE = "https://api.anthropic.test"
 COSTS = f"{BASE}/v1/organizations/cost_report"

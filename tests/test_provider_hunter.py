@@ -16,10 +16,10 @@ import yaml
 from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.logs import LogfmtFormatter
-from tests import llm_helpers as llm
-from tests.conftest import Clock
-from tests.fake_upstream import FakeUpstream, Reply
-from tests.llm_helpers import MONTH, NOW, make_provider, parse_metrics, value
+from tests.support import llm
+from tests.support.clock import Clock
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.llm import MONTH, NOW, make_provider, parse_metrics, value
 
 BASE = "https://api.hunter.test/v2"
 ACCOUNT = f"{BASE}/account"

@@ -19,9 +19,9 @@ from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.model import Period
 from budget_exporter.periods import window_at
 from budget_exporter.providers.openai import split_line_item
-from tests import llm_helpers as llm
-from tests.fake_upstream import FakeUpstream, Reply
-from tests.llm_helpers import DAY, MONTH, MONTH_START, make_provider, samples, value
+from tests.support import llm
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.llm import DAY, MONTH, MONTH_START, make_provider, samples, value
 
 BASE = "https://api.openai.test/v1"
 COSTS = f"{BASE}/organization/costs"

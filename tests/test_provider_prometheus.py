@@ -24,7 +24,7 @@ from budget_exporter.config import load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.model import Period
 from budget_exporter.providers.prometheus import fill, metered_start, promql_duration
-from tests.llm_helpers import MONTH, NOW, make_provider
+from tests.support.llm import MONTH, NOW, make_provider
 
 URL = "https://prometheus.test"
 QUERY_URL = f"{URL}/api/v1/query"

@@ -1,4 +1,4 @@
-"""Test harness for real processes on 127.0.0.1.
+"""Test harness: real processes and fake APIs on 127.0.0.1, and shared helpers.
 
 - :mod:`tests.support.net`: ``free_port``, ``http_get``/``get_json``, ``wait_until``,
   and ``loopback_only`` (autouse fixture: no connection or name lookup off loopback).
@@ -12,6 +12,11 @@
   until ready and stopped on close; ``prom_query``, ``prom_alerts``, ``am_alerts``.
 - :mod:`tests.support.receivers`: ``SlackReceiver`` (records webhook posts) and
   ``SmtpRecorder`` (aiosmtpd; records mails and logins).
+- :mod:`tests.support.fake_upstream`: ``FakeUpstream``, a scripted HTTP server standing
+  in for a provider's API, and its ``Reply``.
+- :mod:`tests.support.llm`: what the LLM/SaaS provider, check API and guard tests share
+  (a provider built with a test context, the month under test, samples by labels).
+- :mod:`tests.support.clock`: ``Clock``, a settable clock for the engine.
 
 Fixtures built on these live in ``tests/e2e/conftest.py``.
 """

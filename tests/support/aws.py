@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from budget_exporter.engine import Engine
 from budget_exporter.errors import SourceError
 from budget_exporter.providers.base import Provider, ProviderContext
-from tests.conftest import Clock
+from tests.support.clock import Clock
 from tests.support.net import loopback_guard
 
 NO_RETRIES = "global:\n  retries: 0\n  retry_backoff: 10ms\n"

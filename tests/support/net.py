@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any, TypeVar
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -101,3 +103,31 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
     """
     loopback_guard(monkeypatch)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output free of access logs."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class LocalServer:
+    """An HTTP server on a free port of 127.0.0.1, serving from its own thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

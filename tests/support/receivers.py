@@ -8,10 +8,9 @@ import json
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support.net import free_port
+from tests.support.net import LocalServer, QuietHandler, free_port
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,7 @@ class WebhookPost:
     payload: Any
 
 
-class SlackReceiver:
+class SlackReceiver(LocalServer):
     """Records the JSON posted to it and answers like Slack does (``200 ok``)."""
 
     def __init__(self) -> None:
@@ -29,10 +28,7 @@ class SlackReceiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
@@ -48,18 +44,8 @@ class SlackReceiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/services/T000/B000/XXXX"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> SlackReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/services/T000/B000/XXXX"
 
     @property
     def posts(self) -> list[WebhookPost]:

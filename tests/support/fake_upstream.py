@@ -7,9 +7,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.support.net import LocalServer, QuietHandler
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Seen:
     body: bytes
 
 
-class FakeUpstream:
+class FakeUpstream(LocalServer):
     """Answers from a queue of :class:`Reply`; when it is empty, with ``default``."""
 
     def __init__(self, default: Reply | None = None) -> None:
@@ -44,30 +46,17 @@ class FakeUpstream:
         self._lock = threading.Lock()
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 upstream._answer(self)
 
             do_POST = do_GET
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeUpstream:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return f"http://127.0.0.1:{self.port}"
 
     def reply(self, *replies: Reply) -> None:
         with self._lock:
