@@ -1,7 +1,8 @@
 """The HTTP client every HTTP-based provider uses.
 
 ``requests`` with urllib3's :class:`~urllib3.util.Retry` does the retrying
-(5xx, 429 with ``Retry-After``, timeouts, connection errors, exponential
+(429 and every 5xx that can succeed on a retry -- see :data:`RETRY_STATUSES` --
+honouring ``Retry-After``, timeouts, connection errors, exponential
 backoff).  A small :class:`Retry` subclass reports each attempt that gets
 retried, so ``budget_source_api_requests_total`` counts every request the
 exporter really sent, the monitor's own API bill included.
@@ -30,7 +31,16 @@ from budget_exporter.text import excerpt, shorten
 RequestStatus = str
 """One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""
 REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+NEVER_RETRIED_5XX = frozenset({501, 505, 506, 508, 510, 511})
+"""5xx answers a retry of the same request cannot change: 501 Not Implemented,
+505 HTTP Version Not Supported, 506 Variant Also Negotiates, 508 Loop Detected,
+510 Not Extended and 511 Network Authentication Required (a captive portal or
+proxy wants credentials).  They fail the poll at once."""
+RETRY_STATUSES = frozenset(
+    {429, *(code for code in range(500, 600) if code not in NEVER_RETRIED_5XX)}
+)
+"""429 and every other 5xx (500, 502-504, 507, 509, Cloudflare's 520-530, Anthropic's
+529 "overloaded", ...): retried with exponential backoff, honouring ``Retry-After``."""
 USER_AGENT = f"budget-exporter/{__version__}"
 
 
