@@ -219,10 +219,9 @@ def _source_forecast(
 def limit_from_problems(config: Config, source: str, result: PollResult) -> list[str]:
     """Why budgets taking their limit from ``source`` cannot use what it returned."""
     problems = []
-    for budget in config.budgets:
+    for budget in config.limit_budgets(source):
         ref = budget.limit_from
-        if ref is None or ref.source != source:
-            continue
+        assert ref is not None
         found = next((b for b in result.budgets if b.key == ref.budget), None)
         if found is None:
             keys = ", ".join(sorted(b.key for b in result.budgets)) or "none"
@@ -250,8 +249,8 @@ def match_problems(config: Config, source: str, result: PollResult) -> list[str]
     A typo there (``servce_name``) would otherwise show a quiet zero forever.
     """
     problems = []
-    for budget in config.budgets:
-        if not budget.match or source not in {s.name for s in config.budget_sources(budget)}:
+    for budget in config.source_budgets(source):
+        if not budget.match:
             continue
         lines = [ln for ln in result.lines if ln.period == budget.period]
         if not lines:
@@ -272,9 +271,7 @@ def currency_mismatches(
     """``(budget, source, currency)`` counts of the source's lines that a budget
     would sum but for their currency (there is no conversion)."""
     found: Counter[tuple[str, str, str]] = Counter()
-    for budget in config.budgets:
-        if source not in {s.name for s in config.budget_sources(budget)}:
-            continue
+    for budget in config.source_budgets(source):
         for line in result.lines:
             if (
                 line.period == budget.period

@@ -93,6 +93,7 @@ class GlobalConfig(BaseModel):
     max_retry_after: Duration = timedelta(minutes=5)
     jitter_ratio: float = Field(default=0.1, ge=0, le=0.5)
     max_series_per_source: int = Field(default=200, ge=1)
+    poll_workers: int = Field(default=8, ge=1, le=256)
     check: CheckConfig = CheckConfig()
 
 
@@ -198,14 +199,47 @@ class Config:
             return []
         if budget.sources is None or "*" in budget.sources:
             return list(self.sources)
-        return [s for s in self.sources if s.name in budget.sources]
+        order = self._source_order
+        found = sorted({order[name] for name in budget.sources if name in order})
+        return [self.sources[i] for i in found]  # in config order, each once
 
     def polled_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
         """Sources the budget needs data from: its spend sources and its limit source."""
         found = self.budget_sources(budget)
-        if budget.limit_from is not None and all(s.name != budget.limit_from.source for s in found):
-            found += [s for s in self.sources if s.name == budget.limit_from.source]
+        ref = budget.limit_from
+        if ref is None or ref.source not in self._source_order:
+            return found
+        if all(s.name != ref.source for s in found):
+            found.append(self.sources[self._source_order[ref.source]])
         return found
+
+    def source_budgets(self, source: str) -> tuple[BudgetConfig, ...]:
+        """Budgets that sum ``source``'s spend lines, in config order (looked up, not scanned)."""
+        return self._source_budgets.get(source, ())
+
+    def limit_budgets(self, source: str) -> tuple[BudgetConfig, ...]:
+        """Budgets that take their limit from ``source`` (``limit_from``)."""
+        return self._limit_budgets.get(source, ())
+
+    @cached_property
+    def _source_order(self) -> dict[str, int]:
+        return {s.name: i for i, s in enumerate(self.sources)}
+
+    @cached_property
+    def _source_budgets(self) -> dict[str, tuple[BudgetConfig, ...]]:
+        found: dict[str, list[BudgetConfig]] = {}
+        for budget in self.budgets:
+            for source in self.budget_sources(budget):
+                found.setdefault(source.name, []).append(budget)
+        return {name: tuple(budgets) for name, budgets in found.items()}
+
+    @cached_property
+    def _limit_budgets(self) -> dict[str, tuple[BudgetConfig, ...]]:
+        found: dict[str, list[BudgetConfig]] = {}
+        for budget in self.budgets:
+            if budget.limit_from is not None:
+                found.setdefault(budget.limit_from.source, []).append(budget)
+        return {name: tuple(budgets) for name, budgets in found.items()}
 
     def poll_interval(self, source: SourceConfig) -> timedelta:
         """Source setting, else the provider's default, else the global one."""

@@ -1,10 +1,14 @@
 """Background polling and the atomically swapped snapshot.
 
-One thread per source polls on the source's own interval (with jitter, and
-again right after each period boundary), so at most one poll of a source is
-ever in flight.  After every poll the engine rebuilds an immutable
-:class:`Snapshot` -- budgets computed, exposition rendered -- and swaps it in
-with a single reference assignment; scrapes only ever read the current one.
+A :class:`~budget_exporter.polling.PollScheduler` runs every source's polls on
+a bounded pool of worker threads (``global.poll_workers``), each source on its
+own interval (with jitter, and again right after each period boundary), never
+two polls of a source at once.  Finished polls ask a
+:class:`~budget_exporter.polling.Coalescer` for a rebuild: a burst of polls
+leads to one rebuild of the immutable :class:`Snapshot` -- budgets computed,
+exposition rendered -- swapped in with a single reference assignment; scrapes
+only ever read the current one.  A poll started directly (tests, ``--once``)
+rebuilds at once instead.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from budget_exporter.exposition import ExporterStatus, Rendered, build_families,
 from budget_exporter.model import PollResult, Window
 from budget_exporter.money import is_plausible
 from budget_exporter.periods import window_at
+from budget_exporter.polling import Coalescer, PollScheduler
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
 from budget_exporter.redact import redactor
 from budget_exporter.state import SourceState
@@ -40,6 +45,18 @@ from budget_exporter.state import SourceState
 log = logging.getLogger("budget_exporter")
 
 _BOUNDARY_GRACE_SECONDS = 5.0
+_MAX_REBUILD_DELAY = 1.0
+"""Longest wait between a finished poll and the start of the rebuild that serves it."""
+
+
+def _poll_rates(config: Config) -> dict[str, float]:
+    """Per provider, how many polls of its sources may start per second (if limited)."""
+    rates: dict[str, float] = {}
+    for source in config.sources:
+        rate = getattr(config.provider(source), "max_polls_per_second", None)
+        if rate:
+            rates[source.provider] = rate
+    return rates
 
 
 @dataclass(frozen=True)
@@ -75,17 +92,10 @@ def _runner_key(config: Config, source: SourceConfig) -> tuple[object, ...]:
 
 
 class SourceRunner:
-    """Polls one source, in its own thread or on demand."""
+    """One source: its provider, its schedule and its polls (run by the engine's pool)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        config: Config,
-        source: SourceConfig,
-        previous: SourceRunner | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, config: Config, source: SourceConfig) -> None:
         self.engine = engine
-        self.previous = previous
         self.config = config
         self.source = source
         self.key = _runner_key(config, source)
@@ -104,10 +114,10 @@ class SourceRunner:
         )
         self._context = context
         self._provider: Provider | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._poll_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+        self._polling = False
+        self._retired = False
 
     @property
     def provider(self) -> Provider:
@@ -120,49 +130,13 @@ class SourceRunner:
         if self._provider is not None:
             self._provider.close()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"poll-{self.source.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Poll now instead of waiting for the next scheduled poll."""
-        self._wake.set()
-
-    def join(self, timeout: float | None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def alive(self) -> bool:
-        """False once a started polling thread has ended without being stopped."""
-        thread = self._thread
-        return thread is None or thread.is_alive() or self._stop.is_set()
-
-    def _run(self) -> None:
-        if self.previous is not None:
-            # A reload replaced this source: let the old runner's poll finish first,
-            # so there is never more than one poll of a source in flight.
-            self.previous.join(None)
-            self.previous = None
-        delay = 0.0
-        try:
-            while True:
-                self._wake.wait(delay)
-                self._wake.clear()
-                if self._stop.is_set():
-                    break
-                try:
-                    self.poll()
-                except Exception:  # a bug in the core: log it and keep polling
-                    self.logger.exception("unexpected error while recording a poll")
-                delay = self.next_delay()
-        finally:
-            self.close()
+    def retire(self) -> None:
+        """Removed or replaced: close the provider now, or after the poll in flight."""
+        with self._state_lock:
+            self._retired = True
+            if self._polling:
+                return
+        self.close()
 
     def next_delay(self) -> float:
         """The interval with jitter, but never past the next period boundary."""
@@ -175,8 +149,26 @@ class SourceRunner:
             delay = min(delay, (boundary - now).total_seconds() + _BOUNDARY_GRACE_SECONDS)
         return max(delay, 0.0)
 
-    def poll(self) -> bool:
-        """Poll once now; record the outcome with the engine. Returns success."""
+    def poll(self, *, rebuild: bool = True) -> bool:
+        """Poll once now; record the outcome with the engine. Returns success.
+
+        With ``rebuild`` the engine rebuilds its snapshot before this returns;
+        the pool's polls pass False and the rebuilds are coalesced instead.
+        """
+        with self._state_lock:
+            if self._retired:
+                return False
+            self._polling = True
+        try:
+            return self._poll(rebuild)
+        finally:
+            with self._state_lock:
+                self._polling = False
+                retired = self._retired
+            if retired:
+                self.close()
+
+    def _poll(self, rebuild: bool) -> bool:
         with self._poll_lock:
             now = self.engine.now()
             windows = tuple(window_at(p, now) for p in sorted(self.config.periods(self.source)))
@@ -197,7 +189,9 @@ class SourceRunner:
                 self.logger.debug("poll succeeded in %.3fs: %d lines", duration, len(result.lines))
             else:
                 self.logger.warning("poll failed after %.3fs: %s", duration, error)
-            self.engine.record_poll(self, result, windows, now.timestamp(), duration, error)
+            self.engine.record_poll(
+                self, result, windows, now.timestamp(), duration, error, rebuild=rebuild
+            )
             return error is None
 
 
@@ -243,8 +237,11 @@ class Engine:
         self.states: dict[str, SourceState] = {}
         self._startup_sources = frozenset(s.name for s in config.sources)
         self._ready = False
-        self._batch = False
         self._warned: set[str] = set()
+        self._scheduler = PollScheduler(
+            self._poll_task, config.global_.poll_workers, _poll_rates(config)
+        )
+        self._rebuilds = Coalescer(self.rebuild, max_delay=_MAX_REBUILD_DELAY)
         for source in config.sources:
             self._add_runner(config, source)
         self.snapshot = self._build()
@@ -257,37 +254,64 @@ class Engine:
     def start(self) -> None:
         with self._lock:
             self._started = True
-            for runner in self.runners.values():
-                runner.start()
+            self._rebuilds.start()
+            self._scheduler.start()
+            for name, runner in self.runners.items():
+                self._scheduler.schedule(name, 0.0, runner.source.provider)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._started = False
             runners = list(self.runners.values())
-        for runner in runners:
-            runner.stop()
         deadline = time.monotonic() + timeout
+        self._scheduler.stop(timeout)
+        self._rebuilds.stop(max(deadline - time.monotonic(), 0))
         for runner in runners:
-            runner.join(max(deadline - time.monotonic(), 0))
+            runner.retire()
 
     def poll_all_once(self) -> bool:
         """Poll every source once, concurrently, and wait (for ``--once``)."""
         runners = list(self.runners.values())
-        self._batch = True  # one snapshot at the end, not one per source
-        try:
-            with ThreadPoolExecutor(max_workers=min(8, max(len(runners), 1))) as pool:
-                results = list(pool.map(lambda r: r.poll(), runners))
-        finally:
-            self._batch = False
+        workers = min(self.config.global_.poll_workers, max(len(runners), 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # one snapshot at the end, not one per source
+            results = list(pool.map(lambda r: r.poll(rebuild=False), runners))
         self.rebuild()
         for runner in runners:
             runner.close()
         return all(results)
 
     def healthy(self) -> bool:
-        """Every started polling thread is still running."""
+        """The scheduler, its workers and the rebuild thread are still running."""
+        return self._scheduler.alive() and self._rebuilds.alive()
+
+    def thread_count(self) -> int:
+        """Threads polling and rebuilding (bounded by ``poll_workers`` + 2)."""
+        return self._scheduler.thread_count() + (1 if self._started else 0)
+
+    @property
+    def rebuilds(self) -> int:
+        """Coalesced rebuilds run so far (not counting direct ones)."""
+        return self._rebuilds.runs
+
+    def _poll_task(self, name: str) -> float | None:
+        """Run by a pool worker: one poll, then the delay until the next."""
         with self._lock:
-            return all(runner.alive() for runner in self.runners.values())
+            runner = self.runners.get(name)
+        if runner is None:
+            return None
+        try:
+            runner.poll(rebuild=False)
+        except Exception:  # a bug in the core: log it and keep polling
+            runner.logger.exception("unexpected error while recording a poll")
+        with self._lock:
+            if self.runners.get(name) is not runner:
+                return None  # replaced or removed meanwhile: the scheduler already knows
+        return runner.next_delay()
+
+    def _schedule_new(self, runner: SourceRunner) -> None:
+        if self._started:
+            self._scheduler.schedule(runner.source.name, 0.0, runner.source.provider)
 
     def pending_sources(self) -> list[str]:
         """Sources whose first attempt is not in the served snapshot yet.
@@ -348,11 +372,11 @@ class Engine:
                     self.runners[source.name] = runner
                     states[source.name] = self.states[source.name]
                     if config.periods(source) != periods_before:
-                        runner.wake()  # a budget now needs another period from it
+                        self._schedule_new(runner)  # a budget now needs another period from it
                     continue
                 if runner is not None:
-                    runner.stop()
-                new = self._add_runner(config, source, states, previous=runner)
+                    runner.retire()
+                new = self._add_runner(config, source, states)
                 before = self.states.get(source.name)
                 if before is not None and before.provider == source.provider:
                     # Same source, new settings: keep serving its last good data
@@ -360,10 +384,12 @@ class Engine:
                     states[source.name] = before.with_(
                         poll_interval_seconds=new.interval, requests=states[source.name].requests
                     )
-                if self._started:
-                    new.start()
-            for runner in old.values():
-                runner.stop()
+                self._schedule_new(new)  # after any poll of the old runner in flight
+            for name, runner in old.items():
+                self._scheduler.remove(name)
+                runner.retire()
+            self._scheduler.set_rates(_poll_rates(config))
+            self._scheduler.set_workers(config.global_.poll_workers)
             self.states = states
             self._requests = {k: v for k, v in self._requests.items() if k in states}
             self.config = config
@@ -378,9 +404,8 @@ class Engine:
         config: Config,
         source: SourceConfig,
         states: dict[str, SourceState] | None = None,
-        previous: SourceRunner | None = None,
     ) -> SourceRunner:
-        runner = SourceRunner(self, config, source, previous)
+        runner = SourceRunner(self, config, source)
         self.runners[source.name] = runner
         (self.states if states is None else states)[source.name] = SourceState(
             name=source.name,
@@ -405,7 +430,10 @@ class Engine:
         attempted_at: float,
         duration: float,
         error: str | None,
+        *,
+        rebuild: bool = True,
     ) -> None:
+        """Keep the outcome of a poll; rebuild now, or ask for a coalesced rebuild."""
         name = runner.source.name
         with self._lock:
             if self.runners.get(name) is not runner:
@@ -428,8 +456,10 @@ class Engine:
                         self._warned.add(problem)
                         log.warning("%s", problem)
                 self._count_mismatches(name, currency_mismatches(self.config, name, result))
-        if not self._batch:
+        if rebuild:
             self.rebuild()
+        elif self._started:
+            self._rebuilds.request()
 
     def _count_mismatches(self, source: str, found: Counter[tuple[str, str, str]]) -> None:
         """Count (once per poll of ``source``) its lines left out for their currency."""

@@ -62,6 +62,7 @@ from requests.adapters import HTTPAdapter
 
 from budget_exporter.errors import SourceError
 from budget_exporter.httpclient import (
+    RETRY_STATUSES,
     USER_AGENT,
     require_tls_off_loopback,
     status_of_error,
@@ -72,7 +73,7 @@ from budget_exporter.text import excerpt, first_line, shorten
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 BILLING_ACCOUNT_ID = re.compile(r"^[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}$")
-RETRY_CODES = frozenset({429, 500, 502, 503, 504})
+RETRY_CODES = RETRY_STATUSES  # the same rule as every other HTTP API
 RETRY_REASONS = frozenset(
     {"rateLimitExceeded", "backendError", "internalError", "RATE_LIMIT_EXCEEDED"}
 )

@@ -46,6 +46,7 @@ class AnthropicProvider(LlmProvider):
     name = "anthropic"
     config_model = AnthropicConfig
     default_poll_interval = timedelta(minutes=30)
+    max_polls_per_second = 2.0
     api = "Anthropic Admin API"
 
     @property

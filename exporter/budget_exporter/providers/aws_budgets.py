@@ -136,6 +136,7 @@ class BudgetsProvider(Provider):
     name = "aws_budgets"
     config_model = BudgetsConfig
     default_poll_interval = timedelta(hours=1)
+    max_polls_per_second = 5.0
     supported_periods = frozenset(TIME_UNITS.values())
 
     def __init__(self, config: BudgetsConfig, context: Any) -> None:

@@ -262,6 +262,9 @@ class CostExplorerProvider(Provider):
     name = "aws_cost_explorer"
     config_model = CostExplorerConfig
     default_poll_interval = timedelta(hours=8)
+    # Cost Explorer is throttled per account and STS per caller: 2,000 role_arn sources
+    # start over 400 s, not in the same second.
+    max_polls_per_second = 5.0
     supported_periods = _SUPPORTED
 
     def __init__(self, config: CostExplorerConfig, context: Any) -> None:

@@ -402,6 +402,8 @@ class AzureCostManagementProvider(Provider):
     name = "azure_cost_management"
     config_model = AzureCostManagementConfig
     default_poll_interval = timedelta(hours=4)
+    # Cost Management quotas are tight (about 100 calls per 5 minutes per scope).
+    max_polls_per_second = 1.0
     """Cost Management refreshes a few times a day (data lags 8-24 h) and its
     query quotas are small and shared by the whole tenant."""
     supported_periods = frozenset({Period.MONTHLY})

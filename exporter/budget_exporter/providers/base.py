@@ -97,6 +97,10 @@ class Provider(ABC):
     commitments), which are their own forecast instead of being projected."""
     reports_horizon: ClassVar[bool] = False
     """Its results carry ``data_through`` (see :meth:`has_horizon`)."""
+    max_polls_per_second: ClassVar[float | None] = None
+    """At most this many polls of the provider's sources start per second, all sources
+    together (None: no limit beyond ``global.poll_workers``).  Spreads the start-up and
+    period-boundary bursts of many sources over time, within the API's rate limits."""
 
     def __init__(self, config: Any, context: ProviderContext) -> None:
         self.config = config

@@ -205,6 +205,7 @@ class GcpBillingExportProvider(Provider):
     name = "gcp_billing_export"
     config_model = GcpBillingExportConfig
     default_poll_interval = timedelta(hours=4)
+    max_polls_per_second = 2.0
     supported_periods = frozenset({Period.MONTHLY})
 
     def __init__(self, config: GcpBillingExportConfig, context: Any) -> None:

@@ -176,6 +176,7 @@ class GcpBudgetsProvider(Provider):
     name = "gcp_budgets"
     config_model = GcpBudgetsConfig
     default_poll_interval = timedelta(hours=1)
+    max_polls_per_second = 2.0
     # No spend lines, so any period is fine (a daily budget over "*" sources must not be
     # refused because of this source); provider budgets are monthly, quarterly or yearly.
 

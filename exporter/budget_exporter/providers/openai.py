@@ -52,6 +52,7 @@ class OpenAIProvider(LlmProvider):
     name = "openai"
     config_model = OpenAIConfig
     default_poll_interval = timedelta(hours=1)
+    max_polls_per_second = 2.0
     api = "OpenAI Costs/Usage API"
 
     @property
