@@ -114,7 +114,7 @@ def test_a_reload_keeps_the_schedules_of_unchanged_sources(make_engine, write_co
     wait_for(lambda: spend(engine, "b7") == 70 and spend(engine, "new") == 5, what="new data")
     time.sleep(0.3)
     assert engine._scheduler.polls_started - started == 2  # s7 (changed) and new: nobody else
-    assert "s9" not in engine.snapshot_states()
+    assert "s9" not in engine.live_states()
     assert spend(engine, "b9") is None
 
 
@@ -140,14 +140,14 @@ def test_a_hanging_source_holds_the_others_back_no_longer_than_its_timeout(
     last: dict[str, float | None] = {}
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
-        for name, state in engine.snapshot_states().items():
+        for name, state in engine.live_states().items():
             if state.last_attempt != last.get(name):
                 last[name] = state.last_attempt
                 attempts[name] += 1
         time.sleep(0.01)
     assert attempts["fast1"] >= 3 and attempts["fast2"] >= 3, attempts
     assert attempts["hang"] >= 2, attempts  # timed out, polled again: not stuck either
-    assert "timed out" in (engine.snapshot_states()["hang"].last_error or "")
+    assert "timed out" in (engine.live_states()["hang"].last_error or "")
 
 
 def test_the_scheduler_never_runs_two_polls_of_a_source_at_once() -> None:

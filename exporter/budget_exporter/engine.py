@@ -53,7 +53,7 @@ def _poll_rates(config: Config) -> dict[str, float]:
     """Per provider, how many polls of its sources may start per second (if limited)."""
     rates: dict[str, float] = {}
     for source in config.sources:
-        rate = getattr(config.provider(source), "max_polls_per_second", None)
+        rate = config.provider_class(source).max_polls_per_second
         if rate:
             rates[source.provider] = rate
     return rates
