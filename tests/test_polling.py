@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 from budget_exporter.polling import Coalescer, PollScheduler
-from tests.fake_upstream import Reply
+from tests.support.fake_upstream import Reply
 from tests.test_engine import spend
 
 

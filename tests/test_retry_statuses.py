@@ -12,7 +12,7 @@ from budget_exporter.httpclient import (
     HttpClient,
     HttpStatusError,
 )
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.support.fake_upstream import FakeUpstream, Reply
 
 RETRIED_ON_SIGHT = {500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524, 525, 526, 529, 530}
 
