@@ -37,7 +37,7 @@ FAULTS = {
     "trickle": (
         [Reply(200, {"data": {"total": 1, "padding": "x" * 40}}, trickle=0.05)],
         "timeout",
-        "the answer took longer than 0.3s",
+        "no complete answer within 0.3s",
     ),
     "missing field": ([Reply(200, {"data": {}})], "ok", "amount (data.total) is missing"),
     "401": ([Reply(401, {"error": "bad key"})], "client_error", "answered HTTP 401"),

@@ -111,6 +111,7 @@ class SourceRunner:
             record_request=lambda status: engine.count_request(source.name, status),
             now=engine.now,
             logger=self.logger,
+            max_response_size=source.max_response_size,
         )
         self._context = context
         self._provider: Provider | None = None

@@ -65,6 +65,26 @@ def _currency(value: object) -> str:
 
 
 Currency = Annotated[str, BeforeValidator(_currency)]
+
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+_SIZE_UNITS |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def _byte_size(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        size = int(match[1]) * _SIZE_UNITS[match[2]]
+    else:
+        raise ValueError("must be a size such as 8MiB, 500KB or a number of bytes")
+    if not 1024 <= size <= 2**30:
+        raise ValueError("must be between 1KiB and 1GiB")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size)]
+"""A size in bytes, written as a number or with a unit (``B``, ``KB``/``KiB``, ``MB``/``MiB``, ``GB``/``GiB``)."""
 Ratio = Annotated[float, Field(gt=0, le=1)]
 
 

@@ -6,13 +6,24 @@ honouring ``Retry-After``, timeouts, connection errors, exponential
 backoff).  A small :class:`Retry` subclass reports each attempt that gets
 retried, so ``budget_source_api_requests_total`` counts every request the
 exporter really sent, the monitor's own API bill included.
+
+What one request may cost is bounded: every attempt (connecting, sending,
+the headers and the whole body) must finish within ``timeout`` — a watchdog
+closes the socket of an attempt that overruns, so a server trickling its
+headers or body cannot hold a poll — and an answer may hold at most
+``max_response_size`` bytes once decompressed, expand at most
+:data:`MAX_DECOMPRESSION_RATIO` times and, when it is JSON, hold at most one
+item per :data:`JSON_BYTES_PER_ITEM` bytes of that cap.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -20,6 +31,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -42,6 +55,16 @@ RETRY_STATUSES = frozenset(
 """429 and every other 5xx (500, 502-504, 507, 509, Cloudflare's 520-530, Anthropic's
 529 "overloaded", ...): retried with exponential backoff, honouring ``Retry-After``."""
 USER_AGENT = f"budget-exporter/{__version__}"
+
+DEFAULT_MAX_RESPONSE_SIZE = 8 * 2**20
+"""Bytes an answer may hold once decompressed, unless a source sets ``max_response_size``.
+Billing answers are small; anything larger is a misconfigured URL or a broken server."""
+MAX_DECOMPRESSION_RATIO = 100
+"""A compressed answer past 1 MiB may expand at most this many times (JSON gzips ~10-20x)."""
+JSON_BYTES_PER_ITEM = 16
+"""A JSON answer may hold one item (value, array element or object member) per this many
+bytes of ``max_response_size``: 8 MiB allows 524,288 items, some 50 MB of Python objects."""
+_RATIO_CHECKED_FROM = 2**20
 
 
 def status_of_response(code: int) -> RequestStatus:
@@ -110,12 +133,104 @@ class CountingRetry(Retry):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
         if self.on_retry is not None:
             status = status_of_response(response.status) if response is not None else None
+            if status is None and _attempt_expired():
+                status = "timeout"
             self.on_retry(status or status_of_error(error))
         return retry
 
     def get_retry_after(self, response):  # type: ignore[no-untyped-def]
         seconds = super().get_retry_after(response)
         return None if seconds is None else min(seconds, self.max_retry_after)
+
+
+class _AttemptDeadline:
+    """Closes the socket of an attempt that has not finished within ``seconds``.
+
+    urllib3's timeouts bound each socket operation; a server sending one byte
+    at a time never trips them.  Each attempt (urllib3 retries included) arms
+    this watchdog when it sends its request; the caller disarms it once the
+    whole body is in.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.expired = False
+            self._timer = threading.Timer(self.seconds, self._expire, (connection,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _expire(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self.expired = True
+            sock = connection.sock
+        if sock is not None:
+            # the plain socket's shutdown, also under TLS: the blocked read sees EOF at once
+            with suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_current = threading.local()
+
+
+def _attempt_expired() -> bool:
+    deadline: _AttemptDeadline | None = getattr(_current, "deadline", None)
+    return deadline is not None and deadline.expired
+
+
+@contextmanager
+def _deadline_per_attempt(seconds: float) -> Iterator[_AttemptDeadline]:
+    deadline = _AttemptDeadline(seconds)
+    _current.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        deadline.disarm()
+        _current.deadline = None
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        deadline: _AttemptDeadline | None = getattr(_current, "deadline", None)
+        if deadline is not None:
+            deadline.arm(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    request = _WatchedHTTPConnection.request  # type: ignore[assignment]
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections arm the current attempt deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
 
 
 class HttpStatusError(SourceError):
@@ -139,8 +254,10 @@ class HttpClient:
         backoff: float,
         record: Callable[[RequestStatus], None],
         max_retry_after: float = 300.0,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         self.timeout = timeout
+        self.max_response_size = max_response_size
         self._record = record
         retry = CountingRetry(
             total=retries,
@@ -159,7 +276,7 @@ class HttpClient:
         )
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(max_retries=retry)
+        adapter = _WatchedAdapter(max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -169,36 +286,34 @@ class HttpClient:
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send one request (with retries); raise :class:`SourceError` unless 2xx.
 
-        ``timeout`` bounds connecting and every read, and the whole body must
-        arrive within it once the headers are in (a server trickling bytes
-        cannot hold a poll), up to :data:`MAX_BODY_BYTES`.  Redirects are not
-        followed.
+        Each attempt must finish within ``timeout`` (connecting, the headers and
+        the whole body: a server trickling bytes cannot hold a poll), and the
+        answer must fit the caps described in the module's docstring.
+        Redirects are not followed.
         """
         kwargs.setdefault("timeout", self.timeout)
         where = describe_url(url)
-        try:
-            kwargs.setdefault("allow_redirects", False)  # credentials never follow a redirect
-            response = self.session.request(method, url, stream=True, **kwargs)
-            body = _read_body(response, time.monotonic() + self.timeout)
-        except _BodyTooSlow:
-            self._record("timeout")
-            raise SourceError(
-                f"{method} {where} timed out: the answer took longer than {self.timeout:g}s"
-            ) from None
-        except _BodyTooLarge:
-            self._record(status_of_response(response.status_code))
-            raise SourceError(
-                f"{method} {where} answered more than {MAX_BODY_BYTES // 2**20} MiB"
-            ) from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            # urllib3's own errors come from reading the streamed body ourselves
-            status = status_of_error(exc)
-            self._record(status)
-            if status == "timeout":
-                raise SourceError(f"{method} {where} timed out after {self.timeout:g}s") from None
-            raise SourceError(
-                f"{method} {where} failed: {redactor(shorten(root_cause(exc)))}"
-            ) from None
+        with _deadline_per_attempt(self.timeout) as deadline:
+            try:
+                kwargs.setdefault("allow_redirects", False)  # credentials never follow a redirect
+                response = self.session.request(method, url, stream=True, **kwargs)
+                body = _read_body(response, self.max_response_size)
+                if deadline.expired:  # the watchdog cut a body without a length short
+                    raise _TooSlow
+            except _TooLarge as exc:
+                self._record(status_of_response(response.status_code))
+                raise SourceError(f"{method} {where} {exc}") from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, _TooSlow) as exc:
+                # urllib3's own errors come from reading the streamed body ourselves
+                status = "timeout" if deadline.expired else status_of_error(exc)
+                self._record(status)
+                if status == "timeout":
+                    raise SourceError(
+                        f"{method} {where} timed out: no complete answer within {self.timeout:g}s"
+                    ) from None
+                raise SourceError(
+                    f"{method} {where} failed: {redactor(shorten(root_cause(exc)))}"
+                ) from None
         response._content = body  # what .json() and .text read (requests' own cache)
         self._record(status_of_response(response.status_code))
         if response.is_redirect or 300 <= response.status_code < 400:
@@ -220,8 +335,18 @@ class HttpClient:
     def json(self, method: str, url: str, **kwargs: Any) -> Any:
         """:meth:`request` and decode the JSON body."""
         response = self.request(method, url, **kwargs)
+        max_items = max(self.max_response_size // JSON_BYTES_PER_ITEM, 1)
+        if json_items(response.content) > max_items:
+            raise SourceError(
+                f"{method} {describe_url(url)} answered JSON of more than {max_items} items "
+                f"(one per {JSON_BYTES_PER_ITEM} bytes of max_response_size)"
+            )
         try:
             return response.json()
+        except RecursionError:
+            raise SourceError(
+                f"{method} {describe_url(url)} answered JSON nested too deeply"
+            ) from None
         except (ValueError, json.JSONDecodeError):
             ctype = response.headers.get("Content-Type", "no content type")
             raise SourceError(
@@ -229,32 +354,49 @@ class HttpClient:
             ) from None
 
 
-MAX_BODY_BYTES = 64 * 2**20
-"""Billing answers are small; anything larger is a misconfigured URL or a broken server."""
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
-class _BodyTooSlow(Exception):
+def json_items(body: bytes) -> int:
+    """An upper bound of the values in a JSON document, counted without parsing it:
+    every value but the first of a container follows a comma (strings are skipped)."""
+    skeleton = _JSON_STRING.sub(b"", body)
+    return skeleton.count(b",") + skeleton.count(b"[") + skeleton.count(b"{") + 1
+
+
+class _TooSlow(Exception):
     pass
 
 
-class _BodyTooLarge(Exception):
+class _TooLarge(Exception):
     pass
 
 
-def _read_body(response: requests.Response, deadline: float) -> bytes:
+def _read_body(response: requests.Response, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
         while chunk := response.raw.read1(65536, decode_content=True):  # what has arrived
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _BodyTooLarge
-            if time.monotonic() > deadline:
-                raise _BodyTooSlow
+            if size > max_bytes:
+                raise _TooLarge(f"answered more than {format_size(max_bytes)} (max_response_size)")
+            wire = response.raw.tell()
+            if size > _RATIO_CHECKED_FROM and size > MAX_DECOMPRESSION_RATIO * max(wire, 1):
+                raise _TooLarge(
+                    f"answered a compressed body expanding more than {MAX_DECOMPRESSION_RATIO}x"
+                )
     finally:
         response.close()
     return b"".join(chunks)
+
+
+def format_size(size: int) -> str:
+    """``8 MiB``, ``512 KiB`` or ``100 bytes``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
 
 
 def describe_url(url: str) -> str:

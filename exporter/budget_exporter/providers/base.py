@@ -19,8 +19,13 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from budget_exporter.fields import Duration, Name, Timeout
-from budget_exporter.httpclient import HttpClient, RequestStatus, require_tls_off_loopback
+from budget_exporter.fields import ByteSize, Duration, Name, Timeout
+from budget_exporter.httpclient import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    HttpClient,
+    RequestStatus,
+    require_tls_off_loopback,
+)
 from budget_exporter.model import Period, PollResult, Window
 
 ALL_PERIODS = frozenset(Period)
@@ -48,6 +53,8 @@ class SourceConfig(BaseModel):
     poll_interval: Duration | None = None
     timeout: Timeout | None = None
     max_series: int | None = Field(default=None, ge=1)
+    max_response_size: ByteSize = DEFAULT_MAX_RESPONSE_SIZE
+    """The largest answer (decompressed) a request of this source may get."""
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields holding credentials: each also accepts a ``<field>_file`` twin,
@@ -73,6 +80,7 @@ class ProviderContext:
     horizon: Callable[[], datetime | None] = lambda: None
     """For a metered source joined to a billed one: the billed source's current
     data horizon (None until it has one); the metered figures start there."""
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
 
     def http_client(self) -> HttpClient:
         """A fresh HTTP client wired to this source's timeout, retries and counters."""
@@ -82,6 +90,7 @@ class ProviderContext:
             backoff=self.retry_backoff.total_seconds(),
             record=self.record_request,
             max_retry_after=self.max_retry_after.total_seconds(),
+            max_response_size=self.max_response_size,
         )
 
 
