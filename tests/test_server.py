@@ -28,8 +28,8 @@ budgets:
 def serve(make_engine) -> Iterator:
     servers: list[ExporterServer] = []
 
-    def start(text: str = CONFIG, **kwargs) -> tuple[ExporterServer, str]:
-        engine = make_engine(text)
+    def start(text: str = CONFIG, engine=None, **kwargs) -> tuple[ExporterServer, str]:
+        engine = engine or make_engine(text)
         server = ExporterServer(engine, "127.0.0.1:0", **kwargs)
         server.start()
         servers.append(server)
@@ -70,8 +70,15 @@ def test_endpoints(serve) -> None:
     assert head.status_code == 200 and head.content == b""
 
 
-def test_reload_endpoint(serve, write_config) -> None:
-    server, url = serve()
+def test_reload_needs_the_lifecycle_flag(serve) -> None:
+    _, url = serve()  # as without --web.enable-lifecycle
+    answer = requests.post(f"{url}/-/reload", timeout=5)
+    assert answer.status_code == 403 and "Lifecycle API is not enabled" in answer.text
+
+
+def test_reload_endpoint(serve, write_config, make_engine) -> None:
+    engine = make_engine(CONFIG)
+    server, url = serve(engine=engine, on_reload=engine.reload)
     write_config(CONFIG.replace("limit: 100, currency: USD", "limit: 200, currency: USD"))
     answer = requests.post(f"{url}/-/reload", timeout=5)
     assert answer.status_code == 200

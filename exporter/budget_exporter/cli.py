@@ -12,6 +12,7 @@ from budget_exporter import __version__
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError
+from budget_exporter.lifecycle import Reloader, catch_sighup
 from budget_exporter.logs import LEVELS, setup_logging
 from budget_exporter.server import (
     DEFAULT_PORT,
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="path of the metrics endpoint (default: %(default)s)",
     )
     parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="serve POST/PUT /-/reload (off by default, as in Prometheus; SIGHUP always reloads)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -86,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, sighup: threading.Event | None = None) -> int:
+    """Run the exporter; ``sighup`` is an event a SIGHUP handler installed earlier sets."""
+    # Before anything slow: a SIGHUP while the configuration loads is kept, not fatal.
+    reload_requested = sighup or catch_sighup()
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
@@ -106,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.buffer.write(engine.snapshot.rendered.text)
         sys.stdout.flush()
         return 0 if ok else 1
-    return _serve(engine, args)
+    return _serve(engine, args, reload_requested)
 
 
-def _serve(engine: Engine, args: argparse.Namespace) -> int:
+def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading.Event) -> int:
     web_config, context = WebConfig(), None
     try:
         parse_listen_address(args.listen_address)
@@ -119,21 +129,25 @@ def _serve(engine: Engine, args: argparse.Namespace) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"budget-exporter: {exc}", file=sys.stderr)
         return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    reloader = Reloader(engine.reload)
     try:
-        server = ExporterServer(engine, args.listen_address, web_config, context, args.metrics_path)
+        server = ExporterServer(
+            engine,
+            args.listen_address,
+            web_config,
+            context,
+            args.metrics_path,
+            on_reload=reloader.reload if args.enable_lifecycle else None,
+        )
     except OSError as exc:
         print(
             f"budget-exporter: cannot listen on {args.listen_address}: {exc.strerror}",
             file=sys.stderr,
         )
         return 1
-
-    stop = threading.Event()
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
     engine.start()
     server.start()
@@ -148,7 +162,7 @@ def _serve(engine: Engine, args: argparse.Namespace) -> int:
     while not stop.is_set():
         if reload_requested.wait(0.2):
             reload_requested.clear()
-            engine.reload()
+            reloader.reload()
     log.info("shutting down")
     server.shutdown()
     engine.stop()

@@ -62,6 +62,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        with contextlib.suppress(OSError):  # small answers leave at once (no Nagle delay)
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is None:
             super().finish_request(request, client_address)
             return
@@ -91,7 +93,7 @@ class ExporterServer:
     ) -> None:
         self.engine = engine
         self.metrics_path = metrics_path
-        self.on_reload = on_reload or engine.reload
+        self.on_reload = on_reload  # None: the lifecycle API is off (--web.enable-lifecycle)
         web_config = web_config or WebConfig()
         self.headers = dict(web_config.http_server_config.headers)
         self.auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
@@ -192,6 +194,9 @@ class ExporterServer:
                         self._send(
                             405, b"Use POST to reload.\n", _TEXT, head, {"Allow": "POST, PUT"}
                         )
+                        return
+                    if server.on_reload is None:
+                        self._send(403, b"Lifecycle API is not enabled.\n", _TEXT, head)
                         return
                     ok, message = server.on_reload()
                     self._send(200 if ok else 500, (message + "\n").encode(), _TEXT, head)

@@ -8,10 +8,11 @@ Supported keys: ``tls_server_config`` (``cert_file``, ``key_file``,
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
+import secrets
 import ssl
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
@@ -107,35 +108,81 @@ class WebConfig(BaseModel):
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes, caching successes.
+    """Checks ``Authorization: Basic`` against bcrypt hashes, as exporter-toolkit does.
 
-    bcrypt is deliberately slow; Prometheus scrapes every few seconds with the
-    same credentials, so a verified pair is remembered by its SHA-256.
+    bcrypt is deliberately slow (a quarter of a second at cost 12), so:
+
+    * checks run one at a time: a flood of wrong passwords keeps one core busy,
+      never all of them;
+    * outcomes are remembered by a SHA-256 of user, password and hash: Prometheus
+      scrapes with the same credentials every few seconds and is answered from
+      the cache without waiting for the bcrypt queue; failures are remembered
+      apart (and forgotten first), so a flood of guesses cannot push a good
+      pair out;
+    * an unknown user is checked against a dummy hash of the same cost, so the
+      answer takes as long as for a known one and cannot reveal user names.
     """
+
+    MAX_REMEMBERED = 1024
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
-        self._verified: set[bytes] = set()
-        self._lock = threading.Lock()
+        self._succeeded: OrderedDict[bytes, None] = OrderedDict()
+        self._failed: OrderedDict[bytes, None] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._bcrypt_lock = threading.Lock()  # one bcrypt check at a time
+        self._dummy: bytes | None = None
 
     def check(self, user: str, password: str) -> bool:
+        hashed = self.users.get(user)
+        known = hashed is not None
+        if hashed is None:
+            hashed = self._dummy_hash()
+        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        outcome = self._remembered(key)
+        if outcome is None:
+            with self._bcrypt_lock:
+                outcome = self._remembered(key)  # checked while this one waited
+                if outcome is None:
+                    outcome = _checkpw(password, hashed)
+                    self._remember(key, outcome)
+        return known and outcome
+
+    def _remembered(self, key: bytes) -> bool | None:
+        with self._cache_lock:
+            for cache, outcome in ((self._succeeded, True), (self._failed, False)):
+                if key in cache:
+                    cache.move_to_end(key)
+                    return outcome
+        return None
+
+    def _remember(self, key: bytes, outcome: bool) -> None:
+        cache = self._succeeded if outcome else self._failed
+        with self._cache_lock:
+            cache[key] = None
+            if len(cache) > self.MAX_REMEMBERED:
+                cache.popitem(last=False)
+
+    def _dummy_hash(self) -> bytes:
+        """A hash of a random password at the highest cost among the users' hashes."""
         import bcrypt
 
-        hashed = self.users.get(user)
-        if hashed is None:
-            return False
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
-        with self._lock:
-            if any(hmac.compare_digest(key, k) for k in self._verified):
-                return True
-        try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
-        except ValueError:
-            return False
-        if ok:
-            with self._lock:
-                self._verified.add(key)
-        return ok
+        if self._dummy is None:
+            with self._bcrypt_lock:
+                if self._dummy is None:
+                    cost = max(int(h.split(b"$")[2]) for h in self.users.values())
+                    secret = secrets.token_bytes(16).hex().encode()
+                    self._dummy = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost))
+        return self._dummy
+
+
+def _checkpw(password: str, hashed: bytes) -> bool:
+    import bcrypt
+
+    try:
+        return bcrypt.checkpw(password.encode(), hashed)
+    except ValueError:  # a password over 72 bytes (bcrypt 5 refuses it)
+        return False
 
 
 def load_web_config(path: str) -> tuple[WebConfig, ssl.SSLContext | None]:

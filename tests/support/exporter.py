@@ -35,10 +35,19 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 class ExporterProcess:
-    """``python -m budget_exporter`` serving on a free port of 127.0.0.1."""
+    """``python -m budget_exporter`` serving on a free port of 127.0.0.1, with
+    ``/-/reload`` on (``--web.enable-lifecycle``) unless ``lifecycle`` is False."""
 
-    def __init__(self, config: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        lifecycle: bool = True,
+    ) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
+        if lifecycle:
+            flags = ("--web.enable-lifecycle", *flags)
         self.proc = subprocess.Popen(
             [
                 *EXPORTER,
@@ -83,8 +92,8 @@ class ExporterProcess:
 
 
 def exporters() -> Iterator[Callable[..., ExporterProcess]]:
-    """Body of a fixture that starts exporters (``start(config, *flags, env=None)``)
-    and always stops them::
+    """Body of a fixture that starts exporters (``start(config, *flags, env=None,
+    lifecycle=True)``) and always stops them::
 
         @pytest.fixture
         def running() -> Iterator[Callable[..., ExporterProcess]]:
@@ -92,8 +101,10 @@ def exporters() -> Iterator[Callable[..., ExporterProcess]]:
     """
     started: list[ExporterProcess] = []
 
-    def start(config: Path, *flags: str, env: dict[str, str] | None = None) -> ExporterProcess:
-        exporter = ExporterProcess(config, *flags, env=env)
+    def start(
+        config: Path, *flags: str, env: dict[str, str] | None = None, lifecycle: bool = True
+    ) -> ExporterProcess:
+        exporter = ExporterProcess(config, *flags, env=env, lifecycle=lifecycle)
         started.append(exporter)
         return exporter
 

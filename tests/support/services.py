@@ -123,7 +123,8 @@ class ServiceSet:
         return service
 
     def exporter(self, config_file: Path, *extra_args: str) -> Service:
-        """``python -m budget_exporter``, ready once every source was polled once."""
+        """``python -m budget_exporter``, ready once every source was polled once; its
+        ``/-/reload`` is on (``--web.enable-lifecycle``) for tests that reload it."""
         port = free_port()
         argv = [
             sys.executable,
@@ -133,6 +134,7 @@ class ServiceSet:
             str(config_file.resolve()),
             "--web.listen-address",
             f"127.0.0.1:{port}",
+            "--web.enable-lifecycle",
             *extra_args,
         ]
         return self.start("exporter", argv, port, "/-/ready")
