@@ -7,12 +7,15 @@ Supported keys: ``tls_server_config`` (``cert_file``, ``key_file``,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 import secrets
 import ssl
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -112,8 +115,8 @@ class BasicAuth:
 
     bcrypt is deliberately slow (a quarter of a second at cost 12), so:
 
-    * checks run one at a time: a flood of wrong passwords keeps one core busy,
-      never all of them;
+    * checks run one at a time, in one thread at the lowest CPU priority: a flood
+      of wrong passwords gets one core at most, and only what serving leaves idle;
     * outcomes are remembered by a SHA-256 of user, password and hash: Prometheus
       scrapes with the same credentials every few seconds and is answered from
       the cache without waiting for the bcrypt queue; failures are remembered
@@ -130,23 +133,27 @@ class BasicAuth:
         self._succeeded: OrderedDict[bytes, None] = OrderedDict()
         self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._bcrypt_lock = threading.Lock()  # one bcrypt check at a time
+        self._checker = ThreadPoolExecutor(1, "bcrypt", initializer=_lowest_cpu_priority)
         self._dummy: bytes | None = None
 
     def check(self, user: str, password: str) -> bool:
         hashed = self.users.get(user)
         known = hashed is not None
         if hashed is None:
-            hashed = self._dummy_hash()
+            hashed = self._checker.submit(self._dummy_hash).result()
         key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
         outcome = self._remembered(key)
         if outcome is None:
-            with self._bcrypt_lock:
-                outcome = self._remembered(key)  # checked while this one waited
-                if outcome is None:
-                    outcome = _checkpw(password, hashed)
-                    self._remember(key, outcome)
+            outcome = self._checker.submit(self._check, key, password, hashed).result()
         return known and outcome
+
+    def _check(self, key: bytes, password: str, hashed: bytes) -> bool:
+        """In the checker thread: bcrypt, unless the same check ran while this one queued."""
+        outcome = self._remembered(key)
+        if outcome is None:
+            outcome = _checkpw(password, hashed)
+            self._remember(key, outcome)
+        return outcome
 
     def _remembered(self, key: bytes) -> bool | None:
         with self._cache_lock:
@@ -164,16 +171,20 @@ class BasicAuth:
                 cache.popitem(last=False)
 
     def _dummy_hash(self) -> bytes:
-        """A hash of a random password at the highest cost among the users' hashes."""
+        """In the checker thread: a hash of a random password at the users' highest cost."""
         import bcrypt
 
         if self._dummy is None:
-            with self._bcrypt_lock:
-                if self._dummy is None:
-                    cost = max(int(h.split(b"$")[2]) for h in self.users.values())
-                    secret = secrets.token_bytes(16).hex().encode()
-                    self._dummy = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost))
+            cost = max(int(h.split(b"$")[2]) for h in self.users.values())
+            secret = secrets.token_bytes(16).hex().encode()
+            self._dummy = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost))
         return self._dummy
+
+
+def _lowest_cpu_priority() -> None:
+    """Lower the calling thread's priority (Linux nices threads one by one)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _checkpw(password: str, hashed: bytes) -> bool:
