@@ -15,7 +15,7 @@ import pytest
 
 from budget_exporter.errors import SourceError
 from budget_exporter.httpclient import HttpClient, json_items
-from tests.fake_upstream import Reply
+from tests.support.fake_upstream import Reply
 
 
 @pytest.fixture
