@@ -11,6 +11,7 @@ from budget_exporter.errors import SourceError
 from budget_exporter.money import (
     AmountError,
     Problem,
+    given_cost,
     is_plausible,
     parse_amount,
     parse_cost,
@@ -53,8 +54,9 @@ def test_amounts_are_read_exactly(value: object, expected: Decimal) -> None:
         ("sNaN", Problem.NAN),
         (float("nan"), Problem.NAN),
         (Decimal("NaN"), Problem.NAN),
-        ("Infinity", Problem.TOO_LARGE),
-        (float("inf"), Problem.TOO_LARGE),
+        ("Infinity", Problem.INFINITE),
+        ("+Inf", Problem.INFINITE),  # as Prometheus writes it
+        (float("inf"), Problem.INFINITE),
         ("1e15", Problem.TOO_LARGE),
         (10**15, Problem.TOO_LARGE),
         pytest.param(10**5000, Problem.TOO_LARGE, id="5001-digits"),  # never made text
@@ -69,12 +71,13 @@ def test_what_is_not_an_amount_says_why(value: object, problem: Problem) -> None
 
 @pytest.mark.parametrize(
     ("value", "negative"),
-    [("-Infinity", True), (-(10**15), True), ("-1e20", True), ("1e20", False)],
+    [(-(10**15), True), ("-1e20", True), ("1e20", False), ("-Infinity", True), ("inf", False)],
 )
-def test_a_value_too_large_tells_its_sign(value: object, negative: bool) -> None:
+def test_a_value_out_of_range_tells_its_sign(value: object, negative: bool) -> None:
     with pytest.raises(AmountError) as caught:
         read_amount(value)
-    assert caught.value.problem is Problem.TOO_LARGE and caught.value.negative is negative
+    assert caught.value.problem in (Problem.INFINITE, Problem.TOO_LARGE)
+    assert caught.value.negative is negative
 
 
 def test_plausible_amounts_are_finite_and_below_the_bound() -> None:
@@ -91,6 +94,7 @@ def test_plausible_amounts_are_finite_and_below_the_bound() -> None:
         ("n/a", "total is not a number"),
         ("NaN", "total is not a number"),
         ("1e20", "total is not a plausible amount"),
+        ("-Infinity", "total is not a plausible amount"),
     ],
 )
 def test_provider_answers_fail_as_source_errors(value: object, message: str) -> None:
@@ -123,3 +127,13 @@ def test_costs_are_amounts_of_zero_or_more(value: object, message: str) -> None:
 
 def test_a_cost_of_zero_is_allowed() -> None:
     assert parse_cost(0) == 0 and parse_cost("0.25") == Decimal("0.25")
+
+
+def test_costs_given_by_code_are_numbers_not_text() -> None:
+    assert given_cost(0.1) == Decimal("0.1") and given_cost(Decimal(2)) == 2
+    with pytest.raises(TypeError):
+        given_cost("0.1")
+    with pytest.raises(TypeError):
+        given_cost(True)
+    with pytest.raises(ValueError, match="zero or more"):
+        given_cost(-0.5)

@@ -33,7 +33,7 @@ def _money(value: object) -> Decimal:
     try:
         return read_amount(value)
     except AmountError as exc:  # never echo the value: it may be a secret
-        if exc.problem is Problem.TOO_LARGE:
+        if exc.problem in (Problem.INFINITE, Problem.TOO_LARGE):
             raise ValueError("must be a finite number below 1e15") from None
         raise ValueError("must be a number") from None
 

@@ -53,7 +53,7 @@ import requests
 
 from budget_exporter.metering import Meter, default_meter
 from budget_exporter.model import MAX_AMOUNT
-from budget_exporter.money import parse_cost
+from budget_exporter.money import given_cost
 
 log = logging.getLogger("budget_exporter.guard")
 
@@ -316,11 +316,7 @@ def _currency(decision: Decision) -> str:
 
 
 def _amount(cost: Cost) -> Decimal | None:
-    if cost is None:
-        return None
-    if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal):
-        raise TypeError("cost must be a number")
-    return parse_cost(cost)
+    return None if cost is None else given_cost(cost)
 
 
 def _error_text(response: requests.Response) -> str:

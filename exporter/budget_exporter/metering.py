@@ -31,6 +31,7 @@ from decimal import Decimal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
+from budget_exporter.money import given_cost
 from budget_exporter.pricing import PriceTable, default_table
 
 log = logging.getLogger("budget_exporter.metering")
@@ -77,7 +78,7 @@ class Meter:
         self, budget: str, cost: Amount, *, model: str = "", currency: str = "USD"
     ) -> Decimal:
         """Add ``cost`` (in ``currency``) to the counter; returns it as a Decimal."""
-        amount = _amount(cost)
+        amount = given_cost(cost)  # a counter only goes up
         currency = currency.strip().upper()
         if not _CURRENCY.match(currency):
             raise ValueError("currency must be a three-letter code such as USD")
@@ -127,15 +128,6 @@ class Meter:
             OTHER,
         )
         return (budget, OTHER, currency)
-
-
-def _amount(cost: Amount) -> Decimal:
-    if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal):
-        raise TypeError("cost must be a number")
-    amount = Decimal(repr(cost)) if isinstance(cost, float) else Decimal(cost)
-    if not amount.is_finite() or amount < 0:
-        raise ValueError("cost must be a finite number, zero or more (a counter only goes up)")
-    return amount
 
 
 _default: Meter | None = None

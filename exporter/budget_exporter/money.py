@@ -33,13 +33,14 @@ class Problem(StrEnum):
     MISSING = "missing"
     NOT_A_NUMBER = "not a number"
     NAN = "NaN"
+    INFINITE = "infinite"
     TOO_LARGE = "too large"
-    """Infinite, or at or beyond :data:`MAX_AMOUNT` in size (either sign)."""
+    """At or beyond :data:`MAX_AMOUNT` in size (either sign)."""
 
 
 class AmountError(ValueError):
     """``value`` is not an amount; :attr:`problem` says why, :attr:`negative`
-    whether a value too large in size was below zero."""
+    whether a value infinite or too large was below zero."""
 
     def __init__(self, problem: Problem, negative: bool = False) -> None:
         super().__init__(str(problem))
@@ -72,6 +73,8 @@ def read_amount(value: object) -> Decimal:
         raise AmountError(Problem.NOT_A_NUMBER)
     if amount.is_nan():
         raise AmountError(Problem.NAN)
+    if amount.is_infinite():
+        raise AmountError(Problem.INFINITE, negative=amount.is_signed())
     if not is_plausible(amount):
         raise AmountError(Problem.TOO_LARGE, negative=amount.is_signed())
     return amount
@@ -93,7 +96,7 @@ def parse_amount(value: object, what: str) -> Decimal:
     except AmountError as exc:
         if exc.problem is Problem.MISSING:
             raise SourceError(f"{what} is missing") from None
-        if exc.problem is Problem.TOO_LARGE:
+        if exc.problem in (Problem.INFINITE, Problem.TOO_LARGE):
             raise SourceError(f"{what} is not a plausible amount") from None
         raise SourceError(f"{what} is not a number") from None
 
@@ -109,9 +112,17 @@ def parse_cost(value: object) -> Decimal:
     except AmountError as exc:
         if exc.problem is Problem.NAN:
             raise ValueError("cost must be a finite number, not NaN") from None
-        if exc.problem is Problem.TOO_LARGE:
+        if exc.problem in (Problem.INFINITE, Problem.TOO_LARGE):
             raise ValueError(_COST_NEGATIVE if exc.negative else COST_TOO_LARGE) from None
         raise ValueError("cost must be a number") from None
     if cost < 0:
         raise ValueError(_COST_NEGATIVE)
     return cost
+
+
+def given_cost(value: object) -> Decimal:
+    """A cost handed over by Python code: like :func:`parse_cost`, but an int, float
+    or Decimal only (TypeError for text or anything else)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise TypeError("cost must be a number")
+    return parse_cost(value)

@@ -31,6 +31,18 @@ from budget_exporter.model import Period, PollResult, Window
 ALL_PERIODS = frozenset(Period)
 
 
+def checked_url(value: str) -> str:
+    """``value`` if it names a host and any port is well formed."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    return value
+
+
 def checked_base_url(value: str) -> str:
     """``value`` without a trailing slash; plain http only to a loopback host (keys travel)."""
     if not urlsplit(value).hostname:

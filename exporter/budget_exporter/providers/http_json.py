@@ -33,7 +33,7 @@ from budget_exporter.model import (
 )
 from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
-from budget_exporter.providers.base import Provider, SourceConfig
+from budget_exporter.providers.base import Provider, SourceConfig, checked_url
 from budget_exporter.text import first_line
 
 _RESERVED = frozenset({"source", "provider", "currency"})
@@ -51,19 +51,8 @@ def _compiles(expression: str) -> str:
 JMESPath = Annotated[str, AfterValidator(_compiles)]
 
 
-def _valid_url(url: str) -> str:
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    if not parts.hostname:
-        raise ValueError("has no host")
-    return url
-
-
 class HttpJsonConfig(SourceConfig):
-    url: Annotated[str, AfterValidator(_valid_url)] = Field(pattern=r"^https?://")
+    url: Annotated[str, AfterValidator(checked_url)] = Field(pattern=r"^https?://")
     method: Literal["GET", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, str] = Field(default_factory=dict)

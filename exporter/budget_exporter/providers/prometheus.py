@@ -28,7 +28,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,17 +39,17 @@ from budget_exporter.fields import ConfigPath, Currency, Name
 from budget_exporter.httpclient import HttpStatusError, describe_url, is_loopback
 from budget_exporter.model import (
     DIMENSION_NAME,
-    MAX_AMOUNT,
     Period,
     PollResult,
     SpendLine,
     Window,
     label_clash,
 )
+from budget_exporter.money import AmountError, Problem, read_amount
 from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, UnknownModelError
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import LineSum
-from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
+from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig, checked_url
 
 QUERY_PATH = "/api/v1/query"
 TENANT_HEADER = "X-Scope-OrgID"
@@ -59,13 +59,7 @@ _MAX_WARNINGS_SHOWN = 3
 
 
 def _base_url(url: str) -> str:
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    if not parts.hostname:
-        raise ValueError("has no host")
+    parts = urlsplit(checked_url(url))
     if parts.query or parts.fragment:
         raise ValueError("must be the server's base URL, without a query string")
     path = parts.path.rstrip("/")
@@ -334,14 +328,15 @@ def _sample_value(sample: Any, where: str) -> Decimal:
         raise SourceError(f'{where}: value is not a [time, "number"] pair')
     text = sample[1].strip()
     try:
-        value = Decimal(text)
-    except InvalidOperation:
+        return read_amount(text)
+    except AmountError as exc:
+        if exc.problem in (Problem.NAN, Problem.INFINITE):
+            raise SourceError(
+                f"{where}: value is {text} (no data, or a division by zero?)"
+            ) from None
+        if exc.problem is Problem.TOO_LARGE:
+            raise SourceError(f"{where}: value is not a plausible amount") from None
         raise SourceError(f"{where}: value is not a number") from None
-    if not value.is_finite():
-        raise SourceError(f"{where}: value is {text} (no data, or a division by zero?)")
-    if abs(value) >= MAX_AMOUNT:
-        raise SourceError(f"{where}: value is not a plausible amount")
-    return value
 
 
 def _series(labels: Mapping[str, str]) -> str:
