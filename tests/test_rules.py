@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,26 @@ AM_CONFIG = AM_DIR / "alertmanager.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/budget-exporter/budget-exporter/blob/main/docs/runbook.md#"
 
+# Alert name -> its severities (BudgetBurnRateHigh has a critical and a warning rule).
 SEVERITIES = {
-    "BudgetWarning": "warning",
-    "BudgetStop": "critical",
-    "BudgetExceeded": "critical",
-    "BudgetForecastOverrun": "warning",
-    "BudgetSourceDown": "warning",
-    "BudgetDataStale": "warning",
-    "BudgetExporterDown": "critical",
+    "BudgetWarning": {"warning"},
+    "BudgetStop": {"critical"},
+    "BudgetExceeded": {"critical"},
+    "BudgetForecastOverrun": {"warning"},
+    "BudgetSourceDown": {"warning"},
+    "BudgetDataStale": {"warning"},
+    "BudgetExporterDown": {"critical"},
+    "BudgetSpendAnomaly": {"warning"},
+    "BudgetBurnRateHigh": {"critical", "warning"},
 }
-BUDGET_ALERTS = {"BudgetWarning", "BudgetStop", "BudgetExceeded", "BudgetForecastOverrun"}
+BUDGET_ALERTS = {
+    "BudgetWarning",
+    "BudgetStop",
+    "BudgetExceeded",
+    "BudgetForecastOverrun",
+    "BudgetSpendAnomaly",
+    "BudgetBurnRateHigh",
+}
 
 PROMTOOL = shutil.which("promtool")
 AMTOOL = shutil.which("amtool")
@@ -66,8 +77,8 @@ def rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def alerts() -> dict[str, dict[str, Any]]:
-    return {rule["alert"]: rule for rule in rules() if "alert" in rule}
+def alert_rules(name: str | None = None) -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule and name in (None, rule["alert"])]
 
 
 # -- promtool ------------------------------------------------------------------------
@@ -92,13 +103,18 @@ def test_promtool_rule_tests_pass() -> None:
     assert result.stdout.count("SUCCESS") == len(ALL_RULE_TESTS), output(result)
 
 
-def copy_with_tests(tmp_path: Path, rules_text: str) -> list[str]:
-    """RULES (as ``rules_text``) and its promtool files in the same layout; the test paths."""
+def copy_with_tests(
+    tmp_path: Path, rules_text: str, only: Collection[str] | None = None
+) -> list[str]:
+    """RULES (as ``rules_text``) and its promtool files (or those named in ``only``) in
+    the same layout; the test paths."""
     (tmp_path / "tests").mkdir()
     (tmp_path / RULES.name).write_text(rules_text)
-    for test_file in RULE_TESTS:
+    chosen = [path for path in RULE_TESTS if only is None or path.name in only]
+    assert only is None or len(chosen) == len(only), f"unknown test files in {only}"
+    for test_file in chosen:
         shutil.copy(test_file, tmp_path / "tests" / test_file.name)
-    return sorted(str(tmp_path / "tests" / path.name) for path in RULE_TESTS)
+    return sorted(str(tmp_path / "tests" / path.name) for path in chosen)
 
 
 @needs_promtool
@@ -149,12 +165,84 @@ MUTATIONS = [
 ]
 
 
+# The spend-rate rules are checked against the one file that pins each behaviour
+# down: a promtool run of all the files takes seconds.
+SPEND_RATE_TESTS = {
+    "spend-rate.test.yml",
+    "budget-anomaly.test.yml",
+    "budget-anomaly-patterns.test.yml",
+    "budget-burn-rate.test.yml",
+}
+THRESHOLD_TESTS = {path.name for path in RULE_TESTS} - SPEND_RATE_TESTS
+SPEND_RATE_MUTATIONS = [
+    pytest.param(
+        "unless resets(budget_spend_amount[1d]) > changes(budget_period_start_timestamp_seconds[1d])",
+        "unless resets(budget_spend_amount[1d]) > 1e9",
+        {"budget-anomaly-patterns.test.yml"},
+        id="credit-read-as-counter-reset",
+    ),
+    pytest.param(
+        "unless resets(budget_spend_amount[1h]) > changes(budget_period_start_timestamp_seconds[1h])",
+        "unless resets(budget_spend_amount[1h]) > 0",
+        {"spend-rate.test.yml"},
+        id="period-boundary-read-as-credit",
+    ),
+    pytest.param(
+        "- min_over_time(budget_spend_amount[1h])",
+        "- max_over_time(budget_spend_amount[1h])",
+        {"spend-rate.test.yml"},
+        id="rate-after-a-drop-from-the-highest-point",
+    ),
+    pytest.param(
+        ">= budget_anomaly_threshold_ratio * budget:budget_spend_amount:rate1d_median",
+        ">= 3 * budget:budget_spend_amount:rate1d_median",
+        {"budget-anomaly.test.yml"},
+        id="anomaly-factor-hard-coded",
+    ),
+    pytest.param(
+        ">= budget_anomaly_min_daily_amount",
+        ">= 0",
+        {"budget-anomaly.test.yml"},
+        id="anomaly-without-floor",
+    ),
+    pytest.param(
+        ">= budget_anomaly_min_history_seconds",
+        ">= 0",
+        {"budget-anomaly.test.yml"},
+        id="anomaly-without-history",
+    ),
+    pytest.param(
+        "(budget:budget_spend_amount:rate1h <= budget:budget_spend_amount:rate6h)",
+        "(budget:budget_spend_amount:rate6h <= budget:budget_spend_amount:rate6h)",
+        {"budget-burn-rate.test.yml"},
+        id="burn-rate-long-window-only",
+    ),
+    pytest.param(
+        "< budget_period_end_timestamp_seconds - time()",
+        "< 1e12",
+        {"budget-burn-rate.test.yml"},
+        id="burn-rate-ignores-period-end",
+    ),
+    pytest.param(
+        "<= budget_burn_rate_critical_horizon_seconds",
+        "<= 259200",
+        {"budget-burn-rate.test.yml"},
+        id="burn-rate-critical-horizon-hard-coded",
+    ),
+]
+
+
 @needs_promtool
-@pytest.mark.parametrize(("old", "new"), MUTATIONS)
-def test_rule_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "only"),
+    [pytest.param(*m.values, THRESHOLD_TESTS, id=m.id) for m in MUTATIONS] + SPEND_RATE_MUTATIONS,
+)
+def test_rule_tests_catch_a_broken_rule(
+    tmp_path: Path, old: str, new: str, only: Collection[str]
+) -> None:
     text = RULES.read_text()
     assert old in text, f"mutation target {old!r} not found in the rules"
-    tests = copy_with_tests(tmp_path, text.replace(old, new))
+    tests = copy_with_tests(tmp_path, text.replace(old, new), only)
     check = run(str(PROMTOOL), "check", "rules", str(tmp_path / RULES.name))
     assert check.returncode == 0, f"the mutated rules should still be valid: {output(check)}"
     result = run(str(PROMTOOL), "test", "rules", *tests)
@@ -176,23 +264,26 @@ def test_promtool_rejects_invalid_promql(tmp_path: Path) -> None:
 
 
 def test_alert_names_and_severities() -> None:
-    found = alerts()
-    assert {name: rule["labels"]["severity"] for name, rule in found.items()} == SEVERITIES
+    found: dict[str, set[str]] = {}
+    for rule in alert_rules():
+        found.setdefault(rule["alert"], set()).add(rule["labels"]["severity"])
+    assert found == SEVERITIES
+    assert len(alert_rules()) == sum(map(len, SEVERITIES.values()))
 
 
 @pytest.mark.parametrize("name", sorted(SEVERITIES))
 def test_alert_annotations(name: str) -> None:
-    rule = alerts()[name]
-    assert re.fullmatch(r"\d+[smh]", rule["for"])
-    notes = rule["annotations"]
-    summary = notes["summary"]
-    assert "{{" not in summary and summary.endswith(".") and summary[0].isupper()
-    assert "{{" in notes["description"]
-    assert notes["runbook_url"] == RUNBOOK_URL + name.lower()
-    if name in BUDGET_ALERTS:
-        for note in ("spend", "limit", "usage"):
-            assert "{{" in notes[note], f"{name} lacks the {note} annotation"
-        assert "$labels.budget" in notes["description"]
+    for rule in alert_rules(name):
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+        notes = rule["annotations"]
+        summary = notes["summary"]
+        assert "{{" not in summary and summary.endswith(".") and summary[0].isupper()
+        assert "{{" in notes["description"]
+        assert notes["runbook_url"] == RUNBOOK_URL + name.lower()
+        if name in BUDGET_ALERTS:
+            for note in ("spend", "limit", "usage"):
+                assert "{{" in notes[note], f"{name} lacks the {note} annotation"
+            assert "$labels.budget" in notes["description"]
 
 
 def test_runbook_has_a_section_per_alert() -> None:

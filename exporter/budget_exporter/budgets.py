@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from functools import lru_cache
@@ -14,6 +14,7 @@ from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
 from budget_exporter.state import SourceState
+from budget_exporter.tuning import AlertTuning
 
 _WIDE = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
@@ -38,6 +39,8 @@ class BudgetView:
     forecast: Decimal
     warning_ratio: float
     stop_ratio: float
+    tuning: AlertTuning = field(default_factory=AlertTuning)
+    """Settings of the spend-rate alerts, exported as gauges."""
 
     @property
     def usage_ratio(self) -> float:
@@ -146,6 +149,7 @@ def _compute(
         forecast=max(forecast, spend),
         warning_ratio=warning,
         stop_ratio=stop,
+        tuning=config.alert_tuning(budget),
     )
 
 

@@ -34,6 +34,7 @@ from budget_exporter.fields import Currency, Duration, Money, Ratio, Timeout
 from budget_exporter.model import Period, label_clash
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
+from budget_exporter.tuning import AlertTuning, BudgetTuning, GlobalTuning, horizon_problem, resolve
 
 
 class _StrictYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -81,7 +82,7 @@ class CheckConfig(BaseModel):
     on_stale: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
-class GlobalConfig(BaseModel):
+class GlobalConfig(GlobalTuning):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     poll_interval: Duration = timedelta(hours=1)
@@ -108,7 +109,7 @@ class LimitFrom(BaseModel):
     """Use the provider budget's notification thresholds where the config sets none."""
 
 
-class BudgetConfig(BaseModel):
+class BudgetConfig(BudgetTuning):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
@@ -273,6 +274,10 @@ class Config:
     def stop_ratio(self, budget: BudgetConfig) -> float:
         return budget.stop_ratio or self.global_.stop_ratio
 
+    def alert_tuning(self, budget: BudgetConfig) -> AlertTuning:
+        """The budget's settings for the spend-rate alerts (``tuning``)."""
+        return resolve(self.global_, budget)
+
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate ``path``; raise :class:`ConfigError` on any problem."""
@@ -323,6 +328,7 @@ class _ConfigBuilder:
         budgets = self.load_budgets(raw.get("budgets"))
         config = Config(self.file, global_, sources, budgets, frozenset(self.secrets))
         self.check_ratios(config)
+        self.check_horizons(config)
         self.check_budget_sources(config)
         return config
 
@@ -444,6 +450,15 @@ class _ConfigBuilder:
                     f"budgets[{index}].{field_name}",
                     f"warning ratio {warning} must be below stop ratio {stop}",
                 )
+
+    def check_horizons(self, config: Config) -> None:
+        problem = horizon_problem(resolve(config.global_, BudgetTuning()), BudgetTuning())
+        if problem is not None:
+            raise self.error(f"global.{problem[0]}", problem[1])
+        for index, budget in enumerate(config.budgets):
+            problem = horizon_problem(config.alert_tuning(budget), budget)
+            if problem is not None:
+                raise self.error(f"budgets[{index}].{problem[0]}", problem[1])
 
     def check_budget_sources(self, config: Config) -> None:
         names = {s.name for s in config.sources}

@@ -140,6 +140,26 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
     stop = family(
         "budget_stop_threshold_ratio", f"Usage ratio at which spending should stop. {CACHED}"
     )
+    anomaly = family(
+        "budget_anomaly_threshold_ratio",
+        "Last day's spend over a typical day's at which BudgetSpendAnomaly fires.",
+    )
+    anomaly_floor = family(
+        "budget_anomaly_min_daily_amount",
+        "Smallest last day's spend for which BudgetSpendAnomaly fires.",
+    )
+    anomaly_history = family(
+        "budget_anomaly_min_history_seconds",
+        "Daily spend history needed before BudgetSpendAnomaly can fire.",
+    )
+    critical_horizon = family(
+        "budget_burn_rate_critical_horizon_seconds",
+        "BudgetBurnRateHigh is critical when the limit is this close at the current rate.",
+    )
+    warning_horizon = family(
+        "budget_burn_rate_warning_horizon_seconds",
+        "BudgetBurnRateHigh warns when the limit is this close at the current rate.",
+    )
     start = family(
         "budget_period_start_timestamp_seconds", "Start of the current period (UTC), Unix time."
     )
@@ -156,9 +176,15 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         fratio.add_metric(values, b.forecast_ratio)
         warning.add_metric(values, b.warning_ratio)
         stop.add_metric(values, b.stop_ratio)
+        anomaly.add_metric(values, b.tuning.anomaly_factor)
+        anomaly_floor.add_metric(values, float(b.tuning.anomaly_min_daily_amount))
+        anomaly_history.add_metric(values, b.tuning.anomaly_min_history.total_seconds())
+        critical_horizon.add_metric(values, b.tuning.burn_rate_critical_horizon.total_seconds())
+        warning_horizon.add_metric(values, b.tuning.burn_rate_warning_horizon.total_seconds())
         start.add_metric(values, b.window.start.timestamp())
         end.add_metric(values, b.window.end.timestamp())
-    return [limit, spend, forecast, usage, fratio, warning, stop, start, end]
+    tuning = [anomaly, anomaly_floor, anomaly_history, critical_horizon, warning_horizon]
+    return [limit, spend, forecast, usage, fratio, warning, stop, *tuning, start, end]
 
 
 def _source_families(states: Sequence[SourceState]) -> list[Metric]:
