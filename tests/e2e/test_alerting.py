@@ -2,10 +2,12 @@
 
 Real processes on 127.0.0.1: ``python -m budget_exporter`` on ``static`` sources
 at several usage ratios, Prometheus evaluating a copy of rules/ whose ``for:``
-are cut to a second, and Alertmanager running a copy of the example config with
-Slack pointed at a local webhook receiver and email at a local SMTP server.
-Only addresses, secret files and timings are changed in the copies; routing,
-inhibition and templates are the shipped ones.
+are cut to a second (and the spend-rate windows from days to seconds), and
+Alertmanager running a copy of the example config with Slack pointed at a local
+webhook receiver and email at a local SMTP server. Only addresses, secret files
+and timings are changed in the copies; routing, inhibition and templates are the
+shipped ones. A second test drives one budget's spend from a local HTTP source
+to a sudden jump, so that BudgetSpendAnomaly goes all the way to Slack.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import re
 import secrets
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from tests.support import (
     prom_query,
     wait_until,
 )
+from tests.support.fake_upstream import FakeUpstream, Reply
 
 pytestmark = [
     pytest.mark.e2e,
@@ -55,6 +60,8 @@ ALERTS = {
     "BudgetSourceDown",
     "BudgetDataStale",
     "BudgetExporterDown",
+    "BudgetSpendAnomaly",
+    "BudgetBurnRateHigh",
 }
 # The linear forecast of a static amount depends on the day of the month, so
 # BudgetForecastOverrun keeps its shipped `for: 6h` and cannot fire here (its
@@ -63,6 +70,15 @@ ALERTS = {
 # its first scrape, cannot fire it.
 FOR_IN_TEST = {"BudgetForecastOverrun": None, "BudgetExporterDown": "10s"}
 GROUP_WAIT = 2.0
+# The spend-rate rules judge a day against the 14 days before it; here a "day" is
+# 4 seconds and the baseline the 16 seconds before it (scrapes and evaluations
+# come every second). Text substitutions in the copy; each must match.
+WINDOWS_IN_TEST = {
+    "[14d:1h] offset 1d": "[16s:1s] offset 4s",
+    "[1d]": "[4s]",
+    "86400": "4",
+    "* 3600\n": "* 1\n",  # the history is counted in samples of the subquery step
+}
 
 # Every budget has a 100 USD limit and one static source; "custom" warns at 90 %.
 EXPORTER_CONFIG = """\
@@ -123,8 +139,13 @@ def key(labels: dict[str, str]) -> tuple[str, str]:
 
 
 def rules_copy(path: Path) -> Path:
-    """The shipped rules with `for:` cut to a second (see FOR_IN_TEST)."""
-    doc = yaml.safe_load(RULES.read_text())
+    """The shipped rules with `for:` cut to a second (see FOR_IN_TEST) and the
+    spend-rate windows shrunk (WINDOWS_IN_TEST)."""
+    text = RULES.read_text()
+    for old, new in WINDOWS_IN_TEST.items():
+        assert old in text, f"{old!r} is no longer in the rules"
+        text = text.replace(old, new)
+    doc = yaml.safe_load(text)
     names = set()
     for group in doc["groups"]:
         for rule in group["rules"]:
@@ -190,8 +211,20 @@ def stack(
     slack_receiver: SlackReceiver,
     smtp_recorder: SmtpRecorder,
 ) -> dict[str, Any]:
+    config = textwrap.dedent(EXPORTER_CONFIG).format(closed_port=free_port())
+    return start_stack(tmp_path, services, slack_receiver, smtp_recorder, config)
+
+
+def start_stack(
+    tmp_path: Path,
+    services: ServiceSet,
+    slack_receiver: SlackReceiver,
+    smtp_recorder: SmtpRecorder,
+    exporter_config_text: str,
+) -> dict[str, Any]:
+    """The exporter on ``exporter_config_text``, Prometheus and Alertmanager."""
     exporter_config = tmp_path / "exporter.yml"
-    exporter_config.write_text(textwrap.dedent(EXPORTER_CONFIG).format(closed_port=free_port()))
+    exporter_config.write_text(exporter_config_text)
     slack_url_file = tmp_path / "slack-webhook-url"
     slack_url_file.write_text(slack_receiver.url + "\n")
     password = secrets.token_hex(8)
@@ -307,3 +340,115 @@ def test_alerts_fire_route_and_inhibit(stack: dict[str, Any]) -> None:
     mail = mails[("BudgetExceeded", "over")]
     assert mail.subject == "[FIRING:1] BudgetExceeded: budget over at 120%"
     assert "Spend:    120 USD" in mail.part("plain")
+
+
+# -- BudgetSpendAnomaly, end to end ---------------------------------------------------
+
+SPIKY_CONFIG = """\
+global:
+  poll_interval: 1s
+  timeout: 1s
+  retries: 0
+sources:
+  - name: usage
+    provider: http_json
+    url: {url}/v1/cost
+    amount: total
+    currency: USD
+budgets:
+  # A "day" is 4 seconds here (WINDOWS_IN_TEST): a normal one costs about 4 USD.
+  - name: spiky
+    limit: 1000000000
+    currency: USD
+    sources: [usage]
+    anomaly_min_daily_amount: 1
+    anomaly_min_history: 8s
+    labels: {{team: ml}}
+"""
+NORMAL_RATE, SPIKE_RATE = 1.0, 10.0  # USD a second
+
+
+class GrowingSpend:
+    """Month-to-date spend served by ``upstream``, growing at ``rate`` USD a second."""
+
+    def __init__(self, upstream: FakeUpstream) -> None:
+        self.upstream = upstream
+        self.rate = NORMAL_RATE
+        self.total = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            self.total += self.rate * (now - last)
+            last = now
+            self.upstream.default = Reply(json={"total": round(self.total, 3)})
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> GrowingSpend:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+@pytest.fixture
+def growing_spend(upstream: FakeUpstream) -> Iterator[GrowingSpend]:
+    with GrowingSpend(upstream) as spend:
+        yield spend
+
+
+def test_spend_anomaly_reaches_slack(
+    tmp_path: Path,
+    services: ServiceSet,
+    slack_receiver: SlackReceiver,
+    smtp_recorder: SmtpRecorder,
+    upstream: FakeUpstream,
+    growing_spend: GrowingSpend,
+) -> None:
+    stack = start_stack(
+        tmp_path,
+        services,
+        slack_receiver,
+        smtp_recorder,
+        SPIKY_CONFIG.format(url=upstream.url),
+    )
+    prometheus: Service = stack["prometheus"]
+
+    def anomalies() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in prom_alerts(prometheus, state=None)
+            if a["labels"]["alertname"] == "BudgetSpendAnomaly"
+        ]
+
+    # 1. Steady spend until the budget has its history: no anomaly, pending or firing.
+    history = "count_over_time(budget:budget_spend_amount:rate1d[16s:1s] offset 4s)"
+    wait_until(
+        lambda: any(float(r["value"][1]) >= 10 for r in prom_query(prometheus, history)),
+        40,
+        "ten seconds of daily-spend history",
+    )
+    assert anomalies() == []
+    typical = prom_query(prometheus, "budget:budget_spend_amount:rate1d_median")
+    assert [round(float(r["value"][1])) for r in typical] == [NORMAL_RATE]
+
+    # 2. Ten times the spend: the anomaly fires and Alertmanager posts it to Slack.
+    growing_spend.rate = SPIKE_RATE
+    sent = wait_until(
+        lambda: slack_deliveries(slack_receiver).get(("BudgetSpendAnomaly", "spiky")),
+        30,
+        "BudgetSpendAnomaly in Slack",
+    )
+    assert sent["title"] == "[FIRING:1] warning BudgetSpendAnomaly: budget spiky"
+    assert sent["color"] == "warning"
+    assert "*Budget:* spiky (monthly, USD) · team ml" in sent["text"]
+    assert "Budget spiky (monthly) spent" in sent["text"]
+    assert "It alerts at 3 times a typical day when the day is at least 1 USD." in sent["text"]
+    assert "docs/runbook.md#budgetspendanomaly|Runbook>" in sent["text"]
+    # Nothing else about this budget: its limit is far away.
+    assert set(slack_deliveries(slack_receiver)) == {("BudgetSpendAnomaly", "spiky")}
