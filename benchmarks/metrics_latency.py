@@ -53,7 +53,7 @@ LINES_PER_STATIC_SOURCE = 4000
 BUDGET_SOURCES = 4
 REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
 PER_SOURCE_SERIES = 5 + len(REQUEST_STATUSES)  # up, success, attempt, duration, interval, requests
-PER_BUDGET_SERIES = 9
+PER_BUDGET_SERIES = 14
 EXPORTER_SERIES = 3  # build_info, last_reload_successful, last_reload_success_timestamp
 
 SERVICES = (
@@ -270,6 +270,11 @@ class NaiveCollector:
                 "budget_forecast_ratio",
                 "budget_warning_threshold_ratio",
                 "budget_stop_threshold_ratio",
+                "budget_anomaly_threshold_ratio",
+                "budget_anomaly_min_daily_amount",
+                "budget_anomaly_min_history_seconds",
+                "budget_burn_rate_critical_horizon_seconds",
+                "budget_burn_rate_warning_horizon_seconds",
                 "budget_period_start_timestamp_seconds",
                 "budget_period_end_timestamp_seconds",
             )
@@ -286,6 +291,11 @@ class NaiveCollector:
                 forecast / limit,
                 0.8,
                 0.95,
+                3.0,
+                10.0,
+                7 * 86400.0,
+                3 * 86400.0,
+                7 * 86400.0,
                 start.timestamp(),
                 end.timestamp(),
             ]
