@@ -34,6 +34,7 @@ from budget_exporter.budgets import (
 from budget_exporter.config import Config, load_config
 from budget_exporter.errors import ConfigError, SourceError
 from budget_exporter.exposition import ExporterStatus, Rendered, build_families, render
+from budget_exporter.feeds import budget_feeds
 from budget_exporter.model import PollResult, Window
 from budget_exporter.money import is_plausible
 from budget_exporter.periods import window_at
@@ -507,5 +508,6 @@ class Engine:
         max_series = {
             s.name: s.max_series or config.global_.max_series_per_source for s in config.sources
         }
-        rendered = render(build_families(budgets, ordered, status, max_series))
+        feeds = budget_feeds(config, states)
+        rendered = render(build_families(budgets, ordered, status, max_series, feeds))
         return Snapshot(config, budgets, ordered, rendered, now.timestamp())

@@ -18,15 +18,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from budget_exporter import __version__
 from budget_exporter.budgets import BudgetView
+from budget_exporter.feeds import Feed
 from budget_exporter.httpclient import REQUEST_STATUSES
-from budget_exporter.model import TARGET_LABELS, Period, SpendLine
+from budget_exporter.model import TARGET_LABELS, SpendLine
 from budget_exporter.state import SourceState
 
 CACHED = "Cached from the last successful poll; scrapes never call the provider."
 """Appended to the HELP of every value that comes from a poll."""
 OTHER = "other"
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-_FIXED_COST_LABELS = ("source", "provider", "currency")
+_FIXED_COST_LABELS = ("source", "provider", "currency", "period")
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,12 @@ def build_families(
     states: Sequence[SourceState],
     status: ExporterStatus,
     max_series: Mapping[str, int],
+    feeds: Sequence[Feed] = (),
 ) -> list[Metric]:
     """Every metric family; ``max_series`` caps each state's cost series, by source name."""
     families: list[Metric] = []
     families.extend(_budget_families(budgets))
+    families.append(_feeds_family(feeds))
     families.extend(_source_families(states))
     families.append(_cost_family(states, max_series))
     families.extend(_sample_families(states))
@@ -236,25 +239,43 @@ def _source_families(states: Sequence[SourceState]) -> list[Metric]:
     return [up, success, attempt, duration, interval, requests]
 
 
+def _feeds_family(feeds: Sequence[Feed]) -> Metric:
+    info = GaugeMetricFamily(
+        "budget_source_info",
+        "1 for each source that feeds a budget: one of its sources with lines that pass (or "
+        "could pass) its match, or its limit_from source.",
+        labels=["budget", "currency", "period", "source", "provider"],
+    )
+    for f in feeds:
+        info.add_metric([f.budget, f.currency, f.period, f.source, f.provider], 1)
+    return info
+
+
 def _cost_family(states: Sequence[SourceState], max_series: Mapping[str, int]) -> Metric:
-    rows: list[tuple[str, str, str, tuple[tuple[str, str], ...], Decimal]] = []
+    """Every line of every period a source is polled for, capped per source, currency
+    and period (monthly always; daily, quarterly, yearly where a budget uses them)."""
+    rows: list[tuple[str, str, str, str, tuple[tuple[str, str], ...], Decimal]] = []
     for s in states:
         if s.result is None:
             continue
-        monthly = [ln for ln in s.result.lines if ln.period == Period.MONTHLY]
-        for (currency, dims), amount in _merge_duplicates(
-            cap_lines(monthly, max_series[s.name])
-        ).items():
-            rows.append((s.name, s.provider, currency, dims, amount))
+        by_period: dict[str, list[SpendLine]] = defaultdict(list)
+        for line in s.result.lines:
+            by_period[line.period].append(line)
+        for period in sorted(by_period):
+            capped = cap_lines(by_period[period], max_series[s.name])
+            for (currency, dims), amount in _merge_duplicates(capped).items():
+                rows.append((s.name, s.provider, currency, period, dims, amount))
     keys = sorted({k for *_, dims, _ in rows for k, _ in dims})
     family = GaugeMetricFamily(
         "budget_source_cost_amount",
-        f"Month-to-date spend reported by a source, by FOCUS dimensions. {CACHED}",
+        "Spend so far in the current period (label period) reported by a source, by FOCUS "
+        f"dimensions. {CACHED}",
         labels=[*_FIXED_COST_LABELS, *keys],
     )
-    for name, provider, currency, dims, amount in rows:
+    for name, provider, currency, period, dims, amount in rows:
         d = dict(dims)
-        family.add_metric([name, provider, currency, *(d.get(k, "") for k in keys)], float(amount))
+        values = [name, provider, currency, period, *(d.get(k, "") for k in keys)]
+        family.add_metric(values, float(amount))
     return family
 
 
