@@ -188,7 +188,10 @@ def query_variable(
     definition: str,
     description: str,
     multi: bool = True,
+    all_value: str | None = ".*",
 ) -> dashboard.QueryVariable:
+    """A label_values() variable; multi-valued ones default to All (``all_value``, or
+    Grafana's own: the options offered, when None)."""
     var = (
         dashboard.QueryVariable(name)
         .label(label)
@@ -202,9 +205,9 @@ def query_variable(
         .include_all(multi)
     )
     if multi:
-        var = var.all_value(".*").current(
-            models.VariableOption(selected=True, text="All", value="$__all")
-        )
+        if all_value is not None:
+            var = var.all_value(all_value)
+        var = var.current(models.VariableOption(selected=True, text="All", value="$__all"))
     return var
 
 
@@ -296,23 +299,155 @@ class Layout:
         self.next_id += 1
 
 
+# -- Exporters: job, instance, and keeping exporters apart --------------------------
+
+EXPORTER_SELECTOR = 'job=~"$job", instance=~"$instance"'
+"""Every query starts with the Job and Instance variables' choice."""
+
+
+def exporter_variables() -> list[Any]:
+    """Job, Instance (both "All" by default) and Exporters (apart unless merged)."""
+    return [
+        query_variable(
+            "job",
+            "Job",
+            "label_values(budget_exporter_build_info, job)",
+            "The Prometheus scrape jobs of budget-exporter to show.",
+        ),
+        query_variable(
+            "instance",
+            "Instance",
+            'label_values(budget_exporter_build_info{job=~"$job"}, instance)',
+            "The exporters (scrape targets) to show.",
+        ),
+        dashboard.CustomVariable("exporters")
+        .label("Exporters")
+        .description(
+            "Apart: the figures of each exporter (instance) are shown on their own, so two "
+            "exporters with a budget or source of the same name never merge. Merged: copies of "
+            "a series from several exporters (replicas of one configuration) are shown once."
+        )
+        .values(f"Apart : {APART}, Merged : {MERGED}")
+        .options(
+            [
+                models.VariableOption(selected=True, text="Apart", value=APART),
+                models.VariableOption(selected=False, text="Merged", value=MERGED),
+            ]
+        )
+        .current(models.VariableOption(selected=True, text="Apart", value=APART)),
+    ]
+
+
+# The Exporters variable names the label an ``exporter`` label is copied from:
+# ``instance`` (apart) or a label no series has (merged: ``exporter`` stays empty).
+APART = "instance"
+MERGED = "__merged__"
+
+
+def with_exporter(expr: str) -> str:
+    """``expr`` with an ``exporter`` label: its instance, or none when merged."""
+    return f'label_replace({expr}, "exporter", "$1", "$exporters", "(.*)")'
+
+
+def by_exporter(agg: str, labels: str, expr: str) -> str:
+    """``agg by (labels, exporter)``: copies from scrape jobs (and merged exporters) once."""
+    return f"{agg} by ({labels}, exporter) ({with_exporter(expr)})"
+
+
+def shown_as(name_label: str, expr: str) -> str:
+    """Add a ``shown`` label: ``name_label``, followed by `` @ exporter`` when apart."""
+    joined = f'label_join({expr}, "shown", " @ ", "{name_label}", "exporter")'
+    return f'label_replace({joined}, "shown", "$1", "shown", "(.*) @ ")'
+
+
 # -- Budget overview -------------------------------------------------------------
 
-BUDGET_SELECTOR = 'team=~"$team", currency="$currency", budget=~"$budget"'
+BUDGET_SELECTOR = f'{EXPORTER_SELECTOR}, team=~"$team", currency=~"$currency", budget=~"$budget"'
+BUDGET_LABELS = "budget, currency, period"
+DAY = 86400
+BREAKDOWN_URL = (
+    "/d/budget-exporter-breakdown/budget-breakdown?${__url_time_range}"
+    "&${datasource:queryparam}&${job:queryparam}&${instance:queryparam}"
+    "&${exporters:queryparam}&var-budget=${__data.fields.budget}"
+    "&var-currency=${__data.fields.currency}&var-period=${__data.fields.period}"
+)
+"""The breakdown dashboard for the clicked budget: its period, currency and sources."""
+DRILL_DOWN = prop(
+    "links",
+    [
+        {
+            "title": "Breakdown of ${__data.fields.budget}: its sources, services and models",
+            "url": BREAKDOWN_URL,
+        }
+    ],
+)
+
+
+def per_budget(metric: str, agg: str = "max", selector: str = BUDGET_SELECTOR) -> str:
+    """One series per budget (and exporter, when apart) of a per-budget metric."""
+    return by_exporter(agg, BUDGET_LABELS, f"{metric}{{{selector}}}")
+
+
+def source_state(selector: str = EXPORTER_SELECTOR) -> str:
+    """Per source: 0 up, 1 late (2 poll intervals without success), 2 stale (3), 3 down."""
+    age = (
+        f"(time() - budget_source_last_success_timestamp_seconds{{{selector}}}) "
+        f"/ budget_source_poll_interval_seconds{{{selector}}}"
+    )
+    late = f"(({age}) >= bool 2) + (({age}) >= bool 3)"
+    down = f"3 * (1 - budget_source_up{{{selector}}})"
+    return (
+        f'max by (job, instance, source) (label_replace({down}, "check", "up", "", "") '
+        f'or label_replace({late}, "check", "age", "", ""))'
+    )
+
+
+def budget_sources(per_source: str, agg: str, by: str = BUDGET_LABELS) -> str:
+    """``per_source`` (labels job, instance, source) over each budget's sources."""
+    joined = (
+        f"budget_source_info{{{BUDGET_SELECTOR}}} * on (job, instance, source) "
+        f"group_left () ({per_source})"
+    )
+    return by_exporter(agg, by, joined)
+
+
+def data_age(by: str = BUDGET_LABELS) -> str:
+    """Age of the oldest figures among a budget's sources."""
+    last = f"budget_source_last_success_timestamp_seconds{{{EXPORTER_SELECTOR}}}"
+    return f"time() - {budget_sources(last, 'min', by)}"
+
+
+SOURCE_STATES = {
+    "0": ("Up", "green"),
+    "1": ("Late", "orange"),
+    "2": ("Stale", "red"),
+    "3": ("Down", "red"),
+}
+
+
+def source_state_mappings() -> list[models.ValueMapping]:
+    return [
+        models.ValueMap(
+            options={
+                value: models.ValueMappingResult(text=text, color=color, index=int(value))
+                for value, (text, color) in SOURCE_STATES.items()
+            }
+        )
+    ]
 
 
 def per_row_threshold_bars(name_label: str, value: str, warning: str, stop: str) -> bargauge.Panel:
     """One bar per ``name_label`` value, coloured at that row's own thresholds.
 
-    ``value``, ``warning`` and ``stop`` are PromQL aggregated ``by
-    (name_label)``.  They run as table queries (with a zero base) and are merged
-    into one row per name; "Rows to fields" turns each row into a bar whose
-    thresholds come from the row: green from 0, amber from ``warning``, red
-    from ``stop``.  The panel's static thresholds apply only where Grafana
-    lacks the transformation.
+    ``value``, ``warning`` and ``stop`` are PromQL with one series per name (and
+    exporter).  They run as table queries (with a zero base) labelled ``shown``
+    (the name, and the exporter when apart) and are merged into one row per bar;
+    "Rows to fields" turns each row into a bar whose thresholds come from the
+    row: green from 0, amber from ``warning``, red from ``stop``.  The panel's
+    static thresholds apply only where Grafana lacks the transformation.
     """
     mappings: list[dict[str, Any]] = [
-        {"fieldName": name_label, "handlerKey": "field.name"},
+        {"fieldName": "shown", "handlerKey": "field.name"},
         {"fieldName": "Value #A", "handlerKey": "field.value"},
     ]
     for ref, color in (("B", "green"), ("C", "orange"), ("D", "red")):
@@ -326,10 +461,10 @@ def per_row_threshold_bars(name_label: str, value: str, warning: str, stop: str)
     mappings.append({"fieldName": "Time", "handlerKey": "__ignore"})
     return (
         bargauge.Panel()
-        .with_target(instant(value, "A", table_format=True))
-        .with_target(instant(f"0 * ({warning})", "B", table_format=True))
-        .with_target(instant(warning, "C", table_format=True))
-        .with_target(instant(stop, "D", table_format=True))
+        .with_target(instant(shown_as(name_label, value), "A", table_format=True))
+        .with_target(instant(shown_as(name_label, f"0 * ({warning})"), "B", table_format=True))
+        .with_target(instant(shown_as(name_label, warning), "C", table_format=True))
+        .with_target(instant(shown_as(name_label, stop), "D", table_format=True))
         .with_transformation(transform("merge", {}))
         .with_transformation(transform("sortBy", {"sort": [{"field": "Value #A", "desc": True}]}))
         .with_transformation(transform("rowsToFields", {"mappings": mappings}))
@@ -345,12 +480,11 @@ def per_row_threshold_bars(name_label: str, value: str, warning: str, stop: str)
 
 def usage_bargauge(title: str, description: str, width: int, height: int) -> bargauge.Panel:
     """Usage ratio per budget, amber at each budget's warning ratio, red at its stop ratio."""
-    sel = BUDGET_SELECTOR
     bars = per_row_threshold_bars(
         "budget",
-        f"max by (budget) (budget_usage_ratio{{{sel}}})",
-        f"max by (budget) (budget_warning_threshold_ratio{{{sel}}})",
-        f"max by (budget) (budget_stop_threshold_ratio{{{sel}}})",
+        per_budget("budget_usage_ratio"),
+        per_budget("budget_warning_threshold_ratio"),
+        per_budget("budget_stop_threshold_ratio"),
     )
     return (
         described(bars, title, description, width, height)
@@ -361,40 +495,28 @@ def usage_bargauge(title: str, description: str, width: int, height: int) -> bar
     )
 
 
-def budgets_table() -> table.Panel:
-    sel = BUDGET_SELECTOR
-    by = "max by (budget, period)"
-    columns = [
-        ("A", f"{by} (budget_spend_amount{{{sel}}})", "Spend"),
-        ("B", f"{by} (budget_limit_amount{{{sel}}})", "Limit"),
-        ("C", f"{by} (budget_usage_ratio{{{sel}}})", "Usage"),
-        ("D", f"{by} (budget_forecast_amount{{{sel}}})", "Forecast"),
-        (
-            "E",
-            f"{by} (budget:budget_period_remaining_seconds:end_minus_time{{{sel}}}) / 86400",
-            "Days left",
-        ),
-        ("F", f"{by} (budget:budget_state:thresholds{{{sel}}})", "State"),
-    ]
-    panel = described(
-        table.Panel(),
-        "All budgets in $currency",
-        "Every budget of the selected currency with its spend, limit, usage, forecast for the "
-        "end of the period, days left in the period and state (from the recording rule "
-        "budget:budget_state:thresholds), most used first.",
-        14,
-        9,
-    )
+def table_of(
+    panel: table.Panel,
+    columns: list[tuple[str, str, str]],
+    first: Iterable[str],
+    sort_by: str,
+) -> table.Panel:
+    """A money table: one instant query per column, merged into a row per budget.
+
+    ``columns`` are (ref, expr, title); the label columns ``first`` come first
+    (budget, period...), the others (currency, exporter when apart) after them.
+    """
     money(
         panel,
         "budget_limit_amount",
-        sel,
+        BUDGET_SELECTOR,
         *(instant(expr, ref, table_format=True) for ref, expr, _ in columns),
     )
     rename = {f"Value #{ref}": name for ref, _, name in columns}
-    rename.update({"budget": "Budget", "period": "Period"})
-    order = ["budget", "period", *(f"Value #{ref}" for ref, _, _ in columns)]
-    panel = (
+    rename.update({"budget": "Budget", "period": "Period", "currency": "Currency"})
+    rename["exporter"] = "Exporter"
+    order = [*first, *(f"Value #{ref}" for ref, _, _ in columns), "currency", "exporter"]
+    return (
         panel.with_transformation(transform("merge", {}))
         .with_transformation(
             transform(
@@ -406,19 +528,62 @@ def budgets_table() -> table.Panel:
                 },
             )
         )
-        .with_transformation(transform("sortBy", {"sort": [{"field": "Usage", "desc": True}]}))
-        .sort_by([common_builders.TableSortByFieldState().display_name("Usage").desc(True)])
-        .override_by_name(
-            "Usage",
-            [
-                prop("unit", "percentunit"),
-                prop("decimals", 1),
-                # Neutral colour: each budget has its own thresholds, shown by State.
-                prop("custom.cellOptions", {"type": "gauge", "mode": "basic"}),
-                prop("max", 1),
-                fixed_color("blue"),
-            ],
-        )
+        .with_transformation(transform("sortBy", {"sort": [{"field": sort_by, "desc": True}]}))
+        .sort_by([common_builders.TableSortByFieldState().display_name(sort_by).desc(True)])
+        .override_by_name("budget", [DRILL_DOWN])
+    )
+
+
+def ratio_cell(*steps: tuple[float | None, str]) -> list[models.DynamicConfigValue]:
+    """A percentage cell on a background coloured at ``steps``."""
+    return [
+        prop("unit", "percentunit"),
+        prop("decimals", 1),
+        prop("thresholds", thresholds(*steps).build()),
+        prop("color", {"mode": "thresholds"}),
+        prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+    ]
+
+
+USAGE_STEPS: tuple[tuple[float | None, str], ...] = (
+    (None, "green"),
+    (0.8, "orange"),
+    (0.95, "red"),
+    (1, "dark-red"),
+)
+"""The exporter's default warning and stop ratios: a table cell has one set of thresholds."""
+
+
+def budgets_table() -> table.Panel:
+    columns = [
+        ("A", per_budget("budget_spend_amount"), "Spend"),
+        ("B", per_budget("budget_limit_amount"), "Limit"),
+        ("C", per_budget("budget_usage_ratio"), "Usage"),
+        ("D", per_budget("budget_forecast_amount"), "Forecast"),
+        ("E", per_budget("budget_forecast_ratio"), "Forecast ratio"),
+        (
+            "F",
+            f"{per_budget('budget:budget_period_remaining_seconds:end_minus_time')} / {DAY}",
+            "Days left",
+        ),
+        ("G", per_budget("budget:budget_state:thresholds"), "State"),
+        ("H", budget_sources(source_state(), "max"), "Sources"),
+        ("I", data_age(), "Data age"),
+    ]
+    panel = described(
+        table.Panel(),
+        "All budgets in $currency",
+        "Every budget in this currency: spend, limit, usage, forecast for the end of the "
+        "period and its ratio to the limit, days left, state (at the budget's own warning and "
+        "stop ratios), whether its sources are up and fresh, and the age of its oldest figures. "
+        "Click a budget for its breakdown.",
+        16,
+        10,
+    )
+    return (
+        table_of(panel, columns, ["budget", "period"], "Usage")
+        .override_by_name("Usage", ratio_cell(*USAGE_STEPS))
+        .override_by_name("Forecast ratio", ratio_cell((None, "green"), (1, "red")))
         .override_by_name("Days left", [prop("unit", "none"), prop("decimals", 1)])
         .override_by_name(
             "State",
@@ -429,8 +594,122 @@ def budgets_table() -> table.Panel:
                 prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
             ],
         )
+        .override_by_name(
+            "Sources",
+            [
+                prop("unit", "none"),
+                prop("decimals", 0),
+                prop("mappings", source_state_mappings()),
+                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+            ],
+        )
+        .override_by_name("Data age", [prop("unit", "s"), prop("decimals", 0)])
     )
-    return panel
+
+
+RATE_WINDOWS = ("1h", "6h", "1d")
+
+
+def spend_rate(window: str) -> str:
+    return f"budget:budget_spend_amount:rate{window}"
+
+
+SUSTAINABLE = "budget:budget_remaining_amount:rate_to_period_end"
+
+
+def burn_table() -> table.Panel:
+    columns = [
+        *(
+            (ref, f"{per_budget(spend_rate(window))} * {DAY}", f"Burn rate ({window})")
+            for ref, window in zip("ABC", RATE_WINDOWS, strict=True)
+        ),
+        ("D", f"{per_budget(SUSTAINABLE)} * {DAY}", "Sustainable rate"),
+        ("E", f"{per_budget(spend_rate('6h'))} / {per_budget(SUSTAINABLE)}", "Burn ratio (6h)"),
+    ]
+    panel = described(
+        table.Panel(),
+        "Burn rate in $currency",
+        "Each budget's spend per day over the last hour, 6 hours and day (recording rules "
+        "budget:budget_spend_amount:rate1h/6h/1d), against the sustainable rate: what is left "
+        "of the limit divided by the time left in the period (budget:budget_remaining_amount:"
+        "rate_to_period_end), per day. The burn ratio is the 6-hour rate divided by the "
+        "sustainable rate: above 100 % the budget runs out before the period ends.",
+        24,
+        7,
+    )
+    return table_of(panel, columns, ["budget", "period"], "Burn ratio (6h)").override_by_name(
+        "Burn ratio (6h)", ratio_cell((None, "green"), (1, "orange"), (2, "red"))
+    )
+
+
+def alerts_table() -> table.Panel:
+    selector = f'alertname=~"Budget.*", {EXPORTER_SELECTOR}'
+    panel = described(
+        table.Panel(),
+        "Budget alerts",
+        "The budget-exporter alerts Prometheus is evaluating (ALERTS): firing, or pending "
+        "until their `for:` has passed. Firing alerts also show as red annotations on the "
+        "time series.",
+        24,
+        6,
+    )
+    order = ["alertstate", "severity", "alertname", "budget", "source", "period", "currency"]
+    return (
+        panel.with_target(instant(f"ALERTS{{{selector}}}", "A", table_format=True))
+        .with_transformation(
+            transform(
+                "organize",
+                {
+                    "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                    "indexByName": {name: i for i, name in enumerate(order)},
+                    "renameByName": {
+                        "alertstate": "State",
+                        "severity": "Severity",
+                        "alertname": "Alert",
+                        "budget": "Budget",
+                        "source": "Source",
+                    },
+                },
+            )
+        )
+        .with_transformation(transform("sortBy", {"sort": [{"field": "State", "desc": False}]}))
+        .unit("none")
+        .min(0)
+        .override_by_name(
+            "State",
+            [
+                prop(
+                    "mappings",
+                    [
+                        models.ValueMap(
+                            options={
+                                "firing": models.ValueMappingResult(color="red", index=0),
+                                "pending": models.ValueMappingResult(color="orange", index=1),
+                            }
+                        )
+                    ],
+                ),
+                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+            ],
+        )
+    )
+
+
+def alerts_annotation() -> dashboard.AnnotationQuery:
+    return (
+        dashboard.AnnotationQuery()
+        .name("Budget alerts")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .hide(False)
+        .icon_color("red")
+        .expr(f'ALERTS{{alertname=~"Budget.*", alertstate="firing", {EXPORTER_SELECTOR}}}')
+        .step("60s")
+        .title_format("{{alertname}}")
+        .text_format("{{budget}}{{source}} ({{severity}})")
+        .tag_keys("severity,budget,source")
+        .use_value_for_time(False)
+    )
 
 
 def budget_series(
@@ -439,9 +718,9 @@ def budget_series(
     """Each budget's spend, limit and forecast (refs A, B, C), made by ``query`` or ``instant``."""
     return [
         make(
-            f"max by (budget) (budget_{metric}_amount{{{BUDGET_SELECTOR}}})",
+            per_budget(f"budget_{metric}_amount"),
             ref,
-            f"{name} ({{{{budget}}}})",
+            f"{name} ({{{{budget}}}}{{{{exporter}}}})",
         )
         for ref, metric, name in (
             ("A", "spend", "Spend"),
@@ -472,8 +751,10 @@ def budget_stats() -> stat.Panel:
     )
 
 
+DASHED = prop("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})
+
+
 def budget_timeseries() -> timeseries.Panel:
-    dashed = prop("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})
     panel = described(
         timeseries.Panel(),
         "Spend over the period",
@@ -490,7 +771,7 @@ def budget_timeseries() -> timeseries.Panel:
         .tooltip(tooltip())
         .override_by_regexp(r"Spend \(.*\)", [fixed_color("blue")])
         .override_by_regexp(
-            r"Limit \(.*\)", [fixed_color("red"), dashed, prop("custom.fillOpacity", 0)]
+            r"Limit \(.*\)", [fixed_color("red"), DASHED, prop("custom.fillOpacity", 0)]
         )
         .override_by_regexp(
             r"Forecast \(.*\)",
@@ -498,6 +779,74 @@ def budget_timeseries() -> timeseries.Panel:
                 fixed_color("purple"),
                 prop("custom.lineStyle", {"fill": "dot", "dash": [0, 10]}),
                 prop("custom.fillOpacity", 0),
+            ],
+        )
+    )
+
+
+def burn_timeseries() -> timeseries.Panel:
+    panel = described(
+        timeseries.Panel(),
+        "Burn rate vs sustainable rate",
+        "Spend per day over the last hour, 6 hours and day, against the rate (red, dashed) "
+        "that would use up exactly what is left of the limit by the end of the period. A burn "
+        "rate above the red line runs out before the period ends.",
+        12,
+    )
+    rates = [
+        query(f"{per_budget(spend_rate(window))} * {DAY}", ref, f"{window} ({{{{budget}}}})")
+        for ref, window in zip("ABC", RATE_WINDOWS, strict=True)
+    ]
+    sustainable = query(f"{per_budget(SUSTAINABLE)} * {DAY}", "D", "Sustainable ({{budget}})")
+    return (
+        money(panel, "budget_limit_amount", BUDGET_SELECTOR, *rates, sustainable)
+        .fill_opacity(0)
+        .line_width(2)
+        .span_nulls(True)
+        .legend(legend(calcs=["lastNotNull"]))
+        .tooltip(tooltip())
+        .override_by_regexp(r"Sustainable \(.*\)", [fixed_color("red"), DASHED])
+    )
+
+
+def budget_sources_table() -> table.Panel:
+    by = "source, provider"
+    panel = described(
+        table.Panel(),
+        "Sources of $budget",
+        "The sources the budget's figures come from (budget_source_info): Up, Late (no "
+        "successful poll for two of the source's poll intervals), Stale (three) or Down (the "
+        "last poll failed), and the age of their figures.",
+        12,
+    )
+    return (
+        panel.with_target(instant(budget_sources(source_state(), "max", by), "A", True))
+        .with_target(instant(data_age(by), "B", table_format=True))
+        .with_transformation(transform("merge", {}))
+        .with_transformation(
+            transform(
+                "organize",
+                {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {"source": 0, "provider": 1, "Value #A": 2, "Value #B": 3},
+                    "renameByName": {
+                        "source": "Source",
+                        "provider": "Provider",
+                        "exporter": "Exporter",
+                        "Value #A": "State",
+                        "Value #B": "Data age",
+                    },
+                },
+            )
+        )
+        .min(0)
+        .unit("s")
+        .override_by_name(
+            "State",
+            [
+                prop("unit", "none"),
+                prop("mappings", source_state_mappings()),
+                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
             ],
         )
     )
@@ -511,11 +860,15 @@ def overview() -> dashboard.Dashboard:
             "Spend against budgets across clouds, LLM APIs and SaaS APIs, from budget-exporter.",
             TIME_FROM,
         )
+        .annotation(alerts_annotation())
+        .with_variable(exporter_variables()[0])
+        .with_variable(exporter_variables()[1])
+        .with_variable(exporter_variables()[2])
         .with_variable(
             query_variable(
                 "team",
                 "Team",
-                "label_values(budget_limit_amount, team)",
+                f"label_values(budget_limit_amount{{{EXPORTER_SELECTOR}}}, team)",
                 "The team label of the budgets (a static label from the exporter's config).",
             )
         )
@@ -523,33 +876,37 @@ def overview() -> dashboard.Dashboard:
             query_variable(
                 "currency",
                 "Currency",
-                'label_values(budget_limit_amount{team=~"$team"}, currency)',
-                "Budgets are shown one currency at a time: amounts are never added across "
-                "currencies.",
-                multi=False,
+                f'label_values(budget_limit_amount{{{EXPORTER_SELECTOR}, team=~"$team"}}, '
+                "currency)",
+                "The currencies to show: one row of panels per currency (amounts are never "
+                "added across currencies).",
             )
         )
         .with_variable(
             query_variable(
                 "budget",
                 "Budget",
-                'label_values(budget_limit_amount{team=~"$team", currency="$currency"}, budget)',
+                f'label_values(budget_limit_amount{{{EXPORTER_SELECTOR}, team=~"$team", '
+                'currency=~"$currency"}, budget)',
                 "The budgets to show; one row of detail panels is repeated for each.",
             )
         )
     )
     layout = Layout(board)
-    layout.row("Budgets in $currency")
+    layout.row("Budget alerts")
+    layout.add(alerts_table())
+    layout.row("Budgets in $currency", repeat="currency")
     layout.add(
         usage_bargauge(
             "Budget usage",
             "Spend as a share of each budget's limit, most used first. Each bar turns amber at "
             "the budget's own warning ratio and red at its stop ratio.",
+            8,
             10,
-            9,
         )
     )
     layout.add(budgets_table())
+    layout.add(burn_table())
     layout.row("Budget: $budget", repeat="budget")
     layout.add(
         usage_bargauge(
@@ -562,23 +919,30 @@ def overview() -> dashboard.Dashboard:
     )
     layout.add(budget_stats())
     layout.add(budget_timeseries())
+    layout.add(burn_timeseries())
+    layout.add(budget_sources_table())
     return board
 
 
 # -- Breakdown -------------------------------------------------------------------
 
-COST_SELECTOR = 'currency="$currency", provider=~"$provider", source=~"$source"'
-SOURCE_SELECTOR = 'provider=~"$provider", source=~"$source"'
+SOURCE_SELECTOR = f'{EXPORTER_SELECTOR}, provider=~"$provider", source=~"$source"'
+COST_SELECTOR = f'{SOURCE_SELECTOR}, currency="$currency", period="$period"'
+
+
+def cost_lines(selector: str = COST_SELECTOR, offset: str = "") -> str:
+    """Each cost line once: copies from replicas (when merged) and scrape jobs merged."""
+    return merged(with_exporter(f"budget_source_cost_amount{{{selector}}}{offset}"))
 
 
 def spend_by(
     dimension: str, title: str, description: str, only_attributed: bool = False
 ) -> timeseries.Panel:
-    """Month-to-date spend by one dimension, stacked, in the selected currency."""
+    """Spend so far in the period by one dimension, stacked, in the selected currency."""
     sel = COST_SELECTOR
     if only_attributed:
         sel = f'{sel}, {dimension}!=""'
-    expr = f"sum by ({dimension}, currency) ({merged(f'budget_source_cost_amount{{{sel}}}')})"
+    expr = f"sum by ({dimension}, currency, exporter) ({cost_lines(sel)})"
     if not only_attributed and dimension not in ("source", "provider"):
         # Lines without the dimension are named, not dropped: the total stays whole.
         expr = f'label_replace({expr}, "{dimension}", "{UNATTRIBUTED}", "{dimension}", "")'
@@ -588,7 +952,7 @@ def spend_by(
             panel,
             "budget_source_cost_amount",
             COST_SELECTOR,
-            query(expr, "A", f"{{{{{dimension}}}}}"),
+            query(expr, "A", f"{{{{{dimension}}}}} {{{{exporter}}}}"),
         )
         .fill_opacity(40)
         .line_width(1)
@@ -606,37 +970,72 @@ def spend_by(
     )
 
 
-def top_movers() -> bargauge.Panel:
-    sel = COST_SELECTOR
-    labels = (
-        "{{source}} {{service_name}} {{model}} {{charge_category}} {{sub_account_id}} {{region_id}}"
+STEP = "$__interval"
+STEP_SECONDS = "($__interval_ms / 1000)"
+
+
+def period_boundaries() -> str:
+    """One series ``{period=...}`` for each period that started in the last step.
+
+    Periods are UTC calendar periods, as in the exporter.
+    """
+    now, before = "vector(time())", f"vector(time() - {STEP_SECONDS})"
+    changed = {
+        "daily": f"floor({now} / {DAY}) != floor({before} / {DAY})",
+        "monthly": f"month({now}) != month({before})",
+        "quarterly": f"ceil(month({now}) / 3) != ceil(month({before}) / 3)",
+        "yearly": f"year({now}) != year({before})",
+    }
+    return " or ".join(
+        f'label_replace({test}, "period", "{period}", "", "")' for period, test in changed.items()
     )
-    # budget_source_cost_amount is a gauge (credits, refunds and corrections lower it), so
-    # its change is delta(), not increase(), which would read every drop as a counter reset.
-    change = merged(f"delta(budget_source_cost_amount{{{sel}}}[$__range])")
-    movers = instant(f"sort_desc(topk($topn, {change}))", "A", labels)
+
+
+def change_over_range() -> str:
+    """Each cost line's change over the range, correct across the period's reset.
+
+    The sum of its changes step by step, where a step across the start of the
+    line's period counts the new period's spend so far (not the drop to it),
+    and a line that appears counts its whole amount.  Credits and refunds that
+    lower a line within a period count as negative change.
+    """
+    now, before = cost_lines(), cost_lines(offset=f" offset {STEP}")
+    boundary = f"({period_boundaries()})"
+    step = (
+        f"(({now} - {before}) unless on (period) {boundary}) "
+        f"or ({now} and on (period) {boundary}) "
+        f"or ({now} unless {before})"
+    )
+    return f"sum_over_time(({step})[$__range:{STEP}])"
+
+
+def top_movers() -> bargauge.Panel:
+    labels = (
+        "{{source}} {{service_name}} {{model}} {{charge_category}} {{sub_account_id}} "
+        "{{region_id}} {{exporter}}"
+    )
+    change = change_over_range()
+    movers = instant(f"sort_desc({change} and topk($topn, abs({change})))", "A", labels)
     panel = described(
         bargauge.Panel(),
         "Top $topn movers over the time range",
-        "The cost lines whose month-to-date spend grew most over the selected time range: "
-        "delta() of the gauge, its last value minus its first (extrapolated to the edges of "
-        "the range). Credits, refunds and corrections lower a line, so they count against its "
-        "growth. A range that spans the start of a month shows the reset: each line's figure "
-        "then drops by the old month's total, so pick a range within one month.",
+        "The cost lines whose spend changed most over the selected time range, up or down: "
+        "the sum of each line's changes, where the start of a new period counts the new "
+        "period's spend so far instead of the drop to it. Credits, refunds and corrections "
+        "that lower a line show as negative (green) bars.",
         24,
         9,
     )
     return (
-        money(panel, "budget_source_cost_amount", sel, movers)
+        panel.with_target(unit_query("budget_source_cost_amount", COST_SELECTOR))
+        .with_target(movers)
+        .with_transformation(unit_from_data())
+        .decimals(2)
         .reduce_options(last_value())
         .display_mode(common_models.BarGaugeDisplayMode.BASIC)
         .orientation(common_models.VizOrientation.HORIZONTAL)
-        .color_scheme(
-            dashboard.FieldColor()
-            .mode(models.FieldColorModeId.CONTINUOUS_BL_PU)
-            .series_by(models.FieldColorSeriesByMode.LAST)
-        )
-        .thresholds(thresholds((None, "blue")))
+        .color_scheme(dashboard.FieldColor().mode(models.FieldColorModeId.THRESHOLDS))
+        .thresholds(thresholds((None, "green"), (0, "blue")))
         .show_unfilled(True)
     )
 
@@ -651,9 +1050,9 @@ def sources_up() -> stat.Panel:
     return (
         panel.with_target(
             instant(
-                f"max by (source, provider) (budget_source_up{{{SOURCE_SELECTOR}}})",
+                by_exporter("max", "source, provider", f"budget_source_up{{{SOURCE_SELECTOR}}}"),
                 "A",
-                "{{source}}",
+                "{{source}} {{exporter}}",
             )
         )
         .min(0)
@@ -677,13 +1076,14 @@ def sources_up() -> stat.Panel:
 
 
 def last_success_age() -> bargauge.Panel:
-    interval = f"max by (source) (budget_source_poll_interval_seconds{{{SOURCE_SELECTOR}}})"
+    interval = by_exporter(
+        "max", "source", f"budget_source_poll_interval_seconds{{{SOURCE_SELECTOR}}}"
+    )
+    last = by_exporter(
+        "max", "source", f"budget_source_last_success_timestamp_seconds{{{SOURCE_SELECTOR}}}"
+    )
     bars = per_row_threshold_bars(
-        "source",
-        "time() - max by (source) "
-        f"(budget_source_last_success_timestamp_seconds{{{SOURCE_SELECTOR}}})",
-        f"2 * {interval}",
-        f"3 * {interval}",
+        "source", f"time() - {last}", f"2 * {interval}", f"3 * {interval}"
     )
     return (
         described(
@@ -704,22 +1104,19 @@ def api_requests() -> timeseries.Panel:
         timeseries.Panel(),
         "Provider API requests by status",
         "Requests the exporter sent to each provider's API, by outcome: the monitor's own "
-        "API usage (some billing APIs charge per request). Replicas are added up, since "
-        "each sends its own requests; a second scrape job is not.",
+        "API usage (some billing APIs charge per request). Replicas are added up when merged, "
+        "since each sends its own requests; a second scrape job is not.",
         12,
     )
+    increase = f"increase(budget_source_api_requests_total{{{SOURCE_SELECTOR}}}[$__rate_interval])"
     return (
         panel.with_target(
             query(
-                "sum by (source, status) ("
-                + merged(
-                    "increase(budget_source_api_requests_total"
-                    f"{{{SOURCE_SELECTOR}}}[$__rate_interval])",
-                    SCRAPE_JOB_LABELS,
-                )
+                "sum by (source, status, exporter) ("
+                + merged(with_exporter(increase), SCRAPE_JOB_LABELS)
                 + ")",
                 "A",
-                "{{source}} {{status}}",
+                "{{source}} {{exporter}} {{status}}",
             )
         )
         .unit("short")
@@ -748,9 +1145,11 @@ def poll_duration() -> timeseries.Panel:
     return (
         panel.with_target(
             query(
-                f"max by (source) (budget_source_poll_duration_seconds{{{SOURCE_SELECTOR}}})",
+                by_exporter(
+                    "max", "source", f"budget_source_poll_duration_seconds{{{SOURCE_SELECTOR}}}"
+                ),
                 "A",
-                "{{source}}",
+                "{{source}} {{exporter}}",
             )
         )
         .unit("s")
@@ -764,16 +1163,25 @@ def config_reload() -> stat.Panel:
     panel = described(
         stat.Panel(),
         "Configuration",
-        "Whether the exporter's last configuration (re)load succeeded.",
+        "Whether the exporter's last configuration (re)load succeeded, and how many exporters "
+        "are scraped.",
         12,
     )
     return (
         panel.with_target(
-            instant("min(budget_exporter_config_last_reload_successful)", "A", "Last reload")
+            instant(
+                f"min(budget_exporter_config_last_reload_successful{{{EXPORTER_SELECTOR}}})",
+                "A",
+                "Last reload",
+            )
         )
         # Distinct exporters: two scrape jobs on one exporter share its instance.
         .with_target(
-            instant("count(count by (instance) (budget_exporter_build_info))", "B", "Exporters")
+            instant(
+                f"count(count by (instance) (budget_exporter_build_info{{{EXPORTER_SELECTOR}}}))",
+                "B",
+                "Exporters",
+            )
         )
         .unit("none")
         .min(0)
@@ -802,38 +1210,65 @@ def config_reload() -> stat.Panel:
 
 
 def breakdown() -> dashboard.Dashboard:
+    board = base_dashboard(
+        "Budget breakdown",
+        "budget-exporter-breakdown",
+        "Where the money goes: spend so far in the period by provider, source, service, "
+        "sub-account, region and LLM model, the biggest movers, and the exporter's own health. "
+        "Opened from a budget in the overview, it shows that budget's sources.",
+        "now-7d",
+    )
+    for variable in exporter_variables():
+        board = board.with_variable(variable)
     board = (
-        base_dashboard(
-            "Budget breakdown",
-            "budget-exporter-breakdown",
-            "Where the money goes: month-to-date spend by provider, source, service, "
-            "sub-account, region and LLM model, the biggest movers, and the exporter's own health.",
-            "now-7d",
+        board.with_variable(
+            query_variable(
+                "period",
+                "Period",
+                f"label_values(budget_source_cost_amount{{{EXPORTER_SELECTOR}}}, period)",
+                "Spend so far in the current daily, monthly, quarterly or yearly period. "
+                "Monthly is always there; the others when a budget uses them.",
+                multi=False,
+            ).current(models.VariableOption(selected=True, text="monthly", value="monthly"))
         )
         .with_variable(
             query_variable(
                 "currency",
                 "Currency",
-                "label_values(budget_source_cost_amount, currency)",
+                f'label_values(budget_source_cost_amount{{{EXPORTER_SELECTOR}, period="$period"}}'
+                ", currency)",
                 "Spend is shown one currency at a time: amounts are never added across currencies.",
                 multi=False,
             )
         )
         .with_variable(
             query_variable(
-                "provider",
-                "Provider",
-                'label_values(budget_source_cost_amount{currency="$currency"}, provider)',
-                "The provider (aws, gcp, openai, http_json...) of the sources to show.",
+                "budget",
+                "Budget",
+                f'label_values(budget_source_info{{{EXPORTER_SELECTOR}, currency="$currency"}}, '
+                "budget)",
+                "Show only the sources of these budgets (budget_source_info). All: every source.",
             )
         )
         .with_variable(
             query_variable(
+                "provider",
+                "Provider",
+                f"label_values(budget_source_up{{{EXPORTER_SELECTOR}}}, provider)",
+                "The provider (aws, gcp, openai, http_json...) of the sources to show.",
+            )
+        )
+        .with_variable(
+            # budget_source_up has no budget label, so it matches only when Budget is All:
+            # then every source is offered, else only the chosen budgets' sources.  No
+            # custom "All" value: All means exactly the sources offered.
+            query_variable(
                 "source",
                 "Source",
-                'label_values(budget_source_cost_amount{currency="$currency", '
-                'provider=~"$provider"}, source)',
-                "The configured sources to show.",
+                'label_values({__name__=~"budget_source_info|budget_source_up", '
+                f'{EXPORTER_SELECTOR}, budget=~"$budget", provider=~"$provider"}}, source)',
+                "The sources to show: those of the chosen budgets.",
+                all_value=None,
             )
         )
         .with_variable(
@@ -845,41 +1280,42 @@ def breakdown() -> dashboard.Dashboard:
         )
     )
     layout = Layout(board)
-    layout.row("Month-to-date spend in $currency")
+    layout.row("Spend so far in the $period period, in $currency")
     dims: list[tuple[str, str, str, bool]] = [
-        ("provider", "Spend by provider", "Month-to-date spend per provider.", False),
-        ("source", "Spend by source", "Month-to-date spend per configured source.", False),
+        ("provider", "Spend by provider", "Spend so far in the period per provider.", False),
+        ("source", "Spend by source", "Spend so far in the period per configured source.", False),
         (
             "service_name",
             "Spend by service",
-            "Month-to-date spend per FOCUS service_name; lines a source does not attribute to "
-            f"a service show as {UNATTRIBUTED}.",
+            "Spend so far in the period per FOCUS service_name; lines a source does not "
+            f"attribute to a service show as {UNATTRIBUTED}.",
             False,
         ),
         (
             "sub_account_id",
             "Spend by sub-account",
-            "Month-to-date spend per FOCUS sub_account_id (AWS account, GCP project, Azure "
-            f"subscription...); unattributed lines show as {UNATTRIBUTED}.",
+            "Spend so far in the period per FOCUS sub_account_id (AWS account, GCP project, "
+            f"Azure subscription...); unattributed lines show as {UNATTRIBUTED}.",
             False,
         ),
         (
             "region_id",
             "Spend by region",
-            f"Month-to-date spend per FOCUS region_id; unattributed lines show as {UNATTRIBUTED}.",
+            "Spend so far in the period per FOCUS region_id; unattributed lines show as "
+            f"{UNATTRIBUTED}.",
             False,
         ),
         (
             "charge_category",
             "Spend by charge category",
-            "Month-to-date spend per FOCUS charge_category (usage, purchase, tax...); "
+            "Spend so far in the period per FOCUS charge_category (usage, purchase, tax...); "
             f"unattributed lines show as {UNATTRIBUTED}.",
             False,
         ),
         (
             "model",
             "LLM spend by model",
-            "Month-to-date spend per LLM model, for the sources that report one.",
+            "Spend so far in the period per LLM model, for the sources that report one.",
             True,
         ),
     ]

@@ -240,14 +240,17 @@ def _source_families(states: Sequence[SourceState]) -> list[Metric]:
 
 
 def _feeds_family(feeds: Sequence[Feed]) -> Metric:
+    static = sorted({k for f in feeds for k, _ in f.labels})
     info = GaugeMetricFamily(
         "budget_source_info",
         "1 for each source that feeds a budget: one of its sources with lines that pass (or "
         "could pass) its match, or its limit_from source.",
-        labels=["budget", "currency", "period", "source", "provider"],
+        labels=["budget", "currency", "period", "source", "provider", *static],
     )
     for f in feeds:
-        info.add_metric([f.budget, f.currency, f.period, f.source, f.provider], 1)
+        extra = dict(f.labels)
+        values = [f.budget, f.currency, f.period, f.source, f.provider]
+        info.add_metric([*values, *(extra.get(k, "") for k in static)], 1)
     return info
 
 

@@ -34,6 +34,8 @@ class Feed:
     period: str
     source: str
     provider: str
+    labels: tuple[tuple[str, str], ...] = ()
+    """The budget's static ``labels`` (team...), as on its other series."""
 
 
 def budget_feeds(config: Config, states: Mapping[str, SourceState]) -> list[Feed]:
@@ -48,6 +50,7 @@ def budget_feeds(config: Config, states: Mapping[str, SourceState]) -> list[Feed
                     str(budget.period),
                     source,
                     _provider(config, source),
+                    tuple(sorted(budget.labels.items())),
                 )
             )
     return feeds
