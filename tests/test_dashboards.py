@@ -626,8 +626,34 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     assert [s["metric"]["unit"] for s in run_target(prometheus, unit, eur)] == ["currencyEUR"]
     state = next(t for t in budgets_table["targets"] if "budget_state" in t["expr"])
     assert {float(s["value"][1]) for s in run_target(prometheus, state, values)} <= {0, 1, 2, 3}
+    # Every USD budget's sources are up and fresh, its figures seconds old.
+    sources = next(t for t in budgets_table["targets"] if t["refId"] == "H")
+    ages = next(t for t in budgets_table["targets"] if t["refId"] == "I")
+    up = {s["metric"]["budget"]: float(s["value"][1]) for s in run_target(prometheus, sources, values)}
+    assert up == dict.fromkeys(("everything", "llm", "cloud", "llm-quarterly", "saas-daily"), 0)
+    for s in run_target(prometheus, ages, values):
+        assert 0 <= float(s["value"][1]) < 60, s
+    # All currencies at once: each repeated row shows its own currency's budgets only.
+    everywhere = resolve_variables(prometheus, overview, "all", "ALL")
+    assert {s["metric"]["currency"] for s in run_target(prometheus, sources, everywhere)} == {
+        "USD",
+        "EUR",
+    }
 
+    # The drill-down: the breakdown opened for a budget offers that budget's sources.
     breakdown = load("budget-breakdown.json")
+    source_variable = next(v for v in breakdown["templating"]["list"] if v["name"] == "source")
+
+    def sources_of(budget: str) -> list[str]:
+        chosen = {"budget": budget} if budget != "All" else {}
+        picked = resolve_variables(prometheus, breakdown, "all", "USD", chosen)
+        return label_values(prometheus, interpolate(source_variable["definition"], picked))
+
+    assert sources_of("llm") == ["openai"]
+    assert sources_of("cloud") == ["aws", "aws-accounts", "azure"]
+    assert sources_of("saas-daily") == ["saas"]
+    assert sources_of("All") == ["aws", "aws-accounts", "azure", "eu-saas", "openai", "saas"]
+
     values = resolve_variables(prometheus, breakdown, "all", "USD")
     seen = {}
     for _panel, target in targets(breakdown):
