@@ -1340,9 +1340,27 @@ DASHBOARDS: dict[str, Callable[[], dashboard.Dashboard]] = {
 }
 
 
+MIN_GRAFANA = "11.0"
+SCHEMA_VERSION = 39
+"""The dashboard schema of Grafana 11.0, the oldest version the dashboards claim.
+
+The SDK writes its own latest schema version (42, Grafana 12), which an older
+Grafana would take for a schema from the future.  Nothing in these dashboards
+needs 40-42: those migrations only normalise ``refresh`` to a string, drop the
+timepicker's ``time_options`` and copy ``hideFrom.viz`` to ``hideFrom.tooltip``,
+none of which these dashboards use, so Grafana 12 loads them unchanged.
+``grafana/compat.py`` checks the fields against the Grafana 11.0 schema.
+"""
+
+
 def render() -> dict[str, str]:
     encoder = JSONEncoder(sort_keys=True, indent=2)
-    return {name: encoder.encode(build().build()) + "\n" for name, build in DASHBOARDS.items()}
+    out = {}
+    for name, build in DASHBOARDS.items():
+        board = build().build()
+        board.schema_version = SCHEMA_VERSION
+        out[name] = encoder.encode(board) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

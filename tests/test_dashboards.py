@@ -10,6 +10,7 @@ fail and each must return series.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ RECORDED = re.compile(r"\b[a-z0-9_]+:[a-z0-9_]+:[a-z0-9_]+\b")
 VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 MERGED = "max without (job, instance, namespace, service, endpoint, pod, container)"
 """How the breakdown merges the copies of a cost line from replicas and scrape jobs."""
-WITH_EXPORTER = 'label_replace(budget_source_cost_amount{'
+WITH_EXPORTER = "label_replace(budget_source_cost_amount{"
 SPEND_BY = re.compile(
     r"sum by \((\w+), currency, exporter\) \(max without \([^)]*\) "
     r"\(label_replace\(budget_source_cost_amount"
@@ -171,6 +172,9 @@ def test_committed_json_is_what_the_generator_writes(tmp_path: Path) -> None:
 def test_dashboard_metadata(name: str) -> None:
     board = load(name)
     assert board["uid"] == EXPECTED[name]
+    # Grafana 11.0's schema, the oldest version claimed (docs/dashboards.md).
+    assert board["schemaVersion"] == 39
+    assert {p["type"] for p in panels(board)} <= {"row", "bargauge", "stat", "table", "timeseries"}
     assert "budget-exporter" in board["tags"]
     assert board["time"]["from"].startswith("now-") and board["time"]["to"] == "now"
     assert board["refresh"] == "5m"
@@ -371,6 +375,26 @@ def test_recording_rules_used_exist(name: str) -> None:
             assert used in recorded, (panel["title"], used)
 
 
+OLDEST_SDK = os.environ.get("GRAFANA_SDK_OLDEST")
+"""A directory holding the foundation SDK for the oldest Grafana claimed (11.0):
+``pip install --target DIR --no-deps 'grafana-foundation-sdk==1769699734!11.0.0'``."""
+
+
+@pytest.mark.skipif(not OLDEST_SDK, reason="set GRAFANA_SDK_OLDEST to an SDK for Grafana 11.0")
+def test_dashboards_fit_the_oldest_grafana_schema(tmp_path: Path) -> None:
+    sys.path.insert(0, str(GENERATOR.parent))
+    try:
+        import compat  # grafana/compat.py
+    finally:
+        sys.path.pop(0)
+    assert compat.check(Path(OLDEST_SDK)) == {}
+    # The check notices a field Grafana 11.0 does not know.
+    (tmp_path / "x.json").write_text(
+        json.dumps({**load("budget-overview.json"), "somethingNew": True})
+    )
+    assert compat.check(Path(OLDEST_SDK), tmp_path) == {"x.json": [".somethingNew"]}
+
+
 # -- every panel query against a real Prometheus ---------------------------------
 
 needs_prometheus = pytest.mark.skipif(
@@ -520,7 +544,7 @@ def resolve_variables(
             if name == "currency" and currency != "ALL":
                 assert currency in options, (name, options)
                 values[name] = currency
-            elif name in chosen and chosen[name] == "$__all" or (
+            elif (name in chosen and chosen[name] == "$__all") or (
                 variable["multi"] and pick == "all" and name not in chosen
             ):
                 # Grafana's own All value: the options offered, as a regex.
@@ -541,10 +565,13 @@ def resolve_variables(
 def annotation_targets(board: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     for annotation in board["annotations"]["list"]:
         if annotation.get("expr"):
-            yield {"title": f"annotation {annotation['name']}"}, {
-                "expr": annotation["expr"],
-                "refId": "annotation",
-            }
+            yield (
+                {"title": f"annotation {annotation['name']}"},
+                {
+                    "expr": annotation["expr"],
+                    "refId": "annotation",
+                },
+            )
 
 
 def run_target(prometheus: Service, target: dict[str, Any], values: dict[str, str]) -> list[Any]:
@@ -629,7 +656,9 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     # Every USD budget's sources are up and fresh, its figures seconds old.
     sources = next(t for t in budgets_table["targets"] if t["refId"] == "H")
     ages = next(t for t in budgets_table["targets"] if t["refId"] == "I")
-    up = {s["metric"]["budget"]: float(s["value"][1]) for s in run_target(prometheus, sources, values)}
+    up = {
+        s["metric"]["budget"]: float(s["value"][1]) for s in run_target(prometheus, sources, values)
+    }
     assert up == dict.fromkeys(("everything", "llm", "cloud", "llm-quarterly", "saas-daily"), 0)
     for s in run_target(prometheus, ages, values):
         assert 0 <= float(s["value"][1]) < 60, s
