@@ -53,7 +53,7 @@ LINES_PER_STATIC_SOURCE = 4000
 BUDGET_SOURCES = 4
 REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
 PER_SOURCE_SERIES = 5 + len(REQUEST_STATUSES)  # up, success, attempt, duration, interval, requests
-PER_BUDGET_SERIES = 14
+PER_BUDGET_SERIES = 15  # 14 figures, and budget_source_info for its one source
 EXPORTER_SERIES = 3  # build_info, last_reload_successful, last_reload_success_timestamp
 
 SERVICES = (
@@ -304,6 +304,16 @@ class NaiveCollector:
                 family.add_metric(labels, value)
         yield from budget_families
 
+        feeds = GaugeMetricFamily(
+            "budget_source_info", "Sources of budgets.", labels=[*names, "source", "provider"]
+        )
+        providers = {source["name"]: source["provider"] for source in self.sources}
+        for budget in self.budgets:
+            labels = [budget["name"], budget["currency"], budget.get("period", "monthly")]
+            for name in budget["sources"]:
+                feeds.add_metric([*labels, name, providers[name]], 1)
+        yield feeds
+
         labels = ["source", "provider"]
         source_families = [
             GaugeMetricFamily(name, "Source health.", labels=labels)
@@ -333,10 +343,10 @@ class NaiveCollector:
         cost = GaugeMetricFamily(
             "budget_source_cost_amount",
             "Month-to-date spend by dimensions.",
-            labels=["source", "provider", "currency", *keys],
+            labels=["source", "provider", "currency", "period", *keys],
         )
         for source in self.sources:
-            fixed = [source["name"], source["provider"], source["currency"]]
+            fixed = [source["name"], source["provider"], source["currency"], "monthly"]
             for line in source["lines"]:
                 dims = line["dimensions"]
                 cost.add_metric([*fixed, *(dims.get(k, "") for k in keys)], float(line["amount"]))
