@@ -111,7 +111,9 @@ def test_whole_exporter_exports_azure_spend(
         ("Virtual Machines", 100.46),
         ("Azure OpenAI", 30.0),
     ):
-        labels = tuple(sorted((*source, ("currency", "USD"), ("service_name", service))))
+        labels = tuple(
+            sorted((*source, ("currency", "USD"), ("period", "monthly"), ("service_name", service)))
+        )
         assert samples[("budget_source_cost_amount", labels)] == amount
     assert samples[("budget_source_up", source)] == 1
     assert samples[("budget_source_api_requests_total", (*source, ("status", "ok")))] == 4

@@ -601,6 +601,7 @@ def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
         source="gcp-billing",
         provider="gcp_billing_export",
         currency="USD",
+        period="monthly",
         sub_account_id="data-lake",
         service_name="BigQuery",
     ) == pytest.approx(377.5)

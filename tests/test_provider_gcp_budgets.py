@@ -522,6 +522,7 @@ def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
                 "budget_source_cost_amount",
                 (
                     ("currency", "USD"),
+                    ("period", "monthly"),
                     ("provider", "gcp_billing_export"),
                     ("service_name", "Compute Engine"),
                     ("source", "gcp-billing"),
