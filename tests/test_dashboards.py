@@ -55,18 +55,14 @@ SPEND_BY = re.compile(
     r"sum by \((\w+), currency, exporter\) \(max without \([^)]*\) "
     r"\(label_replace\(budget_source_cost_amount"
 )
-# The spend-rate recording rules of the contract with the anomaly rules (issue 11). Until
-# rules/ has them, the live tests load these equivalents (same names and labels), so the
-# burn-rate panels are checked against a real Prometheus either way.
-CONTRACT_RULES = {
-    "budget:budget_spend_amount:rate1h": "clamp_min(deriv(budget_spend_amount[1h]), 0)",
-    "budget:budget_spend_amount:rate6h": "clamp_min(deriv(budget_spend_amount[6h]), 0)",
-    "budget:budget_spend_amount:rate1d": "clamp_min(deriv(budget_spend_amount[1d]), 0)",
-    "budget:budget_remaining_amount:rate_to_period_end": (
-        "clamp_min(budget_limit_amount - budget_spend_amount, 0)"
-        " / clamp_min(budget_period_end_timestamp_seconds - time(), 1)"
-    ),
-}
+# The spend-rate recording rules of the contract with the anomaly rules (issue 11),
+# which the burn-rate panels use.
+CONTRACT_RULES = (
+    "budget:budget_spend_amount:rate1h",
+    "budget:budget_spend_amount:rate6h",
+    "budget:budget_spend_amount:rate1d",
+    "budget:budget_remaining_amount:rate_to_period_end",
+)
 NEGATIVE_ALLOWED = {"Top $topn movers over the time range"}
 """Panels whose figures may be negative (credits): no minimum of 0."""
 
@@ -113,17 +109,6 @@ def recorded_in_rules() -> set[str]:
         for rule in group["rules"]
         if "record" in rule
     }
-
-
-def rule_files(directory: Path) -> list[Path]:
-    """rules/, plus the contract's recording rules rules/ does not have yet."""
-    missing = {k: v for k, v in CONTRACT_RULES.items() if k not in recorded_in_rules()}
-    if not missing:
-        return RULE_FILES
-    contract = directory / "contract.rules.yml"
-    rules = [{"record": name, "expr": expr} for name, expr in missing.items()]
-    contract.write_text(yaml.safe_dump({"groups": [{"name": "contract", "rules": rules}]}))
-    return [*RULE_FILES, contract]
 
 
 def load(name: str) -> dict[str, Any]:
@@ -367,9 +352,8 @@ def test_money_is_never_summed_across_currencies(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_recording_rules_used_exist(name: str) -> None:
-    # The contract's rules come from the anomaly rules (issue 11); until they land in
-    # rules/, the live tests load equivalents (see CONTRACT_RULES).
-    recorded = recorded_in_rules() | set(CONTRACT_RULES)
+    recorded = recorded_in_rules()
+    assert set(CONTRACT_RULES) <= recorded
     for panel, target in targets(load(name)):
         for used in RECORDED.findall(target["expr"]):
             assert used in recorded, (panel["title"], used)
@@ -405,11 +389,11 @@ needs_prometheus = pytest.mark.skipif(
 class Stack:
     """An exporter on one config and the Prometheus scraping it."""
 
-    def __init__(self, services: ServiceSet, config: Path, rules_dir: Path) -> None:
+    def __init__(self, services: ServiceSet, config: Path) -> None:
         self.exporter = services.exporter(config)
         self.prometheus = services.prometheus(
             {"budget-exporter": [f"127.0.0.1:{self.exporter.port}"]},
-            rule_files=rule_files(rules_dir),
+            rule_files=RULE_FILES,
             interval="1s",
         )
 
@@ -436,10 +420,9 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stack
         ServiceSet(tmp_path_factory.mktemp("demo")) as demo_services,
         ServiceSet(tmp_path_factory.mktemp("multi")) as multi_services,
     ):
-        rules_dir = tmp_path_factory.mktemp("rules")
         started = {
-            "demo": Stack(demo_services, DEMO_CONFIG, rules_dir),
-            "multi": Stack(multi_services, multi, rules_dir),
+            "demo": Stack(demo_services, DEMO_CONFIG),
+            "multi": Stack(multi_services, multi),
         }
         for stack in started.values():
             stack.wait_for_data()
