@@ -11,75 +11,41 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-import re
 import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
-import kubernetes_validate.utils
 import pytest
 import yaml
-from helm_python.chart import Chart, lint
+from helm_python.chart import lint
 from helm_python.errors import HelmError
 
 from budget_exporter.config import load_config
+from tests.support.helm import (
+    CHART_DIR,
+    CORE_KINDS,
+    DASHBOARD_FILES,
+    FULLNAME,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    RULE_FILES,
+    by_kind,
+    chart,
+    container,
+    one,
+    render,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART_DIR = ROOT / "helm" / "budget-exporter"
 SYNC = ROOT / "helm" / "sync.py"
-RULE_FILES = sorted((ROOT / "rules").glob("*.yml"))
-DASHBOARD_FILES = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 SCENARIOS = {"default": {}} | {
     path.name: yaml.safe_load(path.read_text())
     for path in sorted((CHART_DIR / "ci").glob("*-values.yaml"))
 }
-# The Chart.yaml kubeVersion floor and the newest schemas kubernetes-validate ships.
-KUBE_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
-CORE_KINDS = {
-    "ConfigMap",
-    "Deployment",
-    "NetworkPolicy",
-    "PodDisruptionBudget",
-    "Secret",
-    "Service",
-    "ServiceAccount",
-}
-RELEASE, NAMESPACE = "spend", "monitoring"
-FULLNAME = "spend-budget-exporter"
-
-
-@cache
-def chart() -> Chart:
-    return Chart.load(CHART_DIR)
-
-
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    manifests = chart().render(copy.deepcopy(values or {}), name=RELEASE, namespace=NAMESPACE)
-    return [
-        doc
-        for path, text in sorted(manifests.items())
-        if path.endswith((".yaml", ".yml"))
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = by_kind(docs, kind)
-    return found
-
-
-def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (main,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return main
 
 
 # -- lint, render, schemas -------------------------------------------------------
@@ -360,22 +326,6 @@ def test_service_monitor() -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
-def test_service_monitor_job_matches_the_exporter_down_alert() -> None:
-    """Whatever the release is called, the scrape job is the one BudgetExporterDown selects."""
-    alert = next(
-        rule
-        for path in RULE_FILES
-        for group in yaml.safe_load(path.read_text())["groups"]
-        for rule in group["rules"]
-        if rule.get("alert") == "BudgetExporterDown"
-    )
-    (job,) = re.findall(r'up\{job="([^"]+)"\}', alert["expr"])
-    docs = render({"serviceMonitor": {"enabled": True}})
-    monitor = one(docs, "ServiceMonitor")
-    service = one(docs, "Service")
-    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == job
-
-
 def test_pdb_and_network_policy() -> None:
     docs = render(SCENARIOS["monitoring-values.yaml"])
     selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
@@ -507,22 +457,44 @@ def test_sync_check_detects_drift(tmp_path: Path) -> None:
     assert check().returncode == 0
 
 
-def test_prometheus_rule_holds_exactly_the_rules(tmp_path: Path) -> None:
-    rule = one(render({"prometheusRule": {"enabled": True}}), "PrometheusRule")
-    expected = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
-    assert rule["spec"]["groups"] == expected
-    # Alert templates reach Prometheus as written, not rendered by Helm.
-    assert "{{ $labels.budget }}" in json.dumps(rule["spec"])
+DEFAULT_SELECTOR = 'job="budget-exporter"'
 
+
+def repository_groups(selector: str) -> list[dict[str, Any]]:
+    """The groups of rules/*.yml with the exporter's job selector replaced, as the chart must."""
+    groups = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
+    for group in groups:
+        for rule in group["rules"]:
+            rule["expr"] = rule["expr"].replace(DEFAULT_SELECTOR, selector)
+    return groups
+
+
+def alert_expr(groups: list[dict[str, Any]], name: str) -> str:
+    (expr,) = [r["expr"] for g in groups for r in g["rules"] if r.get("alert") == name]
+    return str(expr)
+
+
+def promtool_check(tmp_path: Path, groups: list[dict[str, Any]]) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed")
     rules_file = tmp_path / "from-chart.rules.yml"
-    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    rules_file.write_text(yaml.safe_dump({"groups": groups}))
     check = subprocess.run(
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_prometheus_rule_holds_the_rules_with_the_release_selector(tmp_path: Path) -> None:
+    """The repository's rules, unchanged but for the selector of the exporter's own job."""
+    rule = one(render({"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    selector = f'job="budget-exporter",namespace="{NAMESPACE}"'
+    assert rule["spec"]["groups"] == repository_groups(selector)
+    assert f"up{{{selector}}} == 0" in alert_expr(rule["spec"]["groups"], "BudgetExporterDown")
+    # Alert templates reach Prometheus as written, not rendered by Helm.
+    assert "{{ $labels.budget }}" in json.dumps(rule["spec"])
+    promtool_check(tmp_path, rule["spec"]["groups"])
 
 
 def test_dashboard_configmaps_hold_exactly_the_dashboards() -> None:
