@@ -19,7 +19,16 @@ import yaml
 from helm_python.chart import Chart
 from helm_python.errors import HelmError
 
-from tests.support.helm import CHART_DIR, FULLNAME, NAMESPACE, RELEASE, RULE_FILES, one, render
+from tests.support.helm import (
+    CHART_DIR,
+    FULLNAME,
+    NAMESPACE,
+    RELEASE,
+    RULE_FILES,
+    chart,
+    one,
+    render,
+)
 
 DEFAULT_SELECTOR = 'job="budget-exporter"'
 
@@ -351,3 +360,12 @@ def test_rule_metadata_labels() -> None:
     labels = rule["metadata"]["labels"]
     assert labels["release"] == "kube-prometheus-stack" and labels["role"] == "alert-rules"
     assert labels["cost-center"] == "42" and labels["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_notes_name_the_selector() -> None:
+    notes = chart().render(
+        {"prometheusRule": {"enabled": True}, "nameOverride": "finops"},
+        name=RELEASE,
+        namespace=NAMESPACE,
+    )["budget-exporter/templates/NOTES.txt"]
+    assert f'BudgetExporterDown\nselects job="finops",namespace="{NAMESPACE}".' in notes
