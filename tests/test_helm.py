@@ -175,6 +175,11 @@ def test_container_runs_the_exporter_cli() -> None:
     assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def test_lifecycle_flag() -> None:
+    assert "--web.enable-lifecycle" not in container(render())["args"]
+    assert "--web.enable-lifecycle" in container(render({"web": {"enableLifecycle": True}}))["args"]
+
+
 def test_image_digest_wins_over_tag() -> None:
     digest = "sha256:" + "ab" * 32
     main = container(render({"image": {"tag": "9.9.9", "digest": digest}}))
