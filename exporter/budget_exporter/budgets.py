@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
-from functools import lru_cache
 
 from budget_exporter.config import BudgetConfig, Config
+from budget_exporter.lineindex import LineIndex, match_pattern
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
 from budget_exporter.state import SourceState
@@ -66,13 +65,6 @@ def budget_state(ratio: float, warning_ratio: float, stop_ratio: float) -> str:
     return "ok"
 
 
-@lru_cache(maxsize=1024)
-def _pattern(value: str) -> re.Pattern[str] | None:
-    if len(value) >= 2 and value.startswith("/") and value.endswith("/"):
-        return re.compile(value[1:-1])
-    return None
-
-
 def line_matches(line: SpendLine, match: Mapping[str, str]) -> bool:
     """Exact values, or ``/regex/`` (fully anchored); a missing dimension is ``""``."""
     if not match:
@@ -80,7 +72,7 @@ def line_matches(line: SpendLine, match: Mapping[str, str]) -> bool:
     dims = line.dims
     for key, wanted in match.items():
         value = dims.get(key, "")
-        pattern = _pattern(wanted)
+        pattern = match_pattern(wanted)
         if pattern is None:
             if value != wanted:
                 return False
@@ -100,7 +92,7 @@ def compute_budgets(
     :func:`currency_mismatches` for counting them).
     """
     views = []
-    cache: _TotalsCache = {}
+    cache: _IndexCache = {}
     for budget in config.budgets:
         view = _compute(config, budget, states, now, cache)
         if view is not None:
@@ -113,7 +105,7 @@ def _compute(
     budget: BudgetConfig,
     states: Mapping[str, SourceState],
     now: datetime,
-    cache: _TotalsCache,
+    cache: _IndexCache,
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
@@ -184,26 +176,21 @@ def _provider_thresholds(
 
 
 _Totals = dict[str, Decimal]
-_TotalsCache = dict[tuple[str, str], _Totals]
+_IndexCache = dict[tuple[str, str], LineIndex]
 
 
-def _totals(state: SourceState, budget: BudgetConfig, cache: _TotalsCache) -> _Totals:
-    """Sum and count of the source's matching lines per currency, for the budget's period.
+def _totals(state: SourceState, budget: BudgetConfig, cache: _IndexCache) -> _Totals:
+    """Sum of the source's matching lines per currency, for the budget's period.
 
-    Budgets without ``match`` share one sum per source and period, so many
-    budgets over large sources stay cheap to compute.
+    Looked up in one :class:`LineIndex` per source and period (built once per
+    rebuild), so many budgets over large sources stay cheap to compute.
     """
     assert state.result is not None
     key = (state.name, budget.period)
-    if not budget.match and key in cache:
-        return cache[key]
-    totals: _Totals = {}
-    for line in state.result.lines:
-        if line.period == budget.period and line_matches(line, budget.match):
-            totals[line.currency] = totals.get(line.currency, Decimal(0)) + line.amount
-    if not budget.match:
-        cache[key] = totals
-    return totals
+    index = cache.get(key)
+    if index is None:
+        index = cache[key] = LineIndex.of(state.result.lines, budget.period)
+    return index.summary(budget.match)[0]
 
 
 def _source_forecast(
@@ -253,13 +240,16 @@ def match_problems(config: Config, source: str, result: PollResult) -> list[str]
     A typo there (``servce_name``) would otherwise show a quiet zero forever.
     """
     problems = []
+    indexes: dict[str, LineIndex] = {}
     for budget in config.source_budgets(source):
         if not budget.match:
             continue
-        lines = [ln for ln in result.lines if ln.period == budget.period]
-        if not lines:
+        index = indexes.get(budget.period)
+        if index is None:
+            index = indexes[budget.period] = LineIndex.of(result.lines, budget.period)
+        if not len(index):
             continue
-        present = {key for ln in lines for key, _ in ln.dimensions}
+        present = index.dimensions
         for key in sorted(set(budget.match) - present):
             known = ", ".join(sorted(present)) or "none"
             problems.append(
@@ -275,12 +265,12 @@ def currency_mismatches(
     """``(budget, source, currency)`` counts of the source's lines that a budget
     would sum but for their currency (there is no conversion)."""
     found: Counter[tuple[str, str, str]] = Counter()
+    indexes: dict[str, LineIndex] = {}
     for budget in config.source_budgets(source):
-        for line in result.lines:
-            if (
-                line.period == budget.period
-                and line.currency != budget.currency
-                and line_matches(line, budget.match)
-            ):
-                found[(budget.name, source, line.currency)] += 1
+        index = indexes.get(budget.period)
+        if index is None:
+            index = indexes[budget.period] = LineIndex.of(result.lines, budget.period)
+        for currency, count in index.summary(budget.match)[1].items():
+            if currency != budget.currency:
+                found[(budget.name, source, currency)] += count
     return found
