@@ -13,7 +13,7 @@ from budget_exporter.model import Period, SpendLine
 def lines(count: int, seed: int = 7) -> list[SpendLine]:
     rng = random.Random(seed)
     out = []
-    for i in range(count):
+    for _ in range(count):
         dims = {"team": f"t{rng.randrange(20)}", "env": rng.choice(["prod", "dev", "stage"])}
         if rng.random() < 0.2:
             del dims["env"]  # a missing dimension matches ""
