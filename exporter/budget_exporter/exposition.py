@@ -1,19 +1,18 @@
-"""Render a snapshot to the Prometheus text format, once per change.
+"""Render a snapshot to the Prometheus text format and OpenMetrics, once per change.
 
-The families are built from immutable data and rendered to bytes with
-``prometheus_client``; ``/metrics`` then serves those bytes as they are.
+The families are built from immutable data with ``prometheus_client``'s metric
+families and rendered to bytes (see :mod:`budget_exporter.textformat`);
+``/metrics`` then serves those bytes as they are, plus the ``process_*`` metrics.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from budget_exporter import __version__
@@ -22,6 +21,7 @@ from budget_exporter.feeds import Feed
 from budget_exporter.httpclient import REQUEST_STATUSES
 from budget_exporter.model import TARGET_LABELS, SpendLine
 from budget_exporter.state import SourceState
+from budget_exporter.textformat import Rendered
 
 CACHED = "Cached from the last successful poll; scrapes never call the provider."
 """Appended to the HELP of every value that comes from a poll."""
@@ -87,16 +87,6 @@ def _merge_duplicates(
         dims = tuple(sorted({label_name(k): v for k, v in line.dimensions}.items()))
         merged[(line.currency, dims)] += line.amount
     return merged
-
-
-class _Families:
-    """A collector over prebuilt families, for ``generate_latest``."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
 
 
 def build_families(
@@ -338,16 +328,6 @@ def _exporter_families(status: ExporterStatus) -> list[Metric]:
     return families
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """The exposition of one snapshot, plain and gzipped."""
-
-    text: bytes
-    gzipped: bytes
-
-
 def render(families: list[Metric]) -> Rendered:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))  # type: ignore[arg-type]
-    text = generate_latest(registry)
-    return Rendered(text, gzip.compress(text, compresslevel=6, mtime=0))
+    """Both formats of the families, plain and gzipped, for :meth:`Rendered.select`."""
+    return Rendered.of(families)

@@ -212,24 +212,13 @@ class ExporterServer:
                     self._send(404, b"Not found.\n", _TEXT, head)
 
             def _metrics(self, head: bool) -> None:
-                rendered = server.engine.snapshot.rendered
-                accept = self.headers.get("Accept-Encoding", "")
-                if "gzip" in accept.lower():
-                    self._send(
-                        200,
-                        rendered.gzipped,
-                        CONTENT_TYPE_METRICS,
-                        head,
-                        extra={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
-                    )
-                else:
-                    self._send(
-                        200,
-                        rendered.text,
-                        CONTENT_TYPE_METRICS,
-                        head,
-                        extra={"Vary": "Accept-Encoding"},
-                    )
+                body, ctype, encoding = server.engine.snapshot.rendered.select(
+                    self.headers.get("Accept"), self.headers.get("Accept-Encoding")
+                )
+                extra = {"Vary": "Accept, Accept-Encoding"}
+                if encoding is not None:
+                    extra["Content-Encoding"] = encoding
+                self._send(200, body, ctype, head, extra=extra)
 
             def _authorized(self, head: bool) -> bool:
                 if server.auth is None:
