@@ -47,35 +47,62 @@ def _escape_help(doc: str, openmetrics: bool) -> str:
 
 
 def write_families(families: Iterable[Metric], *, openmetrics: bool) -> bytes:
-    """Gauge and counter families in the text format or OpenMetrics (without ``# EOF``).
+    """Gauge and counter families in the text format or OpenMetrics (without ``# EOF``)."""
+    return write_both(families, text=not openmetrics, openmetrics=openmetrics)[
+        1 if openmetrics else 0
+    ]
 
-    Other metric types, timestamps and exemplars are rendered by
-    ``prometheus_client`` itself (this exporter has none of them).
+
+def write_both(
+    families: Iterable[Metric], *, text: bool = True, openmetrics: bool = True
+) -> tuple[bytes, bytes]:
+    """The families in the text format and in OpenMetrics (without ``# EOF``).
+
+    Sample lines are the same in both formats, so each is formatted once; only
+    the ``HELP`` and ``TYPE`` lines differ.  Other metric types, timestamps and
+    exemplars are rendered by ``prometheus_client`` itself (this exporter has
+    none of them).
     """
-    out: list[str] = []
+    plain: list[str] = []
+    om: list[str] = []
     for metric in families:
         simple = metric.type in ("gauge", "counter") and not getattr(metric, "unit", "")
         if not simple or any(s.timestamp is not None or s.exemplar for s in metric.samples):
-            out.append(_library_render(metric, openmetrics))
+            if text:
+                plain.append(_library_render(metric, openmetrics=False))
+            if openmetrics:
+                om.append(_library_render(metric, openmetrics=True))
             continue
-        name = metric.name
-        if metric.type == "counter" and not openmetrics:
-            name += "_total"
-        out.append(f"# HELP {name} {_escape_help(metric.documentation, openmetrics)}\n")
-        out.append(f"# TYPE {name} {metric.type}\n")
-        keys: tuple[str, ...] | None = None
-        order: list[str] = []
-        for sample in metric.samples:
-            labels = sample.labels
-            if labels:
-                if tuple(labels) != keys:
-                    keys = tuple(labels)
-                    order = sorted(keys)
-                pairs = ",".join(f'{k}="{_escape_value(labels[k])}"' for k in order)
-                out.append(f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n")
-            else:
-                out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
-    return "".join(out).encode("utf-8")
+        name, doc = metric.name, metric.documentation
+        if text:
+            shown = name + "_total" if metric.type == "counter" else name
+            plain.append(f"# HELP {shown} {_escape_help(doc, False)}\n")
+            plain.append(f"# TYPE {shown} {metric.type}\n")
+        if openmetrics:
+            om.append(f"# HELP {name} {_escape_help(doc, True)}\n# TYPE {name} {metric.type}\n")
+        samples = _sample_lines(metric)
+        if text:
+            plain.append(samples)
+        if openmetrics:
+            om.append(samples)
+    return "".join(plain).encode("utf-8"), "".join(om).encode("utf-8")
+
+
+def _sample_lines(metric: Metric) -> str:
+    out: list[str] = []
+    keys: tuple[str, ...] | None = None
+    order: list[str] = []
+    for sample in metric.samples:
+        labels = sample.labels
+        if labels:
+            if tuple(labels) != keys:
+                keys = tuple(labels)
+                order = sorted(keys)
+            pairs = ",".join([f'{k}="{_escape_value(labels[k])}"' for k in order])
+            out.append(f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n")
+        else:
+            out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+    return "".join(out)
 
 
 class _One:
@@ -148,8 +175,7 @@ class Rendered:
 
     @classmethod
     def of(cls, families: list[Metric]) -> Rendered:
-        text = write_families(families, openmetrics=False)
-        openmetrics = write_families(families, openmetrics=True)
+        text, openmetrics = write_both(families)
         return cls(
             text,
             openmetrics,

@@ -1,0 +1,418 @@
+"""Benchmark: many sources and budgets -- start-up time, rebuild cost, scrapes under load.
+
+Runs everything on 127.0.0.1 and cleans up after itself:
+
+1. **Scaling.** For N static sources with one budget each (``--sizes``, default
+   100, 500, 1,000, 2,000, 5,000), the real exporter (``python -m
+   budget_exporter``) is started and the time from starting the process until
+   ``/metrics`` shows ``budget_usage_ratio`` for all N budgets is measured,
+   with the exporter's RSS and thread count at that moment.  The baseline is
+   the smallest size of the same run: the table shows each row's time as a
+   multiple of it (target: the 5,000 row within 10 s and at most ~60x the 100
+   row; RSS at 5,000 <= 300 MB; threads <= poll_workers + a small constant).
+2. **One big source.** One source with 20,000 lines and 2,000 budgets that
+   each ``match`` one team tag: the time of one snapshot rebuild (target
+   <= 1 s), next to the old way measured in the same run -- every budget
+   scanning every line -- timed on a slice of the budgets and scaled up.
+3. **Scrapes while polls finish.** 20 concurrent scrapers (gzip, a new
+   connection each) against an exporter whose 1,000 sources poll every 10 s,
+   so polls finish and rebuilds run all the time, and against the same
+   exporter with hourly polls (no rebuilds after start-up): the p99 of
+   ``/metrics`` in both, and their ratio (target <= 2).
+
+``python benchmarks/scale.py`` prints the tables; ``--quick`` does a small run
+(the smoke test uses it); ``--json PATH`` also writes the results.  Nothing
+here asserts on timings: it is a benchmark, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+SIZES = (100, 500, 1000, 2000, 5000)
+QUICK_SIZES = (20, 100)
+POLL_WORKERS = 8
+TARGET_5000_SECONDS = 10.0
+TARGET_GROWTH = 60.0
+TARGET_RSS_MB = 300.0
+TARGET_THREADS_OVER_POOL = 6
+TARGET_REBUILD_SECONDS = 1.0
+TARGET_P99_RATIO = 2.0
+
+# On Linux the exporter gets SIGTERM if this script dies without stopping it.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def sources_config(n: int, interval: str) -> dict[str, Any]:
+    """N static sources, one budget each (JSON is YAML, and quicker to write)."""
+    return {
+        "global": {"poll_interval": interval, "poll_workers": POLL_WORKERS},
+        "sources": [
+            {"name": f"src-{i}", "provider": "static", "amount": i % 97 + 1, "currency": "USD"}
+            for i in range(n)
+        ],
+        "budgets": [
+            {"name": f"budget-{i}", "limit": 1000, "currency": "USD", "sources": [f"src-{i}"]}
+            for i in range(n)
+        ],
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str, gzip: bool = False) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip" if gzip else "identity"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Exporter:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    started: float
+
+    @classmethod
+    def start(cls, config: dict[str, Any], workdir: Path) -> Exporter:
+        path = workdir / "config.yml"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        port = free_port()
+        log = workdir / "exporter.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "budget_exporter",
+            f"--config.file={path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        if sys.platform == "linux":
+            argv = [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
+        started = time.monotonic()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        return cls(process, port, log, started)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def status(self, field: str) -> int:
+        """A number from /proc/<pid>/status (``VmRSS`` in kB, ``Threads``)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {field} in /proc status")
+
+    def wait_for_budgets(self, count: int, timeout: float) -> float:
+        """Seconds from process start until /metrics shows ``count`` budgets."""
+        deadline = self.started + timeout
+        ready = False
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"the exporter exited: {tail}")
+            try:
+                if not ready:
+                    ready = get(self.port, "/-/ready")[0] == 200
+                if ready:
+                    body = get(self.port, "/metrics")[1]
+                    if body.count(b"\nbudget_usage_ratio{") >= count:
+                        return time.monotonic() - self.started
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.05 if not ready else 0.1)
+        raise RuntimeError(f"{count} budgets not exported within {timeout:.0f}s")
+
+
+def scaling(sizes: tuple[int, ...], workdir: Path, timeout: float) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        exporter = Exporter.start(sources_config(n, "1h"), workdir)
+        try:
+            seconds = exporter.wait_for_budgets(n, timeout)
+            rows.append(
+                {
+                    "sources": n,
+                    "budgets": n,
+                    "seconds": round(seconds, 3),
+                    "rss_mb": round(exporter.status("VmRSS") / 1024, 1),
+                    "threads": exporter.status("Threads"),
+                }
+            )
+        finally:
+            exporter.stop()
+    base = rows[0]["seconds"]
+    for row in rows:
+        row["ratio"] = round(row["seconds"] / base, 2)
+    return rows
+
+
+def big_source(lines: int, budgets: int, scan_slice: int) -> dict[str, Any]:
+    """One rebuild with ``budgets`` match budgets over one source of ``lines`` lines."""
+    from budget_exporter.budgets import line_matches
+    from budget_exporter.config import load_config
+    from budget_exporter.engine import Engine
+    from budget_exporter.model import Period
+
+    regions = ("eu-west-1", "us-east-1", "ap-south-1")
+    config = {
+        "global": {"max_series_per_source": 200},
+        "sources": [
+            {
+                "name": "cur",
+                "provider": "static",
+                "currency": "USD",
+                "lines": [
+                    {
+                        "amount": f"{(i % 1000) / 100 + 0.01:.2f}",
+                        "dimensions": {
+                            "tag_team": f"team-{i % budgets}",
+                            "region_id": regions[i % 3],
+                            "line": str(i),
+                        },
+                    }
+                    for i in range(lines)
+                ],
+            }
+        ],
+        "budgets": [
+            {
+                "name": f"team-{t}",
+                "limit": 1000,
+                "currency": "USD",
+                "match": {"tag_team": f"team-{t}"},
+            }
+            for t in range(budgets)
+        ],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yml"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        engine = Engine(load_config(path))
+    if not engine.poll_all_once():
+        raise RuntimeError("the big static source failed to poll")
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        engine.rebuild()
+        times.append(time.perf_counter() - started)
+    exported = engine.snapshot.rendered.text.count(b"\nbudget_usage_ratio{")
+    if exported != budgets:
+        raise RuntimeError(f"{exported} of {budgets} budgets exported")
+
+    # The old way, measured now: every budget scans every line.
+    state = engine.live_states()["cur"]
+    assert state.result is not None
+    all_lines = state.result.lines
+    chosen = engine.config.budgets[:scan_slice]
+    started = time.perf_counter()
+    for budget in chosen:
+        total = Decimal(0)
+        for line in all_lines:
+            if line.period == Period.MONTHLY and line_matches(line, budget.match):
+                total += line.amount
+    scan = (time.perf_counter() - started) * budgets / len(chosen)
+    engine.stop(timeout=1)
+    return {
+        "lines": lines,
+        "budgets": budgets,
+        "rebuild_median_s": round(statistics.median(times), 4),
+        "rebuild_max_s": round(max(times), 4),
+        "full_scan_s": round(scan, 3),
+        "scan_slice": len(chosen),
+        "speedup": round(scan / statistics.median(times), 1),
+    }
+
+
+def scrape_latency(port: int, scrapers: int, seconds: float) -> list[float]:
+    timings: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def scraper() -> None:
+        mine = []
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            status, _ = get(port, "/metrics", gzip=True)
+            if status != 200:
+                raise RuntimeError(f"/metrics answered {status}")
+            mine.append(time.perf_counter() - started)
+        with lock:
+            timings.extend(mine)
+
+    threads = [threading.Thread(target=scraper) for _ in range(scrapers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return timings
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def scrapes_under_load(
+    sources: int, scrapers: int, seconds: float, workdir: Path, timeout: float
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"sources": sources, "scrapers": scrapers, "seconds": seconds}
+    for phase, interval in (("idle", "1h"), ("polling", "10s")):
+        exporter = Exporter.start(sources_config(sources, interval), workdir)
+        try:
+            exporter.wait_for_budgets(sources, timeout)
+            time.sleep(1.5)  # past the start-up rebuilds
+            timings = scrape_latency(exporter.port, scrapers, seconds)
+            result[phase] = {
+                "scrapes": len(timings),
+                "median_ms": round(statistics.median(timings) * 1000, 2),
+                "p99_ms": round(p99(timings) * 1000, 2),
+                "threads": exporter.status("Threads"),
+            }
+        finally:
+            exporter.stop()
+    result["p99_ratio"] = round(result["polling"]["p99_ms"] / result["idle"]["p99_ms"], 2)
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    out = ["Time from start until /metrics shows every budget (N static sources, 1 budget each)"]
+    out.append(f"{'sources':>8} {'seconds':>8} {'x smallest':>10} {'RSS MB':>7} {'threads':>8}")
+    for row in result["scaling"]:
+        out.append(
+            f"{row['sources']:>8,} {row['seconds']:>8.2f} {row['ratio']:>10.2f} "
+            f"{row['rss_mb']:>7.1f} {row['threads']:>8}"
+        )
+    last, first = result["scaling"][-1], result["scaling"][0]
+    threads_ok = last["threads"] <= POLL_WORKERS + TARGET_THREADS_OVER_POOL
+    if last["sources"] == 5000 and first["sources"] == 100:
+        met = (
+            last["seconds"] <= TARGET_5000_SECONDS
+            and last["ratio"] <= TARGET_GROWTH
+            and last["rss_mb"] <= TARGET_RSS_MB
+            and threads_ok
+        )
+        out.append(
+            f"targets: 5,000 within {TARGET_5000_SECONDS:g}s, <= {TARGET_GROWTH:g}x the 100 row, "
+            f"RSS <= {TARGET_RSS_MB:g} MB, threads <= {POLL_WORKERS} workers + "
+            f"{TARGET_THREADS_OVER_POOL}: {'met' if met else 'NOT met'}"
+        )
+    else:
+        out.append(f"threads <= {POLL_WORKERS} workers + {TARGET_THREADS_OVER_POOL}: {threads_ok}")
+    big = result["big_source"]
+    out.append("")
+    out.append(
+        f"One source, {big['lines']:,} lines, {big['budgets']:,} match budgets: one rebuild "
+        f"median {big['rebuild_median_s']:.3f}s, max {big['rebuild_max_s']:.3f}s "
+        f"(target <= {TARGET_REBUILD_SECONDS:g}s: "
+        f"{'met' if big['rebuild_max_s'] <= TARGET_REBUILD_SECONDS else 'NOT met'}); "
+        f"every budget scanning every line (the old way, timed on {big['scan_slice']} budgets "
+        f"and scaled): {big['full_scan_s']:.1f}s, {big['speedup']:g}x slower"
+    )
+    load = result["scrapes"]
+    out.append("")
+    out.append(
+        f"/metrics with {load['scrapers']} concurrent scrapers (gzip), {load['sources']:,} sources, "
+        f"{load['seconds']:g}s each"
+    )
+    out.append(f"{'polls':>20} {'scrapes':>8} {'median ms':>10} {'p99 ms':>8} {'threads':>8}")
+    for phase, label in (("idle", "hourly (no rebuilds)"), ("polling", "every 10s")):
+        row = load[phase]
+        out.append(
+            f"{label:>20} {row['scrapes']:>8} {row['median_ms']:>10.2f} {row['p99_ms']:>8.2f} "
+            f"{row['threads']:>8}"
+        )
+    met = load["p99_ratio"] <= TARGET_P99_RATIO
+    out.append(
+        f"p99 while polling / p99 idle: {load['p99_ratio']:.2f} "
+        f"(target <= {TARGET_P99_RATIO:g}: {'met' if met else 'NOT met'})"
+    )
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small run (a few seconds)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--sizes", help="comma-separated source counts (default 100,...,5000)")
+    parser.add_argument("--scrape-seconds", type=float, help="length of each scrape phase")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick = args.quick
+    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    scrape_seconds = args.scrape_seconds or (1.5 if quick else 10.0)
+    signal.signal(signal.SIGTERM, _terminate)  # unwinds, so the exporter is always stopped
+    try:
+        with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+            workdir = Path(tmp)
+            result = {
+                "scaling": scaling(sizes, workdir, timeout=120 if quick else 600),
+                "big_source": big_source(
+                    lines=2000 if quick else 20000,
+                    budgets=200 if quick else 2000,
+                    scan_slice=20 if quick else 50,
+                ),
+                "scrapes": scrapes_under_load(
+                    sources=100 if quick else 1000,
+                    scrapers=4 if quick else 20,
+                    seconds=scrape_seconds,
+                    workdir=workdir,
+                    timeout=120 if quick else 300,
+                ),
+            }
+    except (RuntimeError, OSError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
