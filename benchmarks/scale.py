@@ -227,11 +227,16 @@ def big_source(lines: int, budgets: int, scan_slice: int) -> dict[str, Any]:
         engine = Engine(load_config(path))
     if not engine.poll_all_once():
         raise RuntimeError("the big static source failed to poll")
-    times = []
+    times, warm = [], []
     for _ in range(5):
+        # after a new poll, as in the exporter: a new result, so a new line index
+        engine.runners["cur"].poll(rebuild=False)
         started = time.perf_counter()
         engine.rebuild()
         times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        engine.rebuild()  # nothing polled since: the index and its sums are reused
+        warm.append(time.perf_counter() - started)
     exported = engine.snapshot.rendered.text.count(b"\nbudget_usage_ratio{")
     if exported != budgets:
         raise RuntimeError(f"{exported} of {budgets} budgets exported")
@@ -254,6 +259,7 @@ def big_source(lines: int, budgets: int, scan_slice: int) -> dict[str, Any]:
         "budgets": budgets,
         "rebuild_median_s": round(statistics.median(times), 4),
         "rebuild_max_s": round(max(times), 4),
+        "rebuild_unchanged_median_s": round(statistics.median(warm), 4),
         "full_scan_s": round(scan, 3),
         "scan_slice": len(chosen),
         "speedup": round(scan / statistics.median(times), 1),
@@ -338,10 +344,12 @@ def report(result: dict[str, Any]) -> str:
     big = result["big_source"]
     out.append("")
     out.append(
-        f"One source, {big['lines']:,} lines, {big['budgets']:,} match budgets: one rebuild "
+        f"One source, {big['lines']:,} lines, {big['budgets']:,} match budgets: one rebuild after "
+        "a poll "
         f"median {big['rebuild_median_s']:.3f}s, max {big['rebuild_max_s']:.3f}s "
         f"(target <= {TARGET_REBUILD_SECONDS:g}s: "
-        f"{'met' if big['rebuild_max_s'] <= TARGET_REBUILD_SECONDS else 'NOT met'}); "
+        f"{'met' if big['rebuild_max_s'] <= TARGET_REBUILD_SECONDS else 'NOT met'}), "
+        f"{big['rebuild_unchanged_median_s']:.3f}s when nothing was polled since; "
         f"every budget scanning every line (the old way, timed on {big['scan_slice']} budgets "
         f"and scaled): {big['full_scan_s']:.1f}s, {big['speedup']:g}x slower"
     )

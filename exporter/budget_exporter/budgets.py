@@ -85,18 +85,25 @@ def compute_budgets(
     config: Config,
     states: Mapping[str, SourceState],
     now: datetime,
+    indexes: IndexCache | None = None,
 ) -> list[BudgetView]:
     """Every budget whose sources all have data for its current window.
 
     Lines in another currency than the budget's are left out (see
-    :func:`currency_mismatches` for counting them).
+    :func:`currency_mismatches` for counting them).  ``indexes``, kept by the
+    caller between calls, lets a source whose result has not changed since
+    keep its :class:`LineIndex` (and the sums it remembers); it must not be
+    shared by calls running at the same time.
     """
     views = []
-    cache: _IndexCache = {}
+    cache = _Indexes(indexes)
     for budget in config.budgets:
         view = _compute(config, budget, states, now, cache)
         if view is not None:
             views.append(view)
+    if indexes is not None:  # keep what this round used, for the next one
+        indexes.clear()
+        indexes.update(cache.used)
     return views
 
 
@@ -105,7 +112,7 @@ def _compute(
     budget: BudgetConfig,
     states: Mapping[str, SourceState],
     now: datetime,
-    cache: _IndexCache,
+    cache: _Indexes,
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
@@ -176,21 +183,34 @@ def _provider_thresholds(
 
 
 _Totals = dict[str, Decimal]
-_IndexCache = dict[tuple[str, str], LineIndex]
+IndexCache = dict[tuple[str, str], tuple[PollResult, LineIndex]]
+"""Line indexes by (source, period), each with the poll result it was built from."""
 
 
-def _totals(state: SourceState, budget: BudgetConfig, cache: _IndexCache) -> _Totals:
+class _Indexes:
+    """The line indexes of one computation, reusing those of the previous one."""
+
+    def __init__(self, previous: IndexCache | None) -> None:
+        self.previous = previous or {}
+        self.used: IndexCache = {}
+
+    def get(self, state: SourceState, period: str) -> LineIndex:
+        assert state.result is not None
+        key = (state.name, period)
+        found = self.used.get(key) or self.previous.get(key)
+        if found is None or found[0] is not state.result:
+            found = (state.result, LineIndex.of(state.result.lines, period))
+        self.used[key] = found
+        return found[1]
+
+
+def _totals(state: SourceState, budget: BudgetConfig, cache: _Indexes) -> _Totals:
     """Sum of the source's matching lines per currency, for the budget's period.
 
-    Looked up in one :class:`LineIndex` per source and period (built once per
-    rebuild), so many budgets over large sources stay cheap to compute.
+    Looked up in one :class:`LineIndex` per source result and period, so many
+    budgets over large sources stay cheap to compute.
     """
-    assert state.result is not None
-    key = (state.name, budget.period)
-    index = cache.get(key)
-    if index is None:
-        index = cache[key] = LineIndex.of(state.result.lines, budget.period)
-    return index.summary(budget.match)[0]
+    return cache.get(state, budget.period).summary(budget.match)[0]
 
 
 def _source_forecast(

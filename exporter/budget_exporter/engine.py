@@ -26,6 +26,7 @@ from decimal import Decimal
 
 from budget_exporter.budgets import (
     BudgetView,
+    IndexCache,
     compute_budgets,
     currency_mismatches,
     limit_from_problems,
@@ -240,6 +241,7 @@ class Engine:
         self._startup_sources = frozenset(s.name for s in config.sources)
         self._ready = False
         self._warned: set[str] = set()
+        self._indexes: IndexCache = {}  # only touched while building, under the build lock
         self._scheduler = PollScheduler(
             self._poll_task, config.global_.poll_workers, _poll_rates(config)
         )
@@ -497,7 +499,7 @@ class Engine:
                 for name, state in self.states.items()
             }
         now = self.now()
-        budgets = tuple(compute_budgets(config, states, now))
+        budgets = tuple(compute_budgets(config, states, now, self._indexes))
         with self._lock:
             status = ExporterStatus(
                 reload_successful=self._reload_ok,

@@ -50,6 +50,9 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = (
+        128  # the default 5 drops connections of concurrent scrapers (1 s SYN retry)
+    )
 
     def __init__(
         self,
