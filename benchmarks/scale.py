@@ -5,8 +5,9 @@ Runs everything on 127.0.0.1 and cleans up after itself:
 1. **Scaling.** For N static sources with one budget each (``--sizes``, default
    100, 500, 1,000, 2,000, 5,000), the real exporter (``python -m
    budget_exporter``) is started and the time from starting the process until
-   ``/metrics`` shows ``budget_usage_ratio`` for all N budgets is measured,
-   with the exporter's RSS and thread count at that moment.  The baseline is
+   ``/metrics`` shows ``budget_usage_ratio`` for all N budgets is measured
+   (the best of two runs), with the exporter's RSS and thread count at that
+   moment.  The baseline is
    the smallest size of the same run: the table shows each row's time as a
    multiple of it (target: the 5,000 row within 10 s and at most ~60x the 100
    row; RSS at 5,000 <= 300 MB; threads <= poll_workers + a small constant).
@@ -47,6 +48,7 @@ from typing import Any
 SIZES = (100, 500, 1000, 2000, 5000)
 QUICK_SIZES = (20, 100)
 POLL_WORKERS = 8
+RUNS_PER_SIZE = 2
 TARGET_5000_SECONDS = 10.0
 TARGET_GROWTH = 60.0
 TARGET_RSS_MB = 300.0
@@ -163,20 +165,23 @@ class Exporter:
 def scaling(sizes: tuple[int, ...], workdir: Path, timeout: float) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
-        exporter = Exporter.start(sources_config(n, "1h"), workdir)
-        try:
-            seconds = exporter.wait_for_budgets(n, timeout)
-            rows.append(
-                {
-                    "sources": n,
-                    "budgets": n,
-                    "seconds": round(seconds, 3),
-                    "rss_mb": round(exporter.status("VmRSS") / 1024, 1),
-                    "threads": exporter.status("Threads"),
-                }
-            )
-        finally:
-            exporter.stop()
+        runs = []
+        for _ in range(RUNS_PER_SIZE):  # the best of a few: other load on the machine only adds
+            exporter = Exporter.start(sources_config(n, "1h"), workdir)
+            try:
+                seconds = exporter.wait_for_budgets(n, timeout)
+                runs.append(
+                    {
+                        "sources": n,
+                        "budgets": n,
+                        "seconds": round(seconds, 3),
+                        "rss_mb": round(exporter.status("VmRSS") / 1024, 1),
+                        "threads": exporter.status("Threads"),
+                    }
+                )
+            finally:
+                exporter.stop()
+        rows.append(min(runs, key=lambda row: row["seconds"]))
     base = rows[0]["seconds"]
     for row in rows:
         row["ratio"] = round(row["seconds"] / base, 2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -47,6 +48,8 @@ from budget_exporter.state import SourceState
 log = logging.getLogger("budget_exporter")
 
 _BOUNDARY_GRACE_SECONDS = 5.0
+_SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while others wait (Python's default is 0.005)."""
 _MAX_REBUILD_DELAY = 1.0
 """Longest wait between a finished poll and the start of the rebuild that serves it."""
 
@@ -256,6 +259,9 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
+        # A rebuild is pure Python: with the default 5 ms switch interval, every
+        # time a scrape's thread needs the GIL back it could wait that long.
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL))
         with self._lock:
             self._started = True
             self._rebuilds.start()
