@@ -38,6 +38,7 @@ from budget_exporter.config import BudgetConfig, CheckConfig, Config
 from budget_exporter.engine import Engine, Snapshot
 from budget_exporter.model import MAX_AMOUNT
 from budget_exporter.money import parse_cost
+from budget_exporter.nowcast import SpendPart
 from budget_exporter.state import SourceState
 
 PREFIX = "/api/v1/"
@@ -188,9 +189,24 @@ def budget_document(
                 "start": view.window.start.isoformat().replace("+00:00", "Z"),
                 "end": view.window.end.isoformat().replace("+00:00", "Z"),
             },
+            "billed": _money(view.billed),
+            "metered": _money(view.metered),
+            "spend_by_source": [_part(part) for part in view.parts],
         }
     )
     return document
+
+
+def _part(part: SpendPart) -> dict[str, Any]:
+    """One source's share of a budget's spend: billed up to its horizon, metered after."""
+    return {
+        "source": part.source,
+        "billed": _money(part.billed),
+        "metered": _money(part.metered),
+        "data_through": _iso(part.data_through.timestamp()) if part.data_through else None,
+        "meters": list(part.meters),
+        "meters_left_out": list(part.meters_left_out),
+    }
 
 
 def _view(snapshot: Snapshot, name: str, now: float) -> BudgetView | None:

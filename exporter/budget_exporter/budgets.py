@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
@@ -11,7 +11,9 @@ from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.lineindex import LineIndex, match_pattern
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
+from budget_exporter.nowcast import SpendPart, has_data, joined_part
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
+from budget_exporter.providers.base import SourceConfig
 from budget_exporter.state import SourceState
 from budget_exporter.tuning import AlertTuning
 
@@ -40,6 +42,16 @@ class BudgetView:
     stop_ratio: float
     tuning: AlertTuning = field(default_factory=AlertTuning)
     """Settings of the spend-rate alerts, exported as gauges."""
+    parts: tuple[SpendPart, ...] = ()
+    """Where ``spend`` comes from, per source (billed and metered, see nowcast)."""
+
+    @property
+    def billed(self) -> Decimal:
+        return sum((p.billed for p in self.parts), Decimal(0))
+
+    @property
+    def metered(self) -> Decimal:
+        return sum((p.metered for p in self.parts), Decimal(0))
 
     @property
     def usage_ratio(self) -> float:
@@ -120,13 +132,33 @@ def _compute(
     if budget.limit_from is not None and external is None:
         return None
     spend = forecast = Decimal(0)
-    for source in config.budget_sources(budget):
+    parts: list[SpendPart] = []
+    sources = config.budget_sources(budget)
+    meters = _joined_meters(sources)
+    joined = {name for names in meters.values() for name in names}
+    for source in sources:
+        if source.name in joined:
+            continue  # counted with the billed source it continues
         state = states.get(source.name)
-        if state is None or state.result is None or state.window(budget.period) != window:
+        if state is None or not has_data(state, window):
             return None  # no data for this window yet: show nothing rather than a fake zero
-        source_spend = _totals(state, budget, cache).get(budget.currency, Decimal(0))
-        spend += source_spend
-        forecast += _source_forecast(state, budget, source_spend, elapsed)
+        assert state.result is not None
+        if source.name in meters:
+            part = joined_part(
+                state,
+                [(name, states.get(name)) for name in meters[source.name]],
+                window,
+                lambda lines: _sum(lines, budget),
+            )
+        else:
+            amount = _totals(state, budget, cache).get(budget.currency, Decimal(0))
+            if state.result.metered:
+                part = SpendPart(state.name, Decimal(0), amount)
+            else:
+                part = SpendPart(state.name, amount, data_through=state.result.data_through)
+        parts.append(part)
+        spend += part.amount
+        forecast += _source_forecast(state, budget, part.amount, elapsed)
     warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
     if external is not None:
         if budget.spend_from_provider:
@@ -149,6 +181,32 @@ def _compute(
         warning_ratio=warning,
         stop_ratio=stop,
         tuning=config.alert_tuning(budget),
+        parts=tuple(parts),
+    )
+
+
+def _joined_meters(sources: list[SourceConfig]) -> dict[str, list[str]]:
+    """Billed source -> the metered sources of the same budget joined to it."""
+    names = {s.name for s in sources}
+    found: dict[str, list[str]] = {}
+    for source in sources:
+        billed = source.billed_source()
+        if billed is not None and billed in names:
+            found.setdefault(billed, []).append(source.name)
+    return found
+
+
+def _sum(lines: Iterable[SpendLine], budget: BudgetConfig) -> Decimal:
+    """The budget's share of ``lines``: its period, its currency, its ``match``."""
+    return sum(
+        (
+            line.amount
+            for line in lines
+            if line.period == budget.period
+            and line.currency == budget.currency
+            and line_matches(line, budget.match)
+        ),
+        Decimal(0),
     )
 
 

@@ -330,6 +330,7 @@ class _ConfigBuilder:
         self.check_ratios(config)
         self.check_horizons(config)
         self.check_budget_sources(config)
+        self.check_joins(config)
         return config
 
     # -- sources -----------------------------------------------------------------
@@ -459,6 +460,36 @@ class _ConfigBuilder:
             problem = horizon_problem(config.alert_tuning(budget), budget)
             if problem is not None:
                 raise self.error(f"budgets[{index}].{problem[0]}", problem[1])
+
+    def check_joins(self, config: Config) -> None:
+        """A metered source's ``metered_after`` names a billed source with a data horizon,
+        and every budget that counts the meter counts that bill too."""
+        by_name = {s.name: s for s in config.sources}
+        for index, source in enumerate(config.sources):
+            billed = source.billed_source()
+            if billed is None:
+                continue
+            where = f"sources[{index}].metered_after"
+            target = by_name.get(billed)
+            if target is None:
+                raise self.error(where, f"unknown source {billed!r}")
+            if target.billed_source() is not None:
+                raise self.error(where, f"source {billed!r} is itself metered after another")
+            if not config.provider_class(target).has_horizon(target):
+                raise self.error(
+                    where,
+                    f"source {billed!r} ({target.provider}) does not report a data horizon, so "
+                    "there is no point after which to count the meter (see docs/realtime.md)",
+                )
+            for pos, budget in enumerate(config.budgets):
+                names = {s.name for s in config.budget_sources(budget)}
+                if source.name in names and billed not in names:
+                    raise self.error(
+                        f"budgets[{pos}].sources",
+                        f"counts the metered source {source.name!r} but not {billed!r}, the bill "
+                        "it continues: add it (the meter alone covers only the time after the "
+                        "bill's horizon)",
+                    )
 
     def check_budget_sources(self, config: Config) -> None:
         names = {s.name for s in config.sources}

@@ -117,6 +117,7 @@ class SourceRunner:
             now=engine.now,
             logger=self.logger,
             max_response_size=source.max_response_size,
+            horizon=_horizon_of(engine, source.billed_source()),
         )
         self._context = context
         self._provider: Provider | None = None
@@ -218,6 +219,17 @@ def _check_result(result: object, windows: tuple[Window, ...]) -> None:
                 raise ValueError(f"provider returned an implausible amount ({amount:.3e})")
 
 
+_EARLIER_KEPT = 3
+"""Earlier bills (other horizons) kept per billed source for meters yet to re-poll."""
+
+
+def _horizon_of(engine: Engine, billed: str | None) -> Callable[[], datetime | None]:
+    """For a metered source: a function giving its billed source's current horizon."""
+    if billed is None:
+        return lambda: None
+    return lambda: engine.horizon(billed)
+
+
 class Engine:
     """Owns the configuration, the source runners and the current snapshot."""
 
@@ -282,10 +294,19 @@ class Engine:
     def poll_all_once(self) -> bool:
         """Poll every source once, concurrently, and wait (for ``--once``)."""
         runners = list(self.runners.values())
-        workers = min(self.config.global_.poll_workers, max(len(runners), 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # one snapshot at the end, not one per source
-            results = list(pool.map(lambda r: r.poll(rebuild=False), runners))
+        workers = max(self.config.global_.poll_workers, 1)
+        # Bills first, then the meters joined to them, which start at the bills' horizons.
+        rounds = [
+            [r for r in runners if r.source.billed_source() is None],
+            [r for r in runners if r.source.billed_source() is not None],
+        ]
+        results: list[bool] = []
+        for batch in rounds:
+            if not batch:
+                continue
+            with ThreadPoolExecutor(max_workers=min(workers, len(batch))) as pool:
+                # one snapshot at the end, not one per source
+                results += list(pool.map(lambda r: r.poll(rebuild=False), batch))
         self.rebuild()
         for runner in runners:
             runner.close()
@@ -340,6 +361,12 @@ class Engine:
         ]
         self._ready = not pending  # once ready, stays ready
         return pending
+
+    def horizon(self, source: str) -> datetime | None:
+        """The data horizon of ``source``'s last good result (None if it has none)."""
+        with self._lock:
+            state = self.states.get(source)
+            return state.result.data_through if state and state.result else None
 
     def live_states(self) -> dict[str, SourceState]:
         """The sources' states as of their latest polls (the snapshot may lag behind)."""
@@ -455,9 +482,20 @@ class Engine:
                 up=error is None,
                 last_error=error,
             )
+            moved = False
             if result is not None:
+                before = state.result
+                moved = before is None or before.data_through != result.data_through
+                if before is not None and moved:
+                    # Keep the bill of the old horizon for meters not yet polled against the new.
+                    earlier = ((before, state.windows), *state.earlier)[:_EARLIER_KEPT]
+                    state = state.with_(earlier=earlier)
                 state = state.with_(result=result, windows=windows, last_success=attempted_at)
             self.states[name] = state
+            if moved and result is not None and result.data_through is not None:
+                for meter in self.runners.values():
+                    if meter.source.billed_source() == name:
+                        self._schedule_new(meter)  # count the meter from the new horizon at once
             if result is not None:
                 for problem in limit_from_problems(self.config, name, result):
                     log.warning("%s; the budget is not exported", problem)

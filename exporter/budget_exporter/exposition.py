@@ -212,9 +212,17 @@ def _source_families(states: Sequence[SourceState]) -> list[Metric]:
         "Requests sent to the provider's API, by outcome (the monitor's own API bill).",
         labels=[*labels, "status"],
     )
+    through = GaugeMetricFamily(
+        "budget_source_data_through_timestamp_seconds",
+        "Data horizon of a billed source: its figures fully cover spend before this Unix time "
+        f"(a meter joined with metered_after counts from here). {CACHED}",
+        labels=labels,
+    )
     for s in states:
         values = [s.name, s.provider]
         interval.add_metric(values, s.poll_interval_seconds)
+        if s.result is not None and s.result.data_through is not None:
+            through.add_metric(values, s.result.data_through.timestamp())
         for status in REQUEST_STATUSES:
             requests.add_metric([*values, status], s.requests.get(status, 0))
         if not s.attempted:
@@ -226,7 +234,7 @@ def _source_families(states: Sequence[SourceState]) -> list[Metric]:
             success.add_metric(values, s.last_success)
         if s.duration is not None:
             duration.add_metric(values, s.duration)
-    return [up, success, attempt, duration, interval, requests]
+    return [up, success, attempt, duration, interval, requests, through]
 
 
 def _feeds_family(feeds: Sequence[Feed]) -> Metric:

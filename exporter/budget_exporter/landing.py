@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from budget_exporter import __version__
+from budget_exporter.budgets import BudgetView
 from budget_exporter.engine import Snapshot
 
 _COLOURS = {"ok": "#2e7d32", "warning": "#f9a825", "stop": "#ef6c00", "exceeded": "#c62828"}
@@ -31,6 +32,18 @@ def _time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _split(b: BudgetView) -> str:
+    """Billed and metered shares of a budget that counts metered spend (the nowcast)."""
+    if not b.metered:
+        return ""
+    horizons = [p.data_through.timestamp() for p in b.parts if p.meters and p.data_through]
+    after = f" after {_time(min(horizons))}" if horizons else ""
+    return (
+        f"<br><small>billed {_money(float(b.billed), b.currency)} + metered "
+        f"{_money(float(b.metered), b.currency)}{escape(after)}</small>"
+    )
+
+
 def render_landing(snapshot: Snapshot, metrics_path: str = "/metrics") -> bytes:
     rows = []
     for b in sorted(snapshot.budgets, key=lambda b: b.usage_ratio, reverse=True):
@@ -38,7 +51,7 @@ def render_landing(snapshot: Snapshot, metrics_path: str = "/metrics") -> bytes:
         rows.append(
             "<tr>"
             f"<td>{escape(b.name)}</td><td>{escape(b.period)}</td>"
-            f"<td class=num>{_money(float(b.spend), b.currency)}</td>"
+            f"<td class=num>{_money(float(b.spend), b.currency)}{_split(b)}</td>"
             f"<td class=num>{_money(float(b.limit), b.currency)}</td>"
             f"<td class=num>{_money(float(b.forecast), b.currency)}</td>"
             f'<td><div class=bar title="{b.usage_ratio:.1%}">'

@@ -156,3 +156,5 @@ class PollResult:
     metered_from: datetime | None = None
     """A metered source joined to a billed one: the billed horizon its figures start
     at (its lines are spend from there, or from the window start if later, to now)."""
+    metered: bool = False
+    """The lines are metered spend (counted by the applications), not billed spend."""

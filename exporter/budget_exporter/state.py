@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from budget_exporter.model import Period, PollResult, Window
 
@@ -28,9 +29,22 @@ class SourceState:
     duration: float | None = None
     last_error: str | None = None
     requests: Counter[str] = field(default_factory=Counter)
+    earlier: tuple[tuple[PollResult, tuple[Window, ...]], ...] = ()
+    """Earlier good results of a billed source with other data horizons, newest first
+    (a few), with their windows: a meter polled against an older horizon is joined
+    to the bill of that horizon until it polls again (see :mod:`budget_exporter.nowcast`)."""
 
     def window(self, period: Period) -> Window | None:
         return next((w for w in self.windows if w.period == period), None)
+
+    def result_through(self, horizon: datetime, window: Window) -> PollResult | None:
+        """The current or an earlier good result for ``window`` whose data horizon is
+        ``horizon``, if one is kept."""
+        candidates = ((self.result, self.windows), *self.earlier)
+        for result, windows in candidates:
+            if result is not None and result.data_through == horizon and window in windows:
+                return result
+        return None
 
     def with_(self, **changes: object) -> SourceState:
         return replace(self, **changes)  # type: ignore[arg-type]

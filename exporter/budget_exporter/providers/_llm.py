@@ -13,7 +13,8 @@ import re
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -130,6 +131,20 @@ def count(value: Any, where: str) -> int:
     return int(amount)
 
 
+@dataclass(frozen=True)
+class Costs:
+    """Cost lines of a window, the part of them at or after the horizon, and the horizon."""
+
+    lines: tuple[SpendLine, ...]
+    unsettled: tuple[SpendLine, ...]
+    data_through: datetime
+
+
+def bucket_end(start: datetime, end: datetime | None) -> datetime:
+    """A bucket's end, or a day after its start when the API leaves it out."""
+    return end if end is not None and end > start else start + timedelta(days=1)
+
+
 class LineSum:
     """Sums amounts of identical (currency, dimensions) across daily buckets."""
 
@@ -193,7 +208,7 @@ class LlmProvider(Provider):
     """Month-to-date costs of an LLM organization, and optionally its tokens and their estimate.
 
     A subclass names its API (for the admin-key hint), gives its auth
-    ``headers``, how a bucket's start is read (:meth:`in_window`), the query
+    ``headers``, how a bucket's start and end are read (:meth:`bounds`), the query
     of its cost and usage endpoints (:meth:`costs`, :meth:`tokens`) and how
     one result reads (:meth:`cost_of`, :meth:`dimensions`, :meth:`tokens_of`).
     """
@@ -201,6 +216,7 @@ class LlmProvider(Provider):
     api: ClassVar[str]
     """The API named in the admin-key hint on a 401/403, e.g. ``"OpenAI Costs/Usage API"``."""
     supported_periods = frozenset({Period.MONTHLY})
+    reports_horizon = True
 
     def __init__(self, config: LlmSourceConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
@@ -219,12 +235,16 @@ class LlmProvider(Provider):
 
     @staticmethod
     @abstractmethod
-    def in_window(bucket: dict[str, Any], window: Window) -> bool:
-        """Whether the daily ``bucket`` starts inside ``window``."""
+    def bounds(bucket: dict[str, Any]) -> tuple[datetime, datetime]:
+        """The daily ``bucket``'s start (inclusive) and end (exclusive), UTC."""
+
+    def in_window(self, bucket: dict[str, Any], window: Window) -> bool:
+        """Buckets are daily; keep those that start inside the window."""
+        return window.start <= self.bounds(bucket)[0] < window.end
 
     @abstractmethod
-    def costs(self, window: Window) -> tuple[SpendLine, ...]:
-        """Month-to-date cost lines (through :meth:`cost_lines`)."""
+    def costs(self, window: Window) -> Costs:
+        """Month-to-date cost lines and their horizon (through :meth:`cost_lines`)."""
 
     @abstractmethod
     def tokens(self, window: Window) -> Tokens:
@@ -249,7 +269,7 @@ class LlmProvider(Provider):
         if window is None:
             return PollResult()
         try:
-            lines = self.costs(window)
+            costs = self.costs(window)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 raise admin_key_error(exc, self.api) from None
@@ -257,7 +277,12 @@ class LlmProvider(Provider):
         samples: tuple[Sample, ...] = ()
         if self.config.usage_tokens or self.config.estimate_cost:
             samples = self.usage_samples(window)
-        return PollResult(lines=lines, samples=samples)
+        return PollResult(
+            lines=costs.lines,
+            samples=samples,
+            data_through=costs.data_through,
+            unsettled=costs.unsettled,
+        )
 
     def usage_samples(self, window: Window) -> tuple[Sample, ...]:
         """Token counts and estimates for ``window``.
@@ -306,14 +331,37 @@ class LlmProvider(Provider):
 
     def cost_lines(
         self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str
-    ) -> tuple[SpendLine, ...]:
+    ) -> Costs:
         """The cost results in ``window``, summed by currency and dimensions; ``what``
-        names the results in errors."""
-        sums = LineSum()
-        for index, item in self.window_results(url, params, window):
-            amount, currency = self.cost_of(item, f"{what} result {index}")
-            sums.add(amount, currency, self.dimensions(item))
-        return sums.lines(window.period)
+        names the results in errors.
+
+        The data horizon is the start of the newest bucket still open (ending after
+        now), or the end of the newest closed bucket when none is open; the lines of
+        buckets from the horizon on are also returned as unsettled.
+        """
+        now = self.context.now()
+        buckets: list[tuple[datetime, datetime, list[tuple[Decimal, str, dict[str, str]]]]] = []
+        for data in pages(self.http, url, params, self.headers, self.config.max_pages):
+            for bucket in data:
+                if not self.in_window(bucket, window):
+                    continue
+                start, end = self.bounds(bucket)
+                items = []
+                for index, item in enumerate(results(bucket)):
+                    amount, currency = self.cost_of(item, f"{what} result {index}")
+                    items.append((amount, currency, self.dimensions(item)))
+                buckets.append((start, end, items))
+        horizon = max(
+            (end if end <= now else start for start, end, _ in buckets), default=window.start
+        )
+        horizon = min(horizon, now)
+        sums, unsettled = LineSum(), LineSum()
+        for start, _, items in buckets:
+            for amount, currency, dims in items:
+                sums.add(amount, currency, dims)
+                if start >= horizon:
+                    unsettled.add(amount, currency, dims)
+        return Costs(sums.lines(window.period), unsettled.lines(window.period), horizon)
 
     def token_counts(
         self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str

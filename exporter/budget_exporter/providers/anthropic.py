@@ -17,10 +17,18 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from budget_exporter.errors import SourceError
-from budget_exporter.model import SpendLine, Window
+from budget_exporter.model import Window
 from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
-from budget_exporter.providers._llm import LlmProvider, LlmSourceConfig, Tokens, count, currency_of
+from budget_exporter.providers._llm import (
+    Costs,
+    LlmProvider,
+    LlmSourceConfig,
+    Tokens,
+    bucket_end,
+    count,
+    currency_of,
+)
 from budget_exporter.providers.base import BaseUrl
 
 CENTS = Decimal(100)
@@ -63,7 +71,7 @@ class AnthropicProvider(LlmProvider):
             ("limit", str(self.config.page_size)),
         ]
 
-    def costs(self, window: Window) -> tuple[SpendLine, ...]:
+    def costs(self, window: Window) -> Costs:
         config: AnthropicConfig = self.config
         params = self._params(window) + [("group_by[]", g) for g in config.group_by]
         url = f"{config.base_url}/v1/organizations/cost_report"
@@ -112,15 +120,20 @@ class AnthropicProvider(LlmProvider):
         }
 
     @staticmethod
-    def in_window(bucket: dict[str, Any], window: Window) -> bool:
-        """Buckets are daily; keep those that start inside the window."""
-        start = bucket.get("starting_at")
-        if not isinstance(start, str):
-            raise SourceError("a bucket has no starting_at")
-        try:
-            moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        except ValueError:
-            raise SourceError("a bucket's starting_at is not an RFC 3339 time") from None
-        if moment.tzinfo is None:
-            raise SourceError("a bucket's starting_at has no time zone")
-        return window.start <= moment < window.end
+    def bounds(bucket: dict[str, Any]) -> tuple[datetime, datetime]:
+        """``starting_at`` and ``ending_at``, RFC 3339."""
+        start = _moment(bucket.get("starting_at"), "starting_at")
+        end = bucket.get("ending_at")
+        return start, bucket_end(start, None if end is None else _moment(end, "ending_at"))
+
+
+def _moment(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise SourceError(f"a bucket has no {name}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SourceError(f"a bucket's {name} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise SourceError(f"a bucket's {name} has no time zone")
+    return moment

@@ -8,7 +8,7 @@ per request ($0.01, and every page is a request), so each page is counted in
 the data itself is refreshed only a few times a day.
 
 Spend runs through yesterday (UTC): ``End`` is exclusive and today's figures
-are incomplete anyway.  On the first day of a period that range is empty; the
+are incomplete anyway; that ``End`` (today, 00:00 UTC) is the data horizon.  On the first day of a period that range is empty; the
 provider then sends no request and reports no spend for that window.
 
 The forecast (``GetCostForecast``, today until the end of the window) is
@@ -24,7 +24,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -265,6 +265,7 @@ class CostExplorerProvider(Provider):
     # Cost Explorer is throttled per account and STS per caller: 2,000 role_arn sources
     # start over 400 s, not in the same second.
     max_polls_per_second = 5.0
+    reports_horizon = True
     supported_periods = _SUPPORTED
 
     def __init__(self, config: CostExplorerConfig, context: Any) -> None:
@@ -321,6 +322,8 @@ class CostExplorerProvider(Provider):
             forecasts=tuple(forecasts),
             samples=tuple(samples),
             polled_at=now,
+            # The query's exclusive End: today, 00:00 UTC (today's costs are left out).
+            data_through=datetime.combine(today, time(), UTC),
         )
 
     def cost_request(self, start: date, end: date) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -31,7 +32,7 @@ from budget_exporter.model import (
     Window,
     label_clash,
 )
-from budget_exporter.money import parse_amount
+from budget_exporter.money import NUMBER, parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig, checked_url
 from budget_exporter.text import first_line
@@ -67,6 +68,9 @@ class HttpJsonConfig(SourceConfig):
     next_page: JMESPath | None = None
     page_param: str | None = None
     max_pages: int = Field(default=50, ge=1, le=10_000)
+    data_through: JMESPath | None = None
+    """JMESPath to the data horizon on the (first) document: Unix seconds or an RFC 3339
+    time; the endpoint's figures fully cover spend before it."""
 
     secret_fields = frozenset({"url", "headers", "params", "body"})
 
@@ -146,9 +150,16 @@ class HttpJsonProvider(Provider):
         if window is None:
             return PollResult()
         lines: list[SpendLine] = []
+        horizon: datetime | None = None
         for document in self.pages(window):
+            if config.data_through is not None and horizon is None:
+                horizon = _moment(jmespath.search(config.data_through, document), config)
             lines.extend(self.parse(document, window.period))
-        return PollResult(lines=tuple(lines))
+        return PollResult(lines=tuple(lines), data_through=horizon)
+
+    @classmethod
+    def has_horizon(cls, config: Any) -> bool:
+        return config.data_through is not None
 
     def pages(self, window: Window) -> Any:
         config: HttpJsonConfig = self.config
@@ -206,6 +217,24 @@ class HttpJsonProvider(Provider):
         if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value.strip()):
             raise SourceError(f"currency ({config.currency_path}) is not a 3-letter currency code")
         return value.strip().upper()
+
+
+def _moment(value: Any, config: HttpJsonConfig) -> datetime:
+    """The data horizon: Unix seconds (a number or numeric string) or an RFC 3339 time."""
+    what = f"data_through ({config.data_through})"
+    if isinstance(value, str) and not NUMBER.fullmatch(value.strip()):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise SourceError(f"{what} is not Unix seconds or an RFC 3339 time") from None
+        if moment.tzinfo is None:
+            raise SourceError(f"{what} has no time zone")
+        return moment.astimezone(UTC)
+    seconds = parse_amount(value, what)
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise SourceError(f"{what} is not a plausible time") from None
 
 
 def _text(value: Any, what: str) -> str:

@@ -12,15 +12,23 @@ model from the price table.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from budget_exporter.errors import SourceError
-from budget_exporter.model import SpendLine, Window
+from budget_exporter.model import Window
 from budget_exporter.money import parse_amount
 from budget_exporter.providers import register
-from budget_exporter.providers._llm import LlmProvider, LlmSourceConfig, Tokens, count, currency_of
+from budget_exporter.providers._llm import (
+    Costs,
+    LlmProvider,
+    LlmSourceConfig,
+    Tokens,
+    bucket_end,
+    count,
+    currency_of,
+)
 from budget_exporter.providers.base import BaseUrl
 
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
@@ -66,7 +74,7 @@ class OpenAIProvider(LlmProvider):
             ("limit", str(limit)),
         ]
 
-    def costs(self, window: Window) -> tuple[SpendLine, ...]:
+    def costs(self, window: Window) -> Costs:
         config: OpenAIConfig = self.config
         params = self._params(window, config.page_size)
         params += [("group_by", g) for g in config.group_by]
@@ -113,9 +121,12 @@ class OpenAIProvider(LlmProvider):
         }
 
     @staticmethod
-    def in_window(bucket: dict[str, Any], window: Window) -> bool:
-        """Buckets are daily; keep those that start inside the window."""
-        start = bucket.get("start_time")
+    def bounds(bucket: dict[str, Any]) -> tuple[datetime, datetime]:
+        """``start_time`` and ``end_time``, Unix seconds."""
+        start, end = bucket.get("start_time"), bucket.get("end_time")
         if isinstance(start, bool) or not isinstance(start, int | float):
             raise SourceError("a bucket has no numeric start_time")
-        return window.start.timestamp() <= start < window.end.timestamp()
+        if isinstance(end, bool) or not isinstance(end, int | float):
+            end = None
+        begins = datetime.fromtimestamp(start, UTC)
+        return begins, bucket_end(begins, None if end is None else datetime.fromtimestamp(end, UTC))

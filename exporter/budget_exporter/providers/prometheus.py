@@ -220,7 +220,7 @@ class PrometheusProvider(Provider):
             start = metered_start(window, horizon, end)
             answer = self.query(fill(config.query, start, end), end)
             lines.extend(self.lines(answer, window.period))
-        return PollResult(lines=tuple(lines), polled_at=now, metered_from=horizon)
+        return PollResult(lines=tuple(lines), polled_at=now, metered_from=horizon, metered=True)
 
     def query(self, promql: str, at: datetime) -> list[tuple[dict[str, str], Decimal]]:
         """``(labels, value)`` of each series of the answer to ``promql`` at ``at``."""
