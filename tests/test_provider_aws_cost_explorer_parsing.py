@@ -239,6 +239,17 @@ def test_first_day_of_month_sends_no_request() -> None:
     assert result.lines == ()
     assert h.requests == Counter()
     assert sample(result, "budget_source_cost_estimated") is None
+    assert result.data_through == datetime(2026, 9, 1, tzinfo=UTC)  # covers nothing yet
+
+
+def test_the_data_horizon_is_the_exclusive_end_of_the_query() -> None:
+    with mock_aws():
+        queue(grouped([group(["Amazon EC2"], "1.25")]))
+        result = Harness().poll()
+        (body,) = sent()
+    assert body["TimePeriod"]["End"] == "2026-08-21"
+    assert result.data_through == datetime(2026, 8, 21, tzinfo=UTC)
+    assert result.unsettled == ()  # today's partial costs are never in the answer
 
 
 def test_month_and_quarter_come_from_one_request() -> None:
