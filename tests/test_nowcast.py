@@ -12,6 +12,7 @@ from budget_exporter.api import budgets_document
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError
+from budget_exporter.landing import render_landing
 from budget_exporter.model import Period, PollResult, SpendLine, Window
 from tests.conftest import Clock
 from tests.llm_helpers import parse_metrics
@@ -181,6 +182,14 @@ def test_once_polls_bills_before_their_meters(setup) -> None:
     engine, _, _, _ = setup
     assert engine.poll_all_once()
     assert spend(engine, "llm") == 400 + RATE * seconds(H0, NOW)
+
+
+def test_the_landing_page_shows_the_split(setup) -> None:
+    engine, _, _, _ = setup
+    engine.poll_all_once()
+    page = render_landing(engine.snapshot).decode()
+    metered = RATE * seconds(H0, NOW)
+    assert f"billed 400.00 USD + metered {metered:,.2f} USD after 2026-11-20 00:00:00 UTC" in page
 
 
 def test_api_shows_billed_metered_and_the_horizon(setup) -> None:
