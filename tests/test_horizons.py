@@ -16,7 +16,7 @@ import responses
 
 from budget_exporter.errors import SourceError
 from budget_exporter.providers import get_provider
-from tests.llm_helpers import MONTH, NOW, make_provider
+from tests.support.llm import MONTH, NOW, make_provider
 
 OPENAI = "https://api.openai.test/v1"
 ANTHROPIC = "https://api.anthropic.test"

@@ -203,7 +203,7 @@ def source_cost(exporter: Service, source: str) -> dict[tuple[tuple[str, str], .
                     sorted(
                         (k, v)
                         for k, v in sample.labels.items()
-                        if k not in {"source", "provider", "currency"} and v
+                        if k not in {"source", "provider", "currency", "period"} and v
                     )
                 )
                 out[dims] = sample.value
