@@ -10,6 +10,7 @@ import responses
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
 from tests.support.clock import Clock
+from tests.support.extras import extra_installed, skip_reason
 from tests.support.fake_upstream import FakeUpstream
 
 
@@ -50,3 +51,12 @@ def rs() -> Iterator[responses.RequestsMock]:
     """A ``responses`` mock for the test's duration; requests it does not know fail."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``@pytest.mark.extra("gcp")`` when that extra is not installed."""
+    for item in items:
+        for marker in item.iter_markers("extra"):
+            for extra in marker.args:
+                if not extra_installed(extra):
+                    item.add_marker(pytest.mark.skip(reason=skip_reason(extra)))

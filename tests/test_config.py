@@ -331,6 +331,7 @@ def test_labels_that_clash_with_target_labels_are_refused(
         load_config(write_config(text))
 
 
+@pytest.mark.extra("gcp")
 def test_credential_file_paths_are_relative_to_the_config_file(
     write_config, tmp_path: Path
 ) -> None:

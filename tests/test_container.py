@@ -202,6 +202,38 @@ def build_context(dest: Path) -> Path:
     return dest
 
 
+def running_site_packages() -> list[str]:
+    """The site-packages directories this interpreter imports from, in order.
+
+    In a virtualenv these are the venv's own (and, with system site packages, the
+    base interpreter's); outside one, the interpreter's, Debian's dist-packages and
+    the user site.  Other sys.path entries (the tests' root, editable installs of
+    this project) are left out, so the wheel under test is what gets imported.
+    """
+    return [
+        entry
+        for entry in dict.fromkeys(sys.path)
+        if Path(entry).name in ("site-packages", "dist-packages") and Path(entry).is_dir()
+    ]
+
+
+def see_running_site_packages(python: Path) -> None:
+    """Let the venv of ``python`` import the running environment's packages too.
+
+    ``venv`` builds on the base interpreter, so from inside a virtualenv its
+    ``system_site_packages`` would see the base interpreter's packages, not this
+    environment's; a ``.pth`` file listing this environment's directories does.
+    The venv's own site-packages stay first on its path.
+    """
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(purelib, "running-environment.pth").write_text("\n".join(running_site_packages()) + "\n")
+
+
 def test_wheel_builds_installs_and_runs(tmp_path: Path) -> None:
     context = build_context(tmp_path / "context")
     wheels = tmp_path / "wheels"
@@ -239,10 +271,13 @@ def test_wheel_builds_installs_and_runs(tmp_path: Path) -> None:
     assert expected <= shipped, sorted(expected - shipped)
     assert b"budget-exporter = budget_exporter.cli:main" in entry_points
 
-    # A fresh venv as in stage 2 (dependencies from this environment's site-packages).
+    # A fresh venv as in stage 2; the wheel goes in first, then the venv is given the
+    # running environment's packages as its dependencies (pip must not see them: the
+    # project's own editable install would count as "already satisfied").
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, system_site_packages=False, with_pip=False)
     python = env_dir / "bin" / "python"
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     subprocess.run(
         [
             sys.executable,
@@ -257,8 +292,9 @@ def test_wheel_builds_installs_and_runs(tmp_path: Path) -> None:
             str(wheel),
         ],
         check=True,
+        env=clean_env,  # the source tree on PYTHONPATH would count as "already installed"
     )
-    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    see_running_site_packages(python)
     where = subprocess.run(
         [str(python), "-c", "import budget_exporter; print(budget_exporter.__file__)"],
         capture_output=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from budget_exporter.config import load_config
+from tests.support.extras import providers_in, skip_unless_installed_for
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yml"))
 
@@ -33,6 +34,7 @@ def test_there_are_examples_for_every_setup() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_is_valid(path: Path, tmp_path: Path) -> None:
+    skip_unless_installed_for(providers_in(path.read_text()))
     variables = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
     config = load_config(path, env={v: placeholder(v, tmp_path) for v in variables})
     assert config.sources
@@ -40,8 +42,10 @@ def test_example_is_valid(path: Path, tmp_path: Path) -> None:
 
 
 def test_global_example_spans_every_kind_of_source() -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "global.yml"
+    skip_unless_installed_for(providers_in(path.read_text()))
     config = load_config(
-        Path(__file__).resolve().parent.parent / "examples" / "global.yml",
+        path,
         env={
             v: "placeholder-value"
             for v in (

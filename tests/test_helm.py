@@ -24,6 +24,7 @@ from helm_python.chart import lint
 from helm_python.errors import HelmError
 
 from budget_exporter.config import load_config
+from tests.support.extras import providers_in, skip_unless_installed_for
 from tests.support.helm import (
     CHART_DIR,
     CORE_KINDS,
@@ -209,6 +210,7 @@ def test_rendered_config_is_accepted_by_the_exporter(scenario: str, tmp_path: Pa
     docs = render(values)
     mount = container(docs)["volumeMounts"]
     text = rendered_config(docs)
+    skip_unless_installed_for(providers_in(text))
     secret_dir = tmp_path / "secrets"
     secret_dir.mkdir()
     if any(m["name"] == "secrets" for m in mount):

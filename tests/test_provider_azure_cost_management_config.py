@@ -27,6 +27,7 @@ from tests.support.azure import (
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt and braces)
 
 
+@pytest.mark.extra("azure")
 def test_registered_under_its_name() -> None:
     assert get_provider("azure_cost_management") is AzureCostManagementProvider
     assert AzureCostManagementProvider.periods_for(make_config()) == {Period.MONTHLY}
@@ -63,6 +64,7 @@ def test_config_rejects(overrides: dict[str, Any], message: str) -> None:
     assert message in str(info.value)
 
 
+@pytest.mark.extra("azure")
 def test_config_scopes_and_defaults() -> None:
     config = make_config(scope=f"subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml(prod)/")
     assert config.scope == f"subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml(prod)"
@@ -89,6 +91,7 @@ def test_config_scopes_and_defaults() -> None:
     assert managed.client_id == CLIENT_ID
 
 
+@pytest.mark.extra("azure")
 def test_config_file_reads_secret_file_and_registers_it(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text(SECRET + "\n")
     path = source_file(
@@ -108,6 +111,7 @@ def test_config_error_is_one_line_without_the_secret(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.extra("azure")
 def test_query_body_matches_the_api() -> None:
     body = make_config(cost_type="AmortizedCost", group_by=["ResourceGroup", "SubscriptionId"])
     assert body.query_body() == {

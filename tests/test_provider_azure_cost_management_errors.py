@@ -33,6 +33,7 @@ from tests.support.azure import (
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt and braces)
 
 
+@pytest.mark.extra("azure")
 def test_forbidden_names_the_role(rs: Any) -> None:
     mock_login(rs)
     refuse_query(
@@ -54,6 +55,7 @@ def test_forbidden_names_the_role(rs: Any) -> None:
     assert requests == Counter({"ok": 2, "client_error": 1})
 
 
+@pytest.mark.extra("azure")
 def test_forbidden_at_billing_account_names_a_billing_role(rs: Any) -> None:
     mock_login(rs)
     scope = "providers/Microsoft.Billing/billingAccounts/12345678"
@@ -62,6 +64,7 @@ def test_forbidden_at_billing_account_names_a_billing_role(rs: Any) -> None:
     assert "Billing account reader" in poll_error(scope=scope)
 
 
+@pytest.mark.extra("azure")
 @pytest.mark.parametrize(
     ("status", "code", "upstream", "overrides", "expected"),
     [
@@ -126,6 +129,7 @@ def test_refused_query_is_explained(
     assert SECRET not in message and ACCESS_TOKEN not in message
 
 
+@pytest.mark.extra("azure")
 def test_wrong_client_secret(rs: Any) -> None:
     mock_login(
         rs,
@@ -153,6 +157,7 @@ def test_wrong_client_secret(rs: Any) -> None:
     assert requests == Counter({"ok": 1, "client_error": 1})
 
 
+@pytest.mark.extra("azure")
 def test_unknown_tenant(rs: Any) -> None:
     rs.get(
         f"{AUTHORITY}/{TENANT}/v2.0/.well-known/openid-configuration",
@@ -166,6 +171,7 @@ def test_unknown_tenant(rs: Any) -> None:
         make_provider().poll(monthly())
 
 
+@pytest.mark.extra("azure")
 def test_login_unreachable_is_counted_as_network(rs: Any) -> None:
     requests: Counter[str] = Counter()  # nothing registered: responses refuses every call
     with pytest.raises(SourceError, match=f"could not reach Microsoft Entra ID at {AUTHORITY}"):
@@ -188,6 +194,7 @@ def test_missing_azure_identity_fails_the_configuration(
     )
 
 
+@pytest.mark.extra("azure")
 def test_configuration_check_imports_no_azure_sdk(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -203,6 +210,7 @@ def test_configuration_check_imports_no_azure_sdk(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.extra("azure")
 def test_azure_identity_broken_after_loading_fails_the_poll(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -70,6 +70,7 @@ def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     return out
 
 
+@pytest.mark.extra("azure")
 def test_whole_exporter_exports_azure_spend(
     rs: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -123,6 +124,7 @@ def test_whole_exporter_exports_azure_spend(
     assert SECRET not in caplog.text
 
 
+@pytest.mark.extra("azure")
 def test_whole_exporter_keeps_running_when_azure_refuses(
     rs: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -148,6 +150,7 @@ def test_whole_exporter_keeps_running_when_azure_refuses(
     assert SECRET not in caplog.text and SECRET not in error
 
 
+@pytest.mark.extra("azure")
 def test_example_config_runs_against_mocked_azure(rs: Any, tmp_path: Path) -> None:
     """examples/azure.yml, on the real Azure endpoints (mocked), gives the documented budgets."""
     prod, dev = SUBSCRIPTION, "55555555-6666-7777-8888-999999999999"

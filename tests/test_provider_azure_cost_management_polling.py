@@ -44,6 +44,7 @@ from tests.support.azure import (
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt and braces)
 
 
+@pytest.mark.extra("azure")
 def test_poll_follows_next_link_with_the_same_body(rs: Any) -> None:
     mock_login(rs)
     second = f"{QUERY_URL}?api-version=2023-11-01&$skiptoken=AQAAAA%3D%3D"
@@ -84,6 +85,7 @@ def test_poll_follows_next_link_with_the_same_body(rs: Any) -> None:
     assert form["scope"] == [ARM_SCOPE]
 
 
+@pytest.mark.extra("azure")
 def test_token_is_cached_between_polls(rs: Any) -> None:
     mock_login(rs)
     rs.post(QUERY_URL, json=query_page([[5, "Storage", "USD"]]))
@@ -98,6 +100,7 @@ def test_token_is_cached_between_polls(rs: Any) -> None:
     provider.close()
 
 
+@pytest.mark.extra("azure")
 def test_two_groupings_and_currencies(rs: Any) -> None:
     mock_login(rs)
     rs.post(
@@ -124,6 +127,7 @@ def test_two_groupings_and_currencies(rs: Any) -> None:
     assert {line.dims["service_name"] for line in result.lines} == {"Storage"}
 
 
+@pytest.mark.extra("azure")
 def test_no_content_means_no_spend_yet(rs: Any) -> None:
     mock_login(rs)
     rs.post(QUERY_URL, status=204)
@@ -133,12 +137,14 @@ def test_no_content_means_no_spend_yet(rs: Any) -> None:
     assert requests == Counter({"ok": 3})
 
 
+@pytest.mark.extra("azure")
 def test_only_monthly_windows_are_queried(rs: Any) -> None:
     result = make_provider().poll(())
     assert result.lines == ()
     assert len(rs.calls) == 0
 
 
+@pytest.mark.extra("azure")
 def test_next_link_on_another_host_stays_on_base_url(rs: Any) -> None:
     mock_login(rs)
     real = (
@@ -154,6 +160,7 @@ def test_next_link_on_another_host_stays_on_base_url(rs: Any) -> None:
     assert parse_qs(second.query) == {"$skiptoken": ["AQAAAA=="], "api-version": ["2023-11-01"]}
 
 
+@pytest.mark.extra("azure")
 def test_max_pages_stops_a_runaway_next_link(rs: Any) -> None:
     mock_login(rs)
     rs.post(QUERY_URL, json=query_page([[1, "Storage", "USD"]], next_link=QUERY_URL))
@@ -162,6 +169,7 @@ def test_max_pages_stops_a_runaway_next_link(rs: Any) -> None:
     assert len(query_calls(rs)) == 3
 
 
+@pytest.mark.extra("azure")
 def test_throttled_query_is_retried_and_counted(rs: Any) -> None:
     mock_login(rs)
     throttle_query(
@@ -178,6 +186,7 @@ def test_throttled_query_is_retried_and_counted(rs: Any) -> None:
     assert requests == Counter({"ok": 3, "throttled": 1})
 
 
+@pytest.mark.extra("azure")
 def test_throttled_until_retries_run_out(rs: Any) -> None:
     mock_login(rs)
     throttle_query(rs, {"x-ms-ratelimit-microsoft.costmanagement-entity-retry-after": "0"})
@@ -232,6 +241,7 @@ def test_retry_sleeps_the_header_seconds(monkeypatch: pytest.MonkeyPatch) -> Non
     assert slept == [9]
 
 
+@pytest.mark.extra("azure")
 def test_provider_installs_the_cost_management_retry() -> None:
     provider = make_provider()
     for adapter in provider.http.session.adapters.values():
@@ -261,6 +271,7 @@ class _Throttling(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.extra("azure")
 def test_retry_after_header_is_honoured_on_the_wire(rs: Any) -> None:
     """urllib3 really waits the header's seconds (responses skips the sleep, so use loopback)."""
     _Throttling.answers = [
@@ -303,6 +314,7 @@ def test_retry_after_header_is_honoured_on_the_wire(rs: Any) -> None:
     assert requests == Counter({"ok": 3, "throttled": 1})
 
 
+@pytest.mark.extra("azure")
 def test_workload_identity_sends_the_federated_token(rs: Any, tmp_path: Path) -> None:
     assertion = "eyJhbGciOiJSUzI1NiJ9.federated-service-account-token.sig"
     (tmp_path / "azure-identity-token").write_text(assertion)
@@ -323,6 +335,7 @@ def test_workload_identity_sends_the_federated_token(rs: Any, tmp_path: Path) ->
     assert "client_secret" not in form
 
 
+@pytest.mark.extra("azure")
 def test_workload_identity_without_settings(rs: Any) -> None:
     provider = make_provider(
         auth="workload_identity", client_secret=None, tenant_id=None, client_id=None
@@ -332,6 +345,7 @@ def test_workload_identity_without_settings(rs: Any) -> None:
     assert len(rs.calls) == 0
 
 
+@pytest.mark.extra("azure")
 def test_managed_identity_uses_imds(rs: Any) -> None:
     rs.get(
         "http://169.254.169.254/metadata/identity/oauth2/token",

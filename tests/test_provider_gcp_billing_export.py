@@ -157,6 +157,7 @@ def test_partition_start_uses_the_account_time_zone(zone, expected):
     assert partition_start("202509", zone) == expected
 
 
+@pytest.mark.extra("gcp")
 def test_query_shape_follows_the_options():
     config = GcpBillingExportConfig(name="g", provider="gcp_billing_export", table=TABLE)
     sql = build_query(config)
@@ -173,6 +174,7 @@ def test_query_shape_follows_the_options():
     assert "_PARTITIONTIME" not in bare
 
 
+@pytest.mark.extra("gcp")
 @pytest.mark.parametrize(
     ("table", "normalised"),
     [
@@ -249,6 +251,7 @@ def test_config_errors_are_one_line(tmp_path, line, field, words):
     assert words in message
 
 
+@pytest.mark.extra("gcp")
 def test_loopback_and_https_endpoints_are_accepted():
     for url in ("https://bigquery.example.com", "http://127.0.0.1:9050", "http://localhost:9050"):
         config = GcpBillingExportConfig(
@@ -257,6 +260,7 @@ def test_loopback_and_https_endpoints_are_accepted():
         assert config.endpoint_url == url
 
 
+@pytest.mark.extra("gcp")
 def test_sdk_is_not_imported_to_check_a_configuration(tmp_path):
     """Loading a configuration with both GCP providers checks the SDK is there, importing
     none of it (google.cloud.billing's package alone would load the whole client)."""
@@ -283,6 +287,7 @@ def test_sdk_is_not_imported_to_check_a_configuration(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.extra("gcp")
 def test_missing_sdk_fails_the_configuration_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "google.cloud.bigquery", None)  # as if not installed
     with pytest.raises(ConfigError) as err:
@@ -297,6 +302,7 @@ def test_missing_sdk_fails_the_configuration_naming_the_extra(tmp_path, monkeypa
     )
 
 
+@pytest.mark.extra("gcp")
 def test_sdk_broken_after_loading_fails_the_poll_not_the_exporter(key_file, monkeypatch):
     provider, counts = make(key_file)  # the configuration was fine
     monkeypatch.setitem(sys.modules, "google.cloud.bigquery", None)  # import now fails
@@ -310,6 +316,7 @@ def test_sdk_broken_after_loading_fails_the_poll_not_the_exporter(key_file, monk
 # -- polls against the mocked API ---------------------------------------------------------
 
 
+@pytest.mark.extra("gcp")
 def test_poll_sums_net_spend_by_project_and_service(mock, key_file):
     mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
     provider, counts = make(key_file)
@@ -341,6 +348,7 @@ def test_poll_sums_net_spend_by_project_and_service(mock, key_file):
     assert "SUM(CAST(cost AS NUMERIC))" in body["query"]
 
 
+@pytest.mark.extra("gcp")
 def test_poll_follows_every_page(mock, key_file):
     first = query_response(ROWS[:2], pageToken="BFQ2xpZW50UGFnZVRva2Vu", totalRows="4")
     mock.add(responses.POST, f"{BQ}/queries", json=first)
@@ -382,6 +390,7 @@ def test_poll_follows_every_page(mock, key_file):
     assert counts == Counter({"ok": 3})  # jobs.query, jobs.get, getQueryResults page 2
 
 
+@pytest.mark.extra("gcp")
 def test_slow_query_is_waited_for(mock, key_file):
     # jobs.query gives up waiting after timeoutMs: the client polls the job, then reads rows.
     mock.add(
@@ -398,6 +407,7 @@ def test_slow_query_is_waited_for(mock, key_file):
     assert counts["ok"] == len(api_calls(mock)) >= 3
 
 
+@pytest.mark.extra("gcp")
 def test_empty_month_gives_no_lines_and_no_freshness(mock, key_file):
     mock.add(responses.POST, f"{BQ}/queries", json=query_response([], totalRows="0"))
     provider, _ = make(key_file)
@@ -406,6 +416,7 @@ def test_empty_month_gives_no_lines_and_no_freshness(mock, key_file):
     assert [s.name for s in result.samples] == ["budget_source_query_processed_bytes"]
 
 
+@pytest.mark.extra("gcp")
 def test_permission_denied_names_the_roles(mock, key_file):
     message = (
         "Access Denied: Project billing-admin: User does not have bigquery.jobs.create "
@@ -421,6 +432,7 @@ def test_permission_denied_names_the_roles(mock, key_file):
     assert counts == Counter({"client_error": 1})  # not retried
 
 
+@pytest.mark.extra("gcp")
 def test_table_not_found_is_a_clear_source_error(mock, key_file):
     message = (
         "Not found: Table billing-admin:billing_export.gcp_billing_export_v1_0A1B2C_3D4E5F_6A7B8C "
@@ -434,6 +446,7 @@ def test_table_not_found_is_a_clear_source_error(mock, key_file):
     assert counts == Counter({"client_error": 1})
 
 
+@pytest.mark.extra("gcp")
 def test_bytes_billed_cap_explains_itself(mock, key_file):
     message = "Query exceeded limit for bytes billed: 10485760. 20971520 or higher required."
     refuse_query(mock, 400, "INVALID_ARGUMENT", "bytesBilledLimitExceeded", message)
@@ -442,6 +455,7 @@ def test_bytes_billed_cap_explains_itself(mock, key_file):
         provider.poll(september())
 
 
+@pytest.mark.extra("gcp")
 def test_transient_errors_are_retried_and_counted(mock, key_file):
     refuse_query(mock, 403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits")
     refuse_query(mock, 503, "UNAVAILABLE", "backendError", "Backend error")
@@ -452,6 +466,7 @@ def test_transient_errors_are_retried_and_counted(mock, key_file):
     assert counts == Counter({"throttled": 1, "server_error": 1, "ok": 1})
 
 
+@pytest.mark.extra("gcp")
 def test_rate_limit_after_the_retries_is_not_called_a_permission_problem(mock, key_file):
     refuse_query(mock, 403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits")
     provider, counts = make(key_file, retries=0)
@@ -461,6 +476,7 @@ def test_rate_limit_after_the_retries_is_not_called_a_permission_problem(mock, k
     assert counts == Counter({"throttled": 1})
 
 
+@pytest.mark.extra("gcp")
 def test_unreachable_endpoint_fails_fast(mock, key_file):
     # Nothing is mocked at this endpoint: responses refuses the connection.
     provider, counts = make(key_file, endpoint_url="http://127.0.0.1:9")
@@ -469,6 +485,7 @@ def test_unreachable_endpoint_fails_fast(mock, key_file):
     assert counts == Counter({"network": 1})
 
 
+@pytest.mark.extra("gcp")
 @pytest.mark.parametrize(
     ("options", "url"),
     [
@@ -491,6 +508,7 @@ def test_query_goes_where_configured(mock, key_file, options, url):
     assert counts == Counter({"ok": 1})
 
 
+@pytest.mark.extra("gcp")
 def test_rejected_credentials_never_leak_the_key(mock, key_file, key_info):
     mock.replace(
         responses.POST,
@@ -505,12 +523,14 @@ def test_rejected_credentials_never_leak_the_key(mock, key_file, key_info):
     assert not api_calls(mock)
 
 
+@pytest.mark.extra("gcp")
 def test_unreadable_credentials_file(tmp_path):
     provider, _ = make(tmp_path / "missing.json")
     with pytest.raises(SourceError, match=r"cannot read credentials_file .*missing\.json"):
         provider.poll(september())
 
 
+@pytest.mark.extra("gcp")
 @pytest.mark.parametrize(
     ("content", "words"),
     [
@@ -532,6 +552,7 @@ def test_unusable_credentials_file(tmp_path, key_info, content, words):
     assert "PRIVATE KEY" not in str(err.value)
 
 
+@pytest.mark.extra("gcp")
 def test_application_default_credentials(mock, key_file, monkeypatch):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
@@ -541,6 +562,7 @@ def test_application_default_credentials(mock, key_file, monkeypatch):
     assert api_calls(mock)[0].request.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
 
 
+@pytest.mark.extra("gcp")
 def test_no_credentials_at_all(mock, key_file, monkeypatch, tmp_path):
     from google.auth.compute_engine import _metadata
 
@@ -553,6 +575,7 @@ def test_no_credentials_at_all(mock, key_file, monkeypatch, tmp_path):
         provider.poll(september())
 
 
+@pytest.mark.extra("gcp")
 def test_other_periods_are_not_polled(key_file):
     provider, counts = make(key_file)
     daily = Window(Period.DAILY, NOW.replace(hour=0), NOW.replace(hour=0) + timedelta(days=1))
@@ -563,6 +586,7 @@ def test_other_periods_are_not_polled(key_file):
 # -- the whole exporter --------------------------------------------------------------------
 
 
+@pytest.mark.extra("gcp")
 def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
     mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
     path = write_config(
@@ -633,6 +657,7 @@ def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
     )
 
 
+@pytest.mark.extra("gcp")
 def test_whole_exporter_survives_a_failing_gcp_source(mock, key_file, tmp_path):
     refuse_query(
         mock, 404, "NOT_FOUND", "notFound", "Not found: Dataset billing-admin:billing_export"
@@ -658,6 +683,7 @@ def test_whole_exporter_survives_a_failing_gcp_source(mock, key_file, tmp_path):
     assert "HTTP 404" in state.last_error and "check table" in state.last_error
 
 
+@pytest.mark.extra("gcp")
 def test_example_config_is_valid():
     env = {
         "GCP_BILLING_ACCOUNT": "01A2B3-C4D5E6-F7A8B9",

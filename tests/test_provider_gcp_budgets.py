@@ -177,6 +177,7 @@ def test_money_is_exact(units, nanos, expected):
     assert money(units, nanos) == expected
 
 
+@pytest.mark.extra("gcp")
 def test_config_accepts_prefixed_ids_and_rejects_bad_ones(tmp_path):
     config = GcpBudgetsConfig(
         name="b",
@@ -194,6 +195,7 @@ def test_config_accepts_prefixed_ids_and_rejects_bad_ones(tmp_path):
         load_config(path)
 
 
+@pytest.mark.extra("gcp")
 @pytest.mark.parametrize("field", ["endpoint_url", "billing_endpoint_url"])
 def test_plain_http_endpoints_only_to_loopback(tmp_path, field):
     """Both APIs get the bearer token: plain http would send it in clear."""
@@ -212,6 +214,7 @@ def test_plain_http_endpoints_only_to_loopback(tmp_path, field):
         assert getattr(load_config(path).sources[0], field) == url
 
 
+@pytest.mark.extra("gcp")
 @pytest.mark.parametrize(
     ("module", "package"),
     [
@@ -239,6 +242,7 @@ def test_missing_sdk_fails_the_configuration_naming_the_extra(
 # -- polls against the mocked APIs --------------------------------------------------------
 
 
+@pytest.mark.extra("gcp")
 def test_budgets_from_every_page_become_provider_budgets(mock, key_file):
     add_account(mock)
     add_budget_pages(mock, [TEAM_A], [PLATFORM])
@@ -267,6 +271,7 @@ def test_budgets_from_every_page_become_provider_budgets(mock, key_file):
     assert all("budget-exporter/" in c.request.headers["User-Agent"] for c in mock.calls)
 
 
+@pytest.mark.extra("gcp")
 def test_integer_enums_as_the_server_sends_them(mock, key_file):
     quarterly = dict(PLATFORM, budgetFilter={"calendarPeriod": 2, "creditTypesTreatment": 1})
     quarterly["thresholdRules"] = [
@@ -280,6 +285,7 @@ def test_integer_enums_as_the_server_sends_them(mock, key_file):
     assert (found.period, found.warning_ratio, found.stop_ratio) == (Period.QUARTERLY, 0.6, None)
 
 
+@pytest.mark.extra("gcp")
 def test_last_period_amount_is_reported_not_guessed(mock, key_file, caplog):
     add_account(mock)
     add_budget_pages(mock, [TEAM_A, LAST_PERIOD])
@@ -310,6 +316,7 @@ def test_last_period_amount_is_reported_not_guessed(mock, key_file, caplog):
     assert problems == ["budget follow: provider budget 'Follow last month' has no limit"]
 
 
+@pytest.mark.extra("gcp")
 def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, caplog):
     custom = budget(
         "c0ffee00-0000-4000-8000-000000000001",
@@ -332,6 +339,7 @@ def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, c
     assert "custom date range" in caplog.text and "shares its display name" in caplog.text
 
 
+@pytest.mark.extra("gcp")
 def test_missing_budget_currency_falls_back_to_the_account(mock, key_file):
     bare = budget("e1", "EU team", amount={"specifiedAmount": {"units": "800"}})
     add_account(mock, currencyCode="EUR")
@@ -341,6 +349,7 @@ def test_missing_budget_currency_falls_back_to_the_account(mock, key_file):
     assert (found.limit, found.currency) == (Decimal(800), "EUR")
 
 
+@pytest.mark.extra("gcp")
 def test_configured_projects_are_checked_against_the_account(mock, key_file, caplog):
     add_account(mock)
     add_budget_pages(mock, [TEAM_A])
@@ -379,6 +388,7 @@ def test_configured_projects_are_checked_against_the_account(mock, key_file, cap
     assert counts == Counter({"ok": 4})
 
 
+@pytest.mark.extra("gcp")
 def test_permission_denied_names_role_and_permission(mock, key_file):
     add_account(mock)
     refuse(mock, BUDGETS, 403, "PERMISSION_DENIED", "The caller does not have permission")
@@ -390,6 +400,7 @@ def test_permission_denied_names_role_and_permission(mock, key_file):
     assert counts == Counter({"ok": 1, "client_error": 1})
 
 
+@pytest.mark.extra("gcp")
 def test_disabled_api_says_to_enable_it(mock, key_file):
     add_account(mock)
     message = (
@@ -413,6 +424,7 @@ def test_disabled_api_says_to_enable_it(mock, key_file):
     assert "has not been used in project 271828182845" in str(err.value)
 
 
+@pytest.mark.extra("gcp")
 def test_unknown_billing_account(mock, key_file):
     refuse(mock, BILLING, 404, "NOT_FOUND", "Requested entity was not found.")
     provider, counts = make(key_file)
@@ -422,6 +434,7 @@ def test_unknown_billing_account(mock, key_file):
     assert counts == Counter({"client_error": 1})
 
 
+@pytest.mark.extra("gcp")
 def test_server_errors_are_retried(mock, key_file):
     refuse(mock, BILLING, 503, "UNAVAILABLE", "The service is currently unavailable.")
     add_account(mock)
@@ -431,6 +444,7 @@ def test_server_errors_are_retried(mock, key_file):
     assert counts == Counter({"server_error": 1, "ok": 2})
 
 
+@pytest.mark.extra("gcp")
 def test_endpoint_overrides_for_both_apis(mock, key_file):
     mock.add(
         responses.GET,
@@ -451,6 +465,7 @@ def test_endpoint_overrides_for_both_apis(mock, key_file):
     assert counts == Counter({"ok": 2})
 
 
+@pytest.mark.extra("gcp")
 def test_quota_project_is_sent(mock, key_file):
     add_account(mock)
     add_budget_pages(mock, [TEAM_A])
@@ -462,6 +477,7 @@ def test_quota_project_is_sent(mock, key_file):
 # -- the whole exporter --------------------------------------------------------------------
 
 
+@pytest.mark.extra("gcp")
 def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
     mock, key_file, tmp_path
 ):
@@ -558,6 +574,7 @@ def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
     )
 
 
+@pytest.mark.extra("gcp")
 def test_a_budgets_source_does_not_block_daily_budgets_over_all_sources(tmp_path):
     path = tmp_path / "c.yml"
     path.write_text(

@@ -33,6 +33,15 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one() -> None
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == run_tests
     assert "pytest" in run_tests and "prometheus-alertmanager" in run_tests
+    assert "chromium chromium-driver" in run_tests and "python3-venv" in run_tests
+    # Both work where pip refuses to install outside a virtualenv (PEP 668, Debian 12):
+    # they make their own and never call the interpreter's pip directly.
+    for command in blocks:
+        assert (
+            command.startswith("python3 -m venv .venv && ")
+            or " && python3 -m venv .venv && " in command
+        )
+        assert re.search(r"(^|&& )(python3? -m pip|pip3?) ", command) is None
 
 
 def test_every_served_metric_is_documented() -> None:
