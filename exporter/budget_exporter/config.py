@@ -96,6 +96,20 @@ class GlobalConfig(GlobalTuning):
     max_series_per_source: int = Field(default=200, ge=1)
     poll_workers: int = Field(default=8, ge=1, le=256)
     check: CheckConfig = CheckConfig()
+    dashboard_url: str | None = Field(default=None, max_length=2000)
+    """Link to the Grafana dashboards, shown on the landing page."""
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _plain_web_link(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or re.search(r"\s", value):
+            raise ValueError("must be an http:// or https:// URL")
+        if "@" in parts.netloc:
+            raise ValueError("must not contain a user name or password: the page shows it")
+        return value
 
 
 class LimitFrom(BaseModel):

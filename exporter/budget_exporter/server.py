@@ -207,7 +207,8 @@ class ExporterServer:
                     code, payload, extra = api.handle(server.engine, method, path, body)
                     self._send(code, payload, api.CONTENT_TYPE, head, extra=extra)
                 elif path == "/" and method in ("GET", "HEAD"):
-                    page = render_landing(server.engine.snapshot, server.metrics_path)
+                    query = self.path.partition("?")[2]
+                    page = render_landing(server.engine.snapshot, server.metrics_path, query)
                     self._send(200, page, "text/html; charset=utf-8", head)
                 elif path in (server.metrics_path, "/-/healthy", "/-/ready", "/"):
                     self._send(405, b"Method not allowed.\n", _TEXT, head, {"Allow": "GET, HEAD"})
