@@ -152,6 +152,9 @@ def test_limit_from_provider_budget(config) -> None:
     assert (imported.limit, imported.spend, imported.forecast) == (200, 150, 260)
     assert (imported.warning_ratio, imported.stop_ratio) == (0.5, 0.9)
     assert (own.limit, own.spend, own.forecast) == (200, 20, 40)
+    # The spend's origin: the provider budget's own actual, or the budget's source lines.
+    assert [(p.source, p.billed, p.metered) for p in imported.parts] == [("aws-budgets", 150, 0)]
+    assert [(p.source, p.billed) for p in own.parts] == [("a", 20)]
 
 
 def test_limit_from_missing_or_mismatched_budget_is_hidden_and_explained(config) -> None:

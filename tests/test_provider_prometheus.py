@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 
 from budget_exporter.config import load_config
@@ -191,6 +192,18 @@ def test_server_errors_are_retried_then_fail() -> None:
     with pytest.raises(SourceError, match=r"HTTP 503.*unavailable: too many queries"):
         p.poll([MONTH])
     assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_unreachable_and_slow_servers_fail_the_poll() -> None:
+    responses.get(QUERY_URL, body=requests.ConnectionError("connection refused"))
+    with pytest.raises(SourceError, match="failed: connection refused"):
+        provider().poll([MONTH])
+    responses.replace(responses.GET, QUERY_URL, body=requests.ReadTimeout("read timed out"))
+    p = provider()
+    with pytest.raises(SourceError, match="timed out"):
+        p.poll([MONTH])
+    assert p.requests_seen == ["timeout"]
 
 
 @responses.activate

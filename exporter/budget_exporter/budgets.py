@@ -166,6 +166,8 @@ def _compute(
                 return None
             spend = external.actual
             forecast = external.forecast or spend / Decimal(repr(elapsed))
+            assert budget.limit_from is not None
+            parts = [SpendPart(budget.limit_from.source, spend)]  # the provider budget's own
         if budget.limit_from is not None and budget.limit_from.thresholds:
             warning, stop = _provider_thresholds(budget, external, warning, stop)
     limit = budget.limit if budget.limit is not None else external.limit  # type: ignore[union-attr]
