@@ -622,13 +622,14 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     values = resolve_variables(prometheus, overview, "all", "USD")
     (gauge, *_) = [p for p in panels(overview) if p["type"] == "bargauge"]
     usage = run_target(prometheus, gauge["targets"][0], values)
-    assert {s["metric"]["budget"] for s in usage} == {
-        "everything",
-        "llm",
-        "cloud",
-        "llm-quarterly",
-        "saas-daily",
-    }
+    usd_budgets = {"everything", "llm", "cloud", "llm-quarterly", "saas-daily"}
+    assert {s["metric"]["budget"] for s in usage} == usd_budgets
+    # Bars are named after the budget, and its exporter unless merged.
+    port = stacks["multi"].exporter.port
+    assert {s["metric"]["shown"] for s in usage} == {f"{b} @ 127.0.0.1:{port}" for b in usd_budgets}
+    merged_view = resolve_variables(prometheus, overview, "all", "USD", {"exporters": "__merged__"})
+    merged_usage = run_target(prometheus, gauge["targets"][0], merged_view)
+    assert {s["metric"]["shown"] for s in merged_usage} == usd_budgets
     (budgets_table,) = [p for p in panels(overview) if p["title"] == "All budgets in $currency"]
     unit = next(t for t in budgets_table["targets"] if t["refId"] == "UNIT")
     assert [s["metric"]["unit"] for s in run_target(prometheus, unit, values)] == ["currencyUSD"]
