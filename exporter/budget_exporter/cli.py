@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -10,8 +11,10 @@ import threading
 
 from budget_exporter import __version__
 from budget_exporter.config import load_config
+from budget_exporter.durations import parse_duration
 from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError
+from budget_exporter.httpserver import Limits
 from budget_exporter.lifecycle import Reloader, catch_sighup
 from budget_exporter.logs import LEVELS, setup_logging
 from budget_exporter.server import (
@@ -57,6 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="/metrics",
         metavar="PATH",
         help="path of the metrics endpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.read-timeout",
+        dest="read_timeout",
+        default="15s",
+        metavar="DURATION",
+        help="time a whole request may take to arrive, headers and body, and that an idle "
+        "connection stays open (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=512,
+        metavar="N",
+        help="open connections at most; at the cap the longest-idle one is closed, or a new "
+        "one gets 503 when all are busy (default: %(default)s)",
     )
     parser.add_argument(
         "--web.enable-lifecycle",
@@ -119,11 +139,25 @@ def main(argv: list[str] | None = None, sighup: threading.Event | None = None) -
     return _serve(engine, args, reload_requested)
 
 
+def web_limits(read_timeout: str, max_connections: int) -> Limits:
+    """``--web.read-timeout`` (at most 5m) and ``--web.max-connections`` (at least 2)."""
+    try:
+        seconds = parse_duration(read_timeout).total_seconds()
+    except ValueError as exc:
+        raise ValueError(f"--web.read-timeout: {exc}") from None
+    if seconds > 300:
+        raise ValueError("--web.read-timeout: must be at most 5m")
+    if max_connections < 2:
+        raise ValueError("--web.max-connections: must be at least 2")
+    return Limits(read_timeout=seconds, max_connections=max_connections)
+
+
 def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading.Event) -> int:
     web_config, context = WebConfig(), None
     try:
         parse_listen_address(args.listen_address)
         check_metrics_path(args.metrics_path)
+        limits = web_limits(args.read_timeout, args.max_connections)
         if args.web_config_file:
             web_config, context = load_web_config(args.web_config_file)
     except (ValueError, ConfigError) as exc:
@@ -141,6 +175,7 @@ def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading
             context,
             args.metrics_path,
             on_reload=reloader.reload if args.enable_lifecycle else None,
+            limits=limits,
         )
     except OSError as exc:
         print(
@@ -149,6 +184,10 @@ def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading
         )
         return 1
 
+    # What start-up built (modules, the configuration) stays for good: keep it out of the
+    # collector's scans, so that collections under load pause the server only briefly.
+    gc.collect()
+    gc.freeze()
     engine.start()
     server.start()
     log.info(
