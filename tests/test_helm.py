@@ -168,6 +168,8 @@ def test_container_runs_the_exporter_cli() -> None:
         "--web.listen-address=:9820",
         "--log.level=debug",
         "--log.format=json",
+        "--web.read-timeout=15s",
+        "--web.max-connections=512",
         "--web.telemetry-path=/m",
     ]
     assert main["ports"] == [{"name": "http", "containerPort": 9820, "protocol": "TCP"}]
@@ -179,6 +181,14 @@ def test_container_runs_the_exporter_cli() -> None:
 def test_lifecycle_flag() -> None:
     assert "--web.enable-lifecycle" not in container(render())["args"]
     assert "--web.enable-lifecycle" in container(render({"web": {"enableLifecycle": True}}))["args"]
+
+
+def test_web_limits_reach_the_exporter() -> None:
+    args = container(render({"web": {"readTimeout": "30s", "maxConnections": 200}}))["args"]
+    assert "--web.read-timeout=30s" in args and "--web.max-connections=200" in args
+    for wrong in ({"maxConnections": 1}, {"readTimeout": "soon"}):
+        with pytest.raises(HelmError, match="web"):
+            render({"web": wrong})
 
 
 def test_image_digest_wins_over_tag() -> None:

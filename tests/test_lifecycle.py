@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from budget_exporter.lifecycle import Reloader
-from tests.support.exporter import ExporterProcess, exporters
+from tests.support.exporter import ExporterProcess, exporters, run
 
 SMALL = (
     "sources: [{name: a, provider: static, amount: 1, currency: USD}]\n"
@@ -116,3 +116,18 @@ def test_a_sighup_while_the_configuration_loads_does_not_kill(write_config, runn
     assert code == 0
     assert "configuration reloaded" in err  # the early SIGHUP was served once running
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--web.read-timeout=soon", "--web.read-timeout: invalid duration"),
+        ("--web.read-timeout=1h", "--web.read-timeout: must be at most 5m"),
+        ("--web.max-connections=1", "--web.max-connections: must be at least 2"),
+    ],
+)
+def test_bad_web_limits_are_one_line_errors(write_config, flag: str, message: str) -> None:
+    done = run("--config.file", str(write_config(SMALL)), "--web.listen-address=127.0.0.1:0", flag)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+    assert done.stderr.startswith(f"budget-exporter: {message}")

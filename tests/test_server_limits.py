@@ -303,3 +303,10 @@ def test_a_burst_of_500_connections_leaves_the_scraper_fast(write_config, runnin
     assert statistics.quantiles(times, n=100)[98] < 0.1
     code, err = exporter.stop()
     assert code == 0 and "Traceback" not in err and "level=error" not in err
+
+
+def test_a_malformed_request_line_gets_a_plain_400(serve) -> None:
+    server = serve()
+    reply = exchange(server.port, b"GARBAGE\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"Content-Type: text/plain" in reply
+    assert b"Server: budget-exporter\r\n" in reply

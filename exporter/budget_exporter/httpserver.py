@@ -159,8 +159,8 @@ class _Connection(BaseHTTPRequestHandler):
 
     server: HardenedHTTPServer
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # errors about a malformed request line get a status line
     server_version = "budget-exporter"
-    sys_version = ""
     disable_nagle_algorithm = True
     error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(message)s.\n"
@@ -181,6 +181,9 @@ class _Connection(BaseHTTPRequestHandler):
         self.reader = _DeadlineReader(self.connection)
         self.reader.deadline = self.slot.accepted + self.server.limits.read_timeout
         self.rfile = io.BufferedReader(self.reader, 65536)
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
