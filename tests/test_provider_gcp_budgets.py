@@ -548,6 +548,14 @@ def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
         ]
         == 600.25
     )
+    # Both feed the budget: the export its spend (a line passes the match), the
+    # provider budget its limit.
+    feeds = {
+        dict(labels)["source"]
+        for (name, labels) in samples
+        if name == "budget_source_info" and dict(labels)["budget"] == "team-a"
+    }
+    assert feeds == {"gcp-billing", "gcp-budgets"}
     for source, provider, requests in (
         ("gcp-budgets", "gcp_budgets", 2),
         ("gcp-billing", "gcp_billing_export", 1),
