@@ -7,9 +7,7 @@ Supported keys: ``tls_server_config`` (``cert_file``, ``key_file``,
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
 import secrets
 import ssl
@@ -115,8 +113,9 @@ class BasicAuth:
 
     bcrypt is deliberately slow (a quarter of a second at cost 12), so:
 
-    * checks run one at a time, in one thread at the lowest CPU priority: a flood
-      of wrong passwords gets one core at most, and only what serving leaves idle;
+    * checks run one at a time, in one thread of their own: a flood of wrong
+      passwords gets one core at most (not at a lower priority: that thread also
+      takes the GIL, and a descheduled GIL holder would stall every request);
     * outcomes are remembered by a SHA-256 of user, password and hash: Prometheus
       scrapes with the same credentials every few seconds and is answered from
       the cache without waiting for the bcrypt queue; failures are remembered
@@ -133,7 +132,7 @@ class BasicAuth:
         self._succeeded: OrderedDict[bytes, None] = OrderedDict()
         self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._checker = ThreadPoolExecutor(1, "bcrypt", initializer=_lowest_cpu_priority)
+        self._checker = ThreadPoolExecutor(1, "bcrypt")
         self._dummy: bytes | None = None
 
     def check(self, user: str, password: str) -> bool:
@@ -179,12 +178,6 @@ class BasicAuth:
             secret = secrets.token_bytes(16).hex().encode()
             self._dummy = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost))
         return self._dummy
-
-
-def _lowest_cpu_priority() -> None:
-    """Lower the calling thread's priority (Linux nices threads one by one)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _checkpw(password: str, hashed: bytes) -> bool:
