@@ -269,7 +269,7 @@ def test_wheel_builds_installs_and_runs(tmp_path: Path) -> None:
         shipped = set(archive.namelist())
         entry_points = archive.read(f"budget_exporter-{__version__}.dist-info/entry_points.txt")
     assert expected <= shipped, sorted(expected - shipped)
-    assert b"budget-exporter = budget_exporter.cli:main" in entry_points
+    assert b"budget-exporter = budget_exporter.__main__:run" in entry_points
 
     # A fresh venv as in stage 2; the wheel goes in first, then the venv is given the
     # running environment's packages as its dependencies (pip must not see them: the

@@ -1,8 +1,19 @@
+"""``python -m budget_exporter`` and the ``budget-exporter`` command.
+
+Only light modules are imported before the SIGHUP handler is in place: a SIGHUP
+that arrives while the exporter starts is kept (and served once it runs) instead
+of killing the process.
+"""
+
 from budget_exporter.lifecycle import catch_sighup
 
-# Installed before the heavier imports: a SIGHUP while the exporter starts is kept.
-sighup = catch_sighup()
 
-from budget_exporter.cli import main  # noqa: E402
+def run() -> int:
+    sighup = catch_sighup()
+    from budget_exporter.cli import main
 
-raise SystemExit(main(sighup=sighup))
+    return main(sighup=sighup)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
