@@ -108,7 +108,7 @@ def compute_budgets(
     shared by calls running at the same time.
     """
     views = []
-    cache = _Indexes(indexes)
+    cache = LineIndexes(indexes)
     for budget in config.budgets:
         view = _compute(config, budget, states, now, cache)
         if view is not None:
@@ -124,7 +124,7 @@ def _compute(
     budget: BudgetConfig,
     states: Mapping[str, SourceState],
     now: datetime,
-    cache: _Indexes,
+    cache: LineIndexes,
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
@@ -247,8 +247,9 @@ IndexCache = dict[tuple[str, str], tuple[PollResult, LineIndex]]
 """Line indexes by (source, period), each with the poll result it was built from."""
 
 
-class _Indexes:
-    """The line indexes of one computation, reusing those of the previous one."""
+class LineIndexes:
+    """The line indexes of one computation, reusing those of ``previous`` whose
+    poll result is still the source's (see :func:`compute_budgets`)."""
 
     def __init__(self, previous: IndexCache | None) -> None:
         self.previous = previous or {}
@@ -264,7 +265,7 @@ class _Indexes:
         return found[1]
 
 
-def _totals(state: SourceState, budget: BudgetConfig, cache: _Indexes) -> _Totals:
+def _totals(state: SourceState, budget: BudgetConfig, cache: LineIndexes) -> _Totals:
     """Sum of the source's matching lines per currency, for the budget's period.
 
     Looked up in one :class:`LineIndex` per source result and period, so many

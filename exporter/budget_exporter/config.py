@@ -228,6 +228,11 @@ class Config:
             found.append(self.sources[self._source_order[ref.source]])
         return found
 
+    def source_named(self, name: str) -> SourceConfig | None:
+        """The source called ``name`` (looked up, not scanned)."""
+        index = self._source_order.get(name)
+        return None if index is None else self.sources[index]
+
     def source_budgets(self, source: str) -> tuple[BudgetConfig, ...]:
         """Budgets that sum ``source``'s spend lines, in config order (looked up, not scanned)."""
         return self._source_budgets.get(source, ())

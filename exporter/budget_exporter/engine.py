@@ -554,6 +554,6 @@ class Engine:
         max_series = {
             s.name: s.max_series or config.global_.max_series_per_source for s in config.sources
         }
-        feeds = budget_feeds(config, states)
+        feeds = budget_feeds(config, states, self._indexes)
         rendered = render(build_families(budgets, ordered, status, max_series, feeds))
         return Snapshot(config, budgets, ordered, rendered, now.timestamp())

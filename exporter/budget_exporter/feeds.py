@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from budget_exporter.budgets import line_matches
+from budget_exporter.budgets import IndexCache, LineIndexes
 from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.state import SourceState
 
@@ -38,11 +38,18 @@ class Feed:
     """The budget's static ``labels`` (team...), as on its other series."""
 
 
-def budget_feeds(config: Config, states: Mapping[str, SourceState]) -> list[Feed]:
-    """Every (budget, source) pair where the source feeds the budget, in config order."""
+def budget_feeds(
+    config: Config, states: Mapping[str, SourceState], indexes: IndexCache | None = None
+) -> list[Feed]:
+    """Every (budget, source) pair where the source feeds the budget, in config order.
+
+    ``indexes`` are the line indexes :func:`~budget_exporter.budgets.compute_budgets`
+    kept (optional): a ``match`` is then looked up rather than tried on every line.
+    """
     feeds = []
+    lookup = LineIndexes(indexes)
     for budget in config.budgets:
-        for source in _feeding_sources(config, budget, states):
+        for source in _feeding_sources(config, budget, states, lookup):
             feeds.append(
                 Feed(
                     budget.name,
@@ -57,24 +64,28 @@ def budget_feeds(config: Config, states: Mapping[str, SourceState]) -> list[Feed
 
 
 def _feeding_sources(
-    config: Config, budget: BudgetConfig, states: Mapping[str, SourceState]
+    config: Config,
+    budget: BudgetConfig,
+    states: Mapping[str, SourceState],
+    lookup: LineIndexes,
 ) -> list[str]:
     names = [
         s.name
         for s in config.budget_sources(budget)
-        if _could_contribute(budget, states.get(s.name))
+        if _could_contribute(budget, states.get(s.name), lookup)
     ]
     if budget.limit_from is not None and budget.limit_from.source not in names:
         names.append(budget.limit_from.source)
     return names
 
 
-def _could_contribute(budget: BudgetConfig, state: SourceState | None) -> bool:
+def _could_contribute(budget: BudgetConfig, state: SourceState | None, lookup: LineIndexes) -> bool:
     if not budget.match or state is None or state.result is None:
         return True
-    lines = [ln for ln in state.result.lines if ln.period == budget.period]
-    return not lines or any(line_matches(ln, budget.match) for ln in lines)
+    lines = lookup.get(state, budget.period)
+    return not len(lines) or bool(lines.select(budget.match))
 
 
 def _provider(config: Config, source: str) -> str:
-    return next((s.provider for s in config.sources if s.name == source), "")
+    found = config.source_named(source)
+    return found.provider if found is not None else ""
