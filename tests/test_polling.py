@@ -67,6 +67,31 @@ def test_a_burst_of_requests_gives_few_runs_and_the_last_value_is_served() -> No
     assert served == sorted(served)
 
 
+def test_continuous_requests_leave_time_between_runs() -> None:
+    """Requests arriving all the time never make runs follow each other back to back."""
+    ends: list[float] = []
+    starts: list[float] = []
+
+    def build() -> None:
+        starts.append(time.monotonic())
+        time.sleep(0.05)
+        ends.append(time.monotonic())
+
+    coalescer = Coalescer(build, min_delay=0.01, max_delay=1.0, idle_ratio=2.0)
+    coalescer.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            coalescer.request()
+            time.sleep(0.002)
+        wait_for(coalescer.idle, what="the last run")
+    finally:
+        coalescer.stop()
+    gaps = [start - end for end, start in zip(ends, starts[1:], strict=False)]
+    assert gaps and min(gaps) >= 0.09  # twice the run's 0.05 s, minus timer slack
+    assert len(starts) <= 10  # about a third of the second, not all of it
+
+
 def test_a_request_waits_at_most_the_bounded_delay() -> None:
     ran = threading.Event()
     coalescer = Coalescer(ran.set, min_delay=0.05, max_delay=0.3)

@@ -48,7 +48,7 @@ from budget_exporter.state import SourceState
 log = logging.getLogger("budget_exporter")
 
 _BOUNDARY_GRACE_SECONDS = 5.0
-_SWITCH_INTERVAL = 0.0005
+_SWITCH_INTERVAL = 0.0002
 """Seconds a thread may hold the GIL while others wait (Python's default is 0.005)."""
 _MAX_REBUILD_DELAY = 1.0
 """Longest wait between a finished poll and the start of the rebuild that serves it."""

@@ -234,10 +234,13 @@ class PollScheduler:
 class Coalescer:
     """Runs ``action`` after :meth:`request`, once per burst of requests.
 
-    A request starts a run after a short delay (longer when runs are slow, at
-    most ``max_delay``), so a burst of finished polls costs one run.  At most one
-    run is in progress and at most one waits; a request made during a run always
-    leads to another run after it.
+    A request starts a run after a short delay (``min_delay``, and at least
+    ``idle_ratio`` times the last run's duration after that run ended, so that
+    runs take at most about ``1 / (1 + idle_ratio)`` of the time), but never
+    more than ``max_delay`` after the request unless a run is still in progress.
+    So a burst of finished polls costs one run.  At most one run is in progress
+    and at most one waits; a request made during a run always leads to another
+    run after it.
     """
 
     def __init__(
@@ -246,17 +249,20 @@ class Coalescer:
         *,
         min_delay: float = 0.05,
         max_delay: float = 1.0,
+        idle_ratio: float = 2.0,
         name: str = "rebuild",
     ) -> None:
         self._action = action
         self.min_delay = min_delay
         self.max_delay = max_delay
+        self.idle_ratio = idle_ratio
         self._name = name
         self._cond = threading.Condition()
         self._requested_at: float | None = None
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._last_duration = 0.0
+        self._last_end = 0.0
         self._running = False
         self.runs = 0
         self.requests = 0
@@ -297,9 +303,13 @@ class Coalescer:
                     self._cond.wait()
                 if self._stopped:
                     return
-                # The busier runs are, the more requests one run gathers.
-                delay = min(max(self._last_duration, self.min_delay), self.max_delay)
-                start_at = self._requested_at + delay
+                # Gather a burst of requests into one run, and leave at least
+                # ``idle_ratio`` x the last run's time idle after it (runs never take
+                # all the CPU), but never wait more than ``max_delay`` after a request.
+                requested = self._requested_at
+                idle = min(self._last_duration * self.idle_ratio, self.max_delay)
+                start_at = max(requested + self.min_delay, self._last_end + idle)
+                start_at = min(start_at, max(requested + self.max_delay, self._last_end))
                 while not self._stopped and (left := start_at - time.monotonic()) > 0:
                     self._cond.wait(left)
                 if self._stopped:
@@ -314,6 +324,7 @@ class Coalescer:
             finally:
                 with self._cond:
                     self._running = False
-                    self._last_duration = time.monotonic() - started
+                    self._last_end = time.monotonic()
+                    self._last_duration = self._last_end - started
                     self.runs += 1
                     self._cond.notify_all()
