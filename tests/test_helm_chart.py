@@ -70,7 +70,7 @@ def umbrella(tmp_path: Path, alias: str | None = None) -> Path:
         "data:\n  team: {{ .Values.global.team }}\n"
     )
     (root / "values.yaml").write_text(
-        yaml.safe_dump({"global": {"imagePullSecrets": [{"name": "registry"}], "team": "finops"}})
+        yaml.safe_dump({"global": {"imagePullSecrets": ["registry"], "team": "finops"}})
     )
     shutil.copytree(CHART_DIR, root / "charts" / "budget-exporter")
     return root
@@ -90,6 +90,11 @@ def test_renders_as_a_subchart_of_an_umbrella_chart(tmp_path: Path) -> None:
     assert deployment["metadata"]["name"] == FULLNAME
     pod = deployment["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry"}], "global.imagePullSecrets is used"
+    values["global"]["imagePullSecrets"] = [{"name": "mirror"}]
+    values["budget-exporter"]["imagePullSecrets"] = [{"name": "own"}]
+    docs = documents(Chart.load(root).render(values, name=RELEASE, namespace=NAMESPACE))
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "own"}, {"name": "mirror"}]
     for doc in docs:
         if doc["kind"] in CORE_KINDS:
             validate(doc)

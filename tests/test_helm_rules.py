@@ -311,6 +311,7 @@ def test_new_rules_need_nothing_special(tmp_path: Path) -> None:
                         "labels": {"severity": "warning"},
                         "annotations": {
                             "summary": "{{ $labels.budget }} is new.",
+                            "description": f"{{{{ with query `up{{{DEFAULT_SELECTOR}}}` }}}}up{{{{ end }}}}",
                             "runbook_url": "https://github.com/budget-exporter/budget-exporter/blob/main/docs/runbook.md#budgetsomethingnew",
                         },
                     },
@@ -339,6 +340,7 @@ def test_new_rules_need_nothing_special(tmp_path: Path) -> None:
     assert alert["for"] == "1h" and alert["labels"] == {"severity": "warning", "team": "finops"}
     assert alert["annotations"] == {
         "summary": "{{ $labels.budget }} is new.",
+        "description": f'{{{{ with query `up{{job="budget-exporter",namespace="{NAMESPACE}"}}` }}}}up{{{{ end }}}}',
         "runbook_url": "https://runbooks.example.com#budgetsomethingnew",
     }
 

@@ -25,9 +25,9 @@ import requests
 import yaml
 from helm_python.errors import HelmError
 
-from budget_exporter.webconfig import load_web_config
+from budget_exporter.webconfig import WebConfig, load_web_config
 from tests.support.exporter import ExporterProcess, exporters
-from tests.support.helm import CORE_KINDS, FULLNAME, container, one, render, validate
+from tests.support.helm import CHART_DIR, CORE_KINDS, FULLNAME, container, one, render, validate
 
 WEB_SECRET = f"{FULLNAME}-web-config"
 TLS_FILES = {
@@ -198,6 +198,25 @@ def test_wrong_web_configs_are_refused() -> None:
             render({"webConfig": wrong})
     with pytest.raises(HelmError, match="basicAuth"):
         render({"serviceMonitor": {"basicAuth": {"username": "prometheus"}}})
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        p.name
+        for p in sorted((CHART_DIR / "ci").glob("*-values.yaml"))
+        if "webConfig" in p.read_text()
+    ],
+)
+def test_ci_web_configs_are_accepted_by_the_exporter(scenario: str) -> None:
+    values = yaml.safe_load((CHART_DIR / "ci" / scenario).read_text())
+    docs = render(values)
+    config = WebConfig.model_validate(web_config_of(docs))
+    assert config.tls_server_config is not None and config.basic_auth_users
+    ready = probes(docs)["readinessProbe"]["httpGet"]
+    assert ready["scheme"] == "HTTPS" and ready["httpHeaders"][0]["name"] == "Authorization"
+    user = base64.b64decode(ready["httpHeaders"][0]["value"].removeprefix("Basic ")).decode()
+    assert user.split(":", 1)[0] in config.basic_auth_users, "the probe user exists"
 
 
 # -- the rendered probes against the real exporter -------------------------------------

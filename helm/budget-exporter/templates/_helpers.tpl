@@ -196,3 +196,17 @@ Called with (dict "probe" <probe> "root" $).
 {{- end }}
 {{- toYaml $probe }}
 {{- end }}
+
+{{/*
+imagePullSecrets, then global.imagePullSecrets (given as names or as {name}
+objects, as umbrella charts pass them), as a LocalObjectReference list.
+*/}}
+{{- define "budget-exporter.imagePullSecrets" -}}
+{{- $secrets := list }}
+{{- range concat .Values.imagePullSecrets ((.Values.global).imagePullSecrets | default list) }}
+{{- $secrets = append $secrets (ternary (dict "name" .) . (kindIs "string" .)) }}
+{{- end }}
+{{- with $secrets }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
