@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.support.helm import (
 )
 
 DEFAULT_SELECTOR = 'job="budget-exporter"'
+RULES_DIR = CHART_DIR.parent.parent / "rules"
 
 
 def rule_groups(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -371,3 +373,28 @@ def test_notes_name_the_selector() -> None:
         namespace=NAMESPACE,
     )["budget-exporter/templates/NOTES.txt"]
     assert f'BudgetExporterDown\nselects job="finops",namespace="{NAMESPACE}".' in notes
+
+
+# -- the same without the chart ------------------------------------------------------
+
+
+def test_rules_with_another_selector_match_the_chart(tmp_path: Path) -> None:
+    """rules/with_selector.py gives plain-Prometheus users what the chart renders."""
+    selector = 'job="finops",env="prod"'
+    tool = RULES_DIR / "with_selector.py"
+    subprocess.run([sys.executable, str(tool), selector, str(tmp_path / "out")], check=True)
+    written = sorted((tmp_path / "out").glob("*.yml"))
+    assert [p.name for p in written] == [p.name for p in RULE_FILES]
+    groups = [g for path in written for g in yaml.safe_load(path.read_text())["groups"]]
+    assert groups == rule_groups({"prometheusRule": {"selector": selector}})
+    assert f"up{{{selector}}} == 0" in alerts(groups)["BudgetExporterDown"]["expr"]
+    promtool_test(tmp_path, groups, [])
+    for wrong in ("job=finops", "finops", 'job="a" or vector(1)'):
+        result = subprocess.run(
+            [sys.executable, str(tool), wrong, str(tmp_path / "bad")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2 and "not PromQL label matchers" in result.stderr, wrong
+    assert not (tmp_path / "bad").exists()
