@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+
+from budget_exporter.budgets import IndexCache, compute_budgets
+from budget_exporter.feeds import budget_feeds
+from budget_exporter.model import SpendLine
 from tests.test_exposition import samples
 
 CONFIG = """
@@ -78,3 +85,57 @@ def test_cost_lines_for_every_period_a_budget_uses(make_engine) -> None:
             if labels["source"] == "llm" and labels["period"] == period
         }
         assert llm == {"gpt-4o": 5.0, "other": 3.0}, period
+
+
+class CountingLines(tuple[SpendLine, ...]):
+    """A result's lines that count how often something walks through them."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[SpendLine]:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_feeds_look_lines_up_in_the_index_not_once_per_budget(make_engine) -> None:
+    teams = [f"team-{i % 60}" for i in range(600)]
+    random.Random(13).shuffle(teams)  # each team's lines spread through the source
+    lines = "".join(f"\n      - {{amount: 1, dimensions: {{tag_team: {team}}}}}" for team in teams)
+    budgets = "".join(
+        f"\n  - {{name: t{t}, limit: 10, currency: USD, match: {{tag_team: team-{t}}}}}"
+        for t in range(61)  # team-60 has no line
+    )
+    engine = make_engine(
+        f"""
+sources:
+  - name: cur
+    provider: static
+    currency: USD
+    lines:{lines}
+  - {{name: flat, provider: static, currency: USD, amount: 3}}
+budgets:{budgets}
+  - {{name: low, limit: 10, currency: USD, match: {{tag_team: "/team-[0-4]/"}}}}
+"""
+    )
+    assert engine.poll_all_once()
+    states = engine.live_states()
+    result = states["cur"].result
+    assert result is not None
+    states["cur"] = states["cur"].with_(result=replace(result, lines=CountingLines(result.lines)))
+
+    CountingLines.walks = 0
+    feeds = budget_feeds(engine.config, states)
+    # One walk to index the source's monthly lines, however many budgets match on it.
+    assert CountingLines.walks == 1
+    fed = {(f.budget, f.source) for f in feeds}
+    assert {(f"t{t}", "cur") for t in range(60)} <= fed
+    assert ("t60", "cur") not in fed  # no line of team-60: cur cannot contribute
+    assert ("low", "cur") in fed
+    assert {b for b, s in fed if s == "flat"} == set()  # its one line has no tag_team
+
+    # With the indexes the budget computation kept, feeds walk no line at all.
+    indexes: IndexCache = {}
+    compute_budgets(engine.config, states, engine.now(), indexes)
+    CountingLines.walks = 0
+    assert budget_feeds(engine.config, states, indexes) == feeds
+    assert CountingLines.walks == 0
