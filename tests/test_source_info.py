@@ -5,14 +5,16 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import Decimal
 
 from budget_exporter.budgets import IndexCache, compute_budgets
+from budget_exporter.exposition import OTHER, cap_source_lines, share_series
 from budget_exporter.feeds import budget_feeds
-from budget_exporter.model import SpendLine
+from budget_exporter.model import Period, SpendLine
 from tests.test_exposition import samples
 
 CONFIG = """
-global: {max_series_per_source: 2}
+global: {max_series_per_source: 4}
 sources:
   - name: llm
     provider: static
@@ -76,8 +78,10 @@ def test_cost_lines_for_every_period_a_budget_uses(make_engine) -> None:
         "invoices": {"monthly", "daily"},
         "eu": {"monthly", "daily", "quarterly"},
     }
-    # The cap applies per source, currency and period: two series per period for llm,
-    # the smaller lines summed into "other", the total kept.
+    # The cap applies per source and currency, shared among the periods: four series
+    # for llm's two periods, so two each, the smaller lines summed into "other" and
+    # each period's total kept.
+    assert len([labels for labels, _ in lines if labels["source"] == "llm"]) == 4
     for period in ("monthly", "daily"):
         llm = {
             labels["model"]: value
@@ -85,6 +89,59 @@ def test_cost_lines_for_every_period_a_budget_uses(make_engine) -> None:
             if labels["source"] == "llm" and labels["period"] == period
         }
         assert llm == {"gpt-4o": 5.0, "other": 3.0}, period
+
+
+def test_periods_share_the_cap_fairly() -> None:
+    # Under the cap: every line of every period.
+    assert share_series({"monthly": 3, "daily": 3}, 200) == {"monthly": 3, "daily": 3}
+    # Even shares, the odd slots to monthly first, then daily ...
+    assert share_series({"monthly": 50, "daily": 50, "quarterly": 50}, 10) == {
+        "monthly": 4,
+        "daily": 3,
+        "quarterly": 3,
+    }
+    assert share_series({"yearly": 50, "daily": 51, "monthly": 50}, 11) == {
+        "monthly": 4,
+        "daily": 4,
+        "yearly": 3,
+    }
+    # ... a period with few lines keeps them all and leaves the rest to the others.
+    assert share_series({"monthly": 40, "daily": 9, "quarterly": 2}, 20) == {
+        "quarterly": 2,
+        "daily": 9,
+        "monthly": 9,
+    }
+    # Each period keeps one series (its sum), even with a cap below the number of periods.
+    assert share_series({"monthly": 5, "daily": 5, "yearly": 5}, 2) == {
+        "monthly": 1,
+        "daily": 1,
+        "yearly": 1,
+    }
+
+
+def test_cap_is_per_source_and_currency_across_periods() -> None:
+    def spend(period: Period, amount: int, currency: str, model: str) -> SpendLine:
+        return SpendLine.of(period, Decimal(amount), currency, {"model": model})
+
+    lines = [
+        *(spend(Period.MONTHLY, 10 * i, "USD", f"m{i}") for i in range(1, 31)),
+        *(spend(Period.DAILY, i, "USD", f"m{i}") for i in range(1, 31)),
+        *(spend(Period.YEARLY, 100 * i, "USD", f"m{i}") for i in range(1, 4)),
+        *(spend(Period.MONTHLY, i, "EUR", f"e{i}") for i in range(1, 13)),
+    ]
+    capped = cap_source_lines(lines, 10)
+    usd = {p: [ln for ln in got if ln.currency == "USD"] for p, got in capped.items()}
+    eur = [ln for got in capped.values() for ln in got if ln.currency == "EUR"]
+    # 10 USD series in all: yearly keeps its 3 lines, monthly and daily share the other 7.
+    assert sum(len(got) for got in usd.values()) == 10
+    assert [len(usd[p]) for p in ("yearly", "monthly", "daily")] == [3, 4, 3]
+    assert [ln.dims["model"] for ln in usd["monthly"]] == ["m30", "m29", "m28", OTHER]
+    # Each period's total stays exact; the other currency has its own cap.
+    for period, factor in (("monthly", 10), ("daily", 1), ("yearly", 100)):
+        total = factor * sum(range(1, 31 if period != "yearly" else 4))
+        assert sum(ln.amount for ln in usd[period]) == total, period
+    assert len(eur) == 10
+    assert sum(ln.amount for ln in eur) == sum(range(1, 13))
 
 
 class CountingLines(tuple[SpendLine, ...]):

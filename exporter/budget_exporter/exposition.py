@@ -28,6 +28,8 @@ CACHED = "Cached from the last successful poll; scrapes never call the provider.
 OTHER = "other"
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _FIXED_COST_LABELS = ("source", "provider", "currency", "period")
+_SHARE_PREFERENCE = {"monthly": 0, "daily": 1, "quarterly": 2, "yearly": 3}
+"""Which period gets the series left over when a source's cap is shared (first first)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,54 @@ def cap_lines(lines: Sequence[SpendLine], limit: int) -> list[SpendLine]:
                 {k: OTHER for k in keys},
             )
         )
+    return out
+
+
+def share_series(lines_per_period: Mapping[str, int], limit: int) -> dict[str, int]:
+    """How many of a source's ``limit`` series (in one currency) each period gets.
+
+    The periods share the cap fairly: a period with fewer lines than an even
+    share keeps them all and leaves the rest to the others, which split what is
+    left evenly; slots left over by the rounding go to ``monthly`` first (then
+    ``daily``, ``quarterly``, ``yearly``).  A period always gets one series at
+    least, so that its total is exported even when ``limit`` is smaller than the
+    number of periods.
+    """
+    shares: dict[str, int] = {}
+    left = limit
+    order = sorted(lines_per_period, key=lambda p: (lines_per_period[p], p))
+    for i, period in enumerate(order):
+        rest = order[i:]
+        fair = left // len(rest)
+        if lines_per_period[period] <= fair:  # keeps all its lines
+            shares[period] = lines_per_period[period]
+            left -= shares[period]
+            continue
+        # This period and every larger one get the even share, the odd slots by preference.
+        preferred = sorted(
+            rest, key=lambda p: (_SHARE_PREFERENCE.get(p, len(_SHARE_PREFERENCE)), p)
+        )
+        odd = left - fair * len(rest)
+        for rank, name in enumerate(preferred):
+            shares[name] = max(fair + 1 if rank < odd else fair, 1)
+        break
+    return shares
+
+
+def cap_source_lines(lines: Sequence[SpendLine], limit: int) -> dict[str, list[SpendLine]]:
+    """A source's lines by period, at most ``limit`` series per currency across all periods.
+
+    Each period's share (:func:`share_series`) keeps its largest lines and sums
+    the rest into ``other`` (:func:`cap_lines`), so every period's total stays exact.
+    """
+    grouped: dict[str, dict[str, list[SpendLine]]] = defaultdict(lambda: defaultdict(list))
+    for line in lines:
+        grouped[line.currency][str(line.period)].append(line)
+    out: dict[str, list[SpendLine]] = defaultdict(list)
+    for by_period in grouped.values():
+        shares = share_series({p: len(group) for p, group in by_period.items()}, limit)
+        for period, group in by_period.items():
+            out[period].extend(cap_lines(group, shares[period]))
     return out
 
 
@@ -253,18 +303,16 @@ def _feeds_family(feeds: Sequence[Feed]) -> Metric:
 
 
 def _cost_family(states: Sequence[SourceState], max_series: Mapping[str, int]) -> Metric:
-    """Every line of every period a source is polled for, capped per source, currency
-    and period (monthly always; daily, quarterly, yearly where a budget uses them)."""
+    """Every line of every period a source is polled for (monthly always; daily,
+    quarterly, yearly where a budget uses them), capped per source and currency, the
+    cap shared among the periods (:func:`cap_source_lines`)."""
     rows: list[tuple[str, str, str, str, tuple[tuple[str, str], ...], Decimal]] = []
     for s in states:
         if s.result is None:
             continue
-        by_period: dict[str, list[SpendLine]] = defaultdict(list)
-        for line in s.result.lines:
-            by_period[line.period].append(line)
+        by_period = cap_source_lines(s.result.lines, max_series[s.name])
         for period in sorted(by_period):
-            capped = cap_lines(by_period[period], max_series[s.name])
-            for (currency, dims), amount in _merge_duplicates(capped).items():
+            for (currency, dims), amount in _merge_duplicates(by_period[period]).items():
                 rows.append((s.name, s.provider, currency, period, dims, amount))
     keys = sorted({k for *_, dims, _ in rows for k, _ in dims})
     family = GaugeMetricFamily(
