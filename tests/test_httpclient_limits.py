@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import HttpClient, json_items
+from budget_exporter.httpclient import _WATCHDOG, HttpClient, json_items
 from tests.support.fake_upstream import Reply
 
 
@@ -73,6 +73,37 @@ def test_each_retry_of_a_trickling_upstream_is_bounded_and_counted(trickling_hea
         http.json("GET", trickling_headers)
     assert time.monotonic() - started < 2.5  # two attempts of 0.5 s, and the backoff
     assert recorded == ["timeout", "timeout"]
+
+
+def test_attempts_in_flight_share_one_watchdog_thread() -> None:
+    """Many attempts waiting at once add one deadline each, not one thread each."""
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)  # never accepts nor answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1/cost"
+    before = threading.active_count()
+    armed_before = _WATCHDOG.pending()
+    outcomes: list[str] = []
+
+    def poll() -> None:
+        try:
+            client([], timeout=1.0).json("GET", url)
+        except SourceError as exc:
+            outcomes.append(str(exc))
+
+    callers = [threading.Thread(target=poll, daemon=True) for _ in range(24)]
+    try:
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 5
+        while _WATCHDOG.pending() < armed_before + 24 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _WATCHDOG.pending() >= armed_before + 24  # every attempt is armed
+        extra = threading.active_count() - before - len(callers)
+        assert extra <= 1, f"{extra} helper threads for 24 attempts in flight"
+        for caller in callers:
+            caller.join(5)
+    finally:
+        silent.close()
+    assert len(outcomes) == 24 and all("timed out" in o for o in outcomes)
 
 
 def test_a_body_over_the_cap_fails_with_a_clear_error(upstream) -> None:

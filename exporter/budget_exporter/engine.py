@@ -320,7 +320,11 @@ class Engine:
         return self._scheduler.alive() and self._rebuilds.alive()
 
     def thread_count(self) -> int:
-        """Threads polling and rebuilding (bounded by ``poll_workers`` + 2)."""
+        """Threads polling and rebuilding (bounded by ``poll_workers`` + 2).
+
+        HTTP attempts add no thread of their own: their deadlines share the
+        one watchdog thread of :mod:`budget_exporter.httpclient`.
+        """
         return self._scheduler.thread_count() + (1 if self._started else 0)
 
     @property

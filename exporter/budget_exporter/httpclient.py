@@ -18,12 +18,16 @@ item per :data:`JSON_BYTES_PER_ITEM` bytes of that cap.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -143,38 +147,100 @@ class CountingRetry(Retry):
         return None if seconds is None else min(seconds, self.max_retry_after)
 
 
+class _Watchdog:
+    """One thread for every attempt deadline: a heap of due times under a condition.
+
+    Arming and disarming cost a heap push and a flag; the thread sleeps until
+    the earliest live deadline and then calls its ``expire`` outside the lock.
+    However many attempts are in flight, the process has one watchdog thread.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Armed]] = []
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float, expire: Callable[[_Armed], None]) -> _Armed:
+        armed = _Armed(expire)
+        with self._wakeup:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), armed))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="http-deadline-watchdog", daemon=True
+                )
+                self._thread.start()
+            if self._due[0][2] is armed:
+                self._wakeup.notify()
+        return armed
+
+    def pending(self) -> int:
+        """Deadlines armed and not yet cancelled nor expired."""
+        with self._wakeup:
+            return sum(1 for _, _, armed in self._due if not armed.cancelled)
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while self._due and self._due[0][2].cancelled:
+                    heapq.heappop(self._due)  # disarmed: drop lazily
+                if not self._due:
+                    self._wakeup.wait()
+                    continue
+                when, _, armed = self._due[0]
+                left = when - time.monotonic()
+                if left > 0:
+                    self._wakeup.wait(left)
+                    continue
+                heapq.heappop(self._due)
+                armed.cancelled = True
+            armed.expire(armed)
+
+
+class _Armed:
+    __slots__ = ("cancelled", "expire")
+
+    def __init__(self, expire: Callable[[_Armed], None]) -> None:
+        self.expire = expire
+        self.cancelled = False
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _AttemptDeadline:
     """Closes the socket of an attempt that has not finished within ``seconds``.
 
     urllib3's timeouts bound each socket operation; a server sending one byte
     at a time never trips them.  Each attempt (urllib3 retries included) arms
-    this watchdog when it sends its request; the caller disarms it once the
-    whole body is in.
+    this deadline when it sends its request; the caller disarms it once the
+    whole body is in.  All deadlines share one watchdog thread.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
-        self._timer: threading.Timer | None = None
+        self._armed: _Armed | None = None
         self._lock = threading.Lock()
 
     def arm(self, connection: HTTPConnection) -> None:
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
+            if self._armed is not None:
+                self._armed.cancelled = True
             self.expired = False
-            self._timer = threading.Timer(self.seconds, self._expire, (connection,))
-            self._timer.daemon = True
-            self._timer.start()
+            self._armed = _WATCHDOG.watch(self.seconds, partial(self._expire, connection))
 
     def disarm(self) -> None:
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            if self._armed is not None:
+                self._armed.cancelled = True
+                self._armed = None
 
-    def _expire(self, connection: HTTPConnection) -> None:
+    def _expire(self, connection: HTTPConnection, armed: _Armed) -> None:
         with self._lock:
+            if self._armed is not armed:
+                return  # disarmed, or re-armed for a retry, while the watchdog fired
+            self._armed = None
             self.expired = True
             sock = connection.sock
         if sock is not None:
