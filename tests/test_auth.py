@@ -3,18 +3,21 @@ cached, unknown users as slow as known ones."""
 
 from __future__ import annotations
 
+import base64
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from email.message import Message
 
 import bcrypt
 import pytest
 import requests
 
-from budget_exporter.webconfig import BasicAuth
+from budget_exporter.server import ExporterServer
+from budget_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 from tests.support.exporter import ExporterProcess, exporters
 
 CONFIG = """
@@ -87,6 +90,86 @@ def test_unknown_users_cost_a_bcrypt_check_of_the_same_cost(counted_bcrypt) -> N
     assert counted_bcrypt["calls"] == 11
     assert 0.5 < unknown / known < 2  # the same work: user names cannot be told apart
     assert not auth.check("nobody", "right")  # the dummy hash's password is random
+
+
+@pytest.fixture
+def gated_bcrypt(monkeypatch, counted_bcrypt) -> threading.Event:
+    """bcrypt.checkpw (counted) that waits until the returned event is set."""
+    gate = threading.Event()
+    counted = bcrypt.checkpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        gate.wait(30)
+        return counted(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    return gate
+
+
+def test_a_full_queue_answers_busy_at_once_and_a_good_password_gets_in_after(
+    gated_bcrypt, counted_bcrypt
+) -> None:
+    auth = BasicAuth({"prom": hashed(b"right")}, max_pending=3)
+    outcomes: list[bool] = []
+    flood = [
+        threading.Thread(target=lambda i=i: outcomes.append(auth.check("prom", f"guess-{i}")))
+        for i in range(3)
+    ]
+    for thread in flood:
+        thread.start()
+    wait_until(lambda: auth.pending == 3)
+    for user in ("prom", "nobody"):  # the same answer for unknown users
+        with pytest.raises(AuthBusy):
+            auth.check(user, "right")  # answered while the queue is still stuck
+    assert auth.pending == 3 and counted_bcrypt["calls"] == 0
+    gated_bcrypt.set()
+    for thread in flood:
+        thread.join(30)
+    assert outcomes == [False, False, False] and auth.pending == 0
+    assert auth.check("prom", "right")
+    assert counted_bcrypt["calls"] == 4
+
+
+def test_a_check_waits_at_most_max_wait_and_its_outcome_is_kept(
+    gated_bcrypt, counted_bcrypt
+) -> None:
+    auth = BasicAuth({"prom": hashed(b"right")}, max_wait=0.2)
+    with pytest.raises(AuthBusy):
+        auth.check("prom", "right")  # the checker is stuck: give up, do not hold the thread
+    assert auth.pending == 1
+    gated_bcrypt.set()
+    wait_until(lambda: auth.pending == 0)
+    assert auth.check("prom", "right")  # the retry is answered from the cache
+    assert counted_bcrypt["calls"] == 1
+
+
+def test_a_busy_checker_answers_503_with_retry_after(make_engine) -> None:
+    web = WebConfig(basic_auth_users={"prom": hashed(b"right")})
+    server = ExporterServer(make_engine(CONFIG), "127.0.0.1:0", web_config=web)
+    try:
+        server.auth = BasicAuth(web.basic_auth_users, max_pending=0)  # always full
+        busy = server.authorize(basic("prom", "right"))
+        assert busy is not None and busy.status == 503
+        assert busy.headers["Retry-After"] == "1" and "WWW-Authenticate" not in busy.headers
+        server.auth = BasicAuth(web.basic_auth_users)
+        assert server.authorize(basic("prom", "right")) is None
+        wrong = server.authorize(basic("prom", "wrong"))
+        assert wrong is not None and wrong.status == 401
+    finally:
+        server.httpd.server_close()
+
+
+def basic(user: str, password: str) -> Message:
+    headers = Message()
+    headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return headers
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def _p99(url: str, auth: tuple[str, str], n: int) -> float:

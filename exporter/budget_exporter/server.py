@@ -17,7 +17,7 @@ from budget_exporter.httpserver import HardenedHTTPServer, Limits
 from budget_exporter.landing import render_landing
 from budget_exporter.lifecycle import ReloadResult
 from budget_exporter.routes import Request, Response, Route, Routes, text
-from budget_exporter.webconfig import BasicAuth, WebConfig
+from budget_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 
 DEFAULT_PORT = 9820
 
@@ -37,6 +37,9 @@ def check_metrics_path(path: str) -> str:
     if path.startswith(("/-/", api.PREFIX)):
         raise ValueError(f"invalid telemetry path {path!r}: it clashes with another endpoint")
     return path
+
+
+BUSY = {"Retry-After": "1"}
 
 
 class ExporterServer:
@@ -105,8 +108,11 @@ class ExporterServer:
                 user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 user = password = ""
-            if self.auth.check(user, password):
-                return None
+            try:
+                if self.auth.check(user, password):
+                    return None
+            except AuthBusy:  # not a wrong password: a busy checker, worth a retry
+                return text(503, "Too many password checks waiting, retry shortly.", **BUSY)
         return text(401, "Unauthorized.", **{"WWW-Authenticate": 'Basic realm="budget-exporter"'})
 
     # The endpoints.

@@ -108,6 +108,10 @@ class WebConfig(BaseModel):
         return context
 
 
+class AuthBusy(Exception):
+    """Too many password checks are waiting: answer 503 with ``Retry-After``, not 401."""
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes, as exporter-toolkit does.
 
@@ -116,6 +120,12 @@ class BasicAuth:
     * checks run one at a time, in one thread of their own: a flood of wrong
       passwords gets one core at most (not at a lower priority: that thread also
       takes the GIL, and a descheduled GIL holder would stall every request);
+    * at most ``max_pending`` checks wait or run at once, and a request waits at
+      most ``max_wait`` seconds for its own: past either, :meth:`check` raises
+      :class:`AuthBusy` at once (a flood holds no more than ``max_pending``
+      connection threads, and a scraper whose password is not cached yet learns
+      within seconds that it should retry, rather than queueing for minutes); a
+      check given up on still runs and its outcome is cached for the retry;
     * outcomes are remembered by a SHA-256 of user, password and hash: Prometheus
       scrapes with the same credentials every few seconds and is answered from
       the cache without waiting for the bcrypt queue; failures are remembered
@@ -126,33 +136,65 @@ class BasicAuth:
     """
 
     MAX_REMEMBERED = 1024
+    MAX_PENDING = 16
+    """Checks waiting or running at once: some 5 s of bcrypt at cost 12."""
+    MAX_WAIT = 5.0
+    """Seconds a request waits for its check: half of Prometheus' default scrape timeout."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(
+        self,
+        users: dict[str, str],
+        max_pending: int = MAX_PENDING,
+        max_wait: float = MAX_WAIT,
+    ) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
+        self.max_pending = max_pending
+        self.max_wait = max_wait
         self._succeeded: OrderedDict[bytes, None] = OrderedDict()
         self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._checker = ThreadPoolExecutor(1, "bcrypt")
+        self._pending = 0
         self._dummy: bytes | None = None
 
+    @property
+    def pending(self) -> int:
+        """Checks waiting for the bcrypt thread or running in it."""
+        with self._cache_lock:
+            return self._pending
+
     def check(self, user: str, password: str) -> bool:
-        hashed = self.users.get(user)
-        known = hashed is not None
-        if hashed is None:
-            hashed = self._checker.submit(self._dummy_hash).result()
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
-        outcome = self._remembered(key)
-        if outcome is None:
-            outcome = self._checker.submit(self._check, key, password, hashed).result()
+        """Whether the pair is right; :class:`AuthBusy` when it cannot be told in time."""
+        known = user in self.users
+        hashed = self.users.get(user, self._dummy)
+        if hashed is not None:
+            outcome = self._remembered(_cache_key(user, password, hashed))
+            if outcome is not None:
+                return known and outcome
+        with self._cache_lock:
+            if self._pending >= self.max_pending:
+                raise AuthBusy
+            self._pending += 1
+        future = self._checker.submit(self._check, user, password)
+        try:
+            outcome = future.result(timeout=self.max_wait)
+        except TimeoutError:
+            raise AuthBusy from None
         return known and outcome
 
-    def _check(self, key: bytes, password: str, hashed: bytes) -> bool:
+    def _check(self, user: str, password: str) -> bool:
         """In the checker thread: bcrypt, unless the same check ran while this one queued."""
-        outcome = self._remembered(key)
-        if outcome is None:
-            outcome = _checkpw(password, hashed)
-            self._remember(key, outcome)
-        return outcome
+        try:
+            hashed = self.users.get(user) or self._dummy_hash()
+            key = _cache_key(user, password, hashed)
+            outcome = self._remembered(key)
+            if outcome is None:
+                outcome = _checkpw(password, hashed)
+                self._remember(key, outcome)
+            return outcome
+        finally:
+            with self._cache_lock:
+                self._pending -= 1
 
     def _remembered(self, key: bytes) -> bool | None:
         with self._cache_lock:
@@ -178,6 +220,10 @@ class BasicAuth:
             secret = secrets.token_bytes(16).hex().encode()
             self._dummy = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=cost))
         return self._dummy
+
+
+def _cache_key(user: str, password: str, hashed: bytes) -> bytes:
+    return hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
 
 
 def _checkpw(password: str, hashed: bytes) -> bool:
