@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from budget_exporter import engine as engine_module
 from budget_exporter.config import load_config
 from budget_exporter.engine import Engine
 from tests.support.clock import Clock
@@ -187,6 +188,61 @@ def test_currency_mismatch_is_counted_and_logged(make_engine, caplog) -> None:
     ]
     assert spend(engine, "total") == 2  # never mixed
     assert "left out (no currency conversion)" in caplog.text
+
+
+def test_currency_mismatch_is_logged_once_per_configuration_and_counted_every_poll(
+    make_engine, write_config, caplog
+) -> None:
+    text = """
+        sources: [{name: eu, provider: static, amount: 3, currency: EUR}]
+        budgets:
+          - {name: total, limit: 10, currency: USD}
+          - {name: typo, limit: 10, currency: EUR, match: {servce_name: x}}
+        """
+    engine = make_engine(text)
+
+    def warnings(about: str) -> int:
+        return sum(about in record.getMessage() for record in caplog.records)
+
+    for _ in range(4):
+        engine.runners["eu"].poll()
+    got = samples(engine.snapshot.rendered.text)["budget_currency_mismatch_lines_total"]
+    assert got == [({"budget": "total", "source": "eu", "currency": "EUR"}, 4.0)]
+    assert warnings("not the budget's currency") == 1
+    assert warnings("match on 'servce_name'") == 1
+    write_config(text + "# changed\n")
+    assert engine.reload()[0]
+    engine.runners["eu"].poll()
+    assert warnings("not the budget's currency") == 2  # once more under the new configuration
+    assert warnings("match on 'servce_name'") == 2
+
+
+def test_a_polls_lines_are_checked_without_holding_the_engine_lock(
+    make_engine, monkeypatch
+) -> None:
+    engine = make_engine(
+        """
+        sources: [{name: eu, provider: static, amount: 3, currency: EUR}]
+        budgets: [{name: total, limit: 10, currency: USD}]
+        """
+    )
+    free: list[bool] = []
+    real = engine_module.currency_mismatches
+
+    def checked(*args):
+        def try_lock() -> None:  # from another thread: the engine lock is re-entrant
+            free.append(engine._lock.acquire(timeout=2))
+            if free[-1]:
+                engine._lock.release()
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join(5)
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "currency_mismatches", checked)
+    engine.runners["eu"].poll()
+    assert free == [True]
 
 
 def test_reload_never_runs_two_polls_of_a_source_at_once(

@@ -257,7 +257,8 @@ class Engine:
         self.states: dict[str, SourceState] = {}
         self._startup_sources = frozenset(s.name for s in config.sources)
         self._ready = False
-        self._warned: set[str] = set()
+        self._warned: set[str] = set()  # problems logged under the current configuration
+        self._warned_mismatches: set[tuple[str, str, str]] = set()
         self._indexes: IndexCache = {}  # only touched while building, under the build lock
         self._scheduler = PollScheduler(
             self._poll_task, config.global_.poll_workers, _poll_rates(config)
@@ -438,6 +439,7 @@ class Engine:
             self._requests = {k: v for k, v in self._requests.items() if k in states}
             self.config = config
             self._warned.clear()
+            self._warned_mismatches.clear()
             self._reload_ok = True
             self._last_reload_success = self.clock()
             redactor.replace_secrets(set(config.secrets))
@@ -503,30 +505,47 @@ class Engine:
                 for meter in self.runners.values():
                     if meter.source.billed_source() == name:
                         self._schedule_new(meter)  # count the meter from the new horizon at once
-            if result is not None:
-                for problem in limit_from_problems(self.config, name, result):
-                    log.warning("%s; the budget is not exported", problem)
-                for problem in match_problems(self.config, name, result):
-                    if problem not in self._warned:  # once per configuration
-                        self._warned.add(problem)
-                        log.warning("%s", problem)
-                self._count_mismatches(name, currency_mismatches(self.config, name, result))
+            config = self.config
+        if result is not None:
+            self._check_lines(runner, config, result)
         if rebuild:
             self.rebuild()
         elif self._started:
             self._rebuilds.request()
 
-    def _count_mismatches(self, source: str, found: Counter[tuple[str, str, str]]) -> None:
-        """Count (once per poll of ``source``) its lines left out for their currency."""
-        for key, count in found.items():
-            self._mismatches[key] += count
+    def _check_lines(self, runner: SourceRunner, config: Config, result: PollResult) -> None:
+        """Warn about a poll's unusable lines and count those left out for their currency.
+
+        The line checks walk every line of the result, so they run outside the
+        engine lock (rebuilds and the meters' horizons are not held up); the lock
+        is taken again only to count and to note what has been warned about.
+        Each problem is logged once per configuration; the counter
+        ``budget_currency_mismatch_lines_total`` counts every poll.
+        """
+        name = runner.source.name
+        limit_problems = limit_from_problems(config, name, result)
+        problems = match_problems(config, name, result)
+        mismatches = currency_mismatches(config, name, result)
+        with self._lock:
+            if self.config is not config or self.runners.get(name) is not runner:
+                return  # reconfigured meanwhile: these findings are about the old settings
+            self._mismatches.update(mismatches)
+            problems = [p for p in problems if p not in self._warned]
+            self._warned.update(problems)
+            unwarned = [key for key in mismatches if key not in self._warned_mismatches]
+            self._warned_mismatches.update(unwarned)
+        for problem in limit_problems:
+            log.warning("%s; the budget is not exported", problem)
+        for problem in problems:
+            log.warning("%s", problem)
+        for budget, source, currency in unwarned:
             log.warning(
                 "budget %s: %d line(s) from source %s are in %s, not the budget's currency; "
                 "left out (no currency conversion)",
-                key[0],
-                count,
+                budget,
+                mismatches[(budget, source, currency)],
                 source,
-                key[2],
+                currency,
             )
 
     # -- snapshot ----------------------------------------------------------------
