@@ -212,10 +212,22 @@ SPEND_RATE_MUTATIONS = [
         id="anomaly-without-history",
     ),
     pytest.param(
-        "(budget:budget_spend_amount:rate1h <= budget:budget_spend_amount:rate6h)",
-        "(budget:budget_spend_amount:rate6h <= budget:budget_spend_amount:rate6h)",
+        'label_replace(budget:budget_spend_amount:rate1h, "window", "short", "", "")',
+        'label_replace(budget:budget_spend_amount:rate6h, "window", "short", "", "")',
         {"budget-burn-rate.test.yml"},
-        id="burn-rate-long-window-only",
+        id="burn-rate-without-short-window",
+    ),
+    pytest.param(
+        "budget:budget_spend_amount:rate1d\n                          and present_over_time",
+        "budget:budget_spend_amount:rate6h\n                          and present_over_time",
+        {"budget-burn-rate.test.yml"},
+        id="burn-rate-without-day-window",
+    ),
+    pytest.param(
+        "present_over_time(budget_spend_amount[1h] offset 23h)",
+        "present_over_time(budget_spend_amount[1h] offset 1h)",
+        {"budget-burn-rate.test.yml"},
+        id="burn-rate-day-window-on-young-series",
     ),
     pytest.param(
         "< budget_period_end_timestamp_seconds - time()",
