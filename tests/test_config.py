@@ -202,6 +202,14 @@ BAD_CONFIGS = {
         f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: 9, currency: USD, labels: {{budget: x}}}}]",
         "budgets[0].labels: 'budget' is set by the exporter",
     ),
+    "reserved label source": (
+        f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: 9, currency: USD, labels: {{source: x}}}}]",
+        "budgets[0].labels: 'source' is set by the exporter",
+    ),
+    "reserved label provider": (
+        f"sources: [{STATIC}]\nbudgets: [{{name: b, limit: 9, currency: USD, labels: {{provider: x}}}}]",
+        "budgets[0].labels: 'provider' is set by the exporter",
+    ),
     "unknown top-level key": (
         f"sourcs: [{STATIC}]",
         "sourcs: unknown field (did you mean 'sources'?)",

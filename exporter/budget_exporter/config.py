@@ -68,7 +68,8 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SMALLEST_LIMIT = Decimal("0.000001")
 _PUBLIC_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
-_BUDGET_LABELS = frozenset({"budget", "currency", "period"})
+# Labels the exporter sets on budget series (budget_source_info adds source and provider).
+_BUDGET_LABELS = frozenset({"budget", "currency", "period", "source", "provider"})
 _SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
 
 
