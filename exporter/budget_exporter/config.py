@@ -398,7 +398,21 @@ class _ConfigBuilder:
             data[key] = self.expand(value, f"{path}.{key}", secret)
             if secret:
                 self.secrets.update(_secrets_in(key, data[key]))
+                if key not in model.multiline_fields:
+                    self.check_single_line(data[key], f"{path}.{key}")
         return self.validate(model, data, path)
+
+    def check_single_line(self, value: Any, path: str) -> None:
+        """A credential or header value with CR or LF in it: requests would refuse it
+        at every poll, quoting it; say so once, at load, without the value."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self.check_single_line(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.check_single_line(item, f"{path}[{index}]")
+        elif isinstance(value, str) and ("\n" in value or "\r" in value):
+            raise self.error(path, "contains a line break (CR or LF); a secret must be one line")
 
     def resolve_files(
         self, item: dict[str, Any], model: type[SourceConfig], path: str
@@ -555,6 +569,8 @@ class _ConfigBuilder:
                 raise self.error(path, f"environment variable {name} is not set")
             value = self.env[name]
             if secret:
+                # `export KEY=$(...)` drops it, but $'...\n' or a .env editor may not.
+                value = _without_line_end(value)
                 self.secrets.add(value)
             return value
 
@@ -624,6 +640,11 @@ def _is_mapping_field(model: type[BaseModel], name: str) -> bool:
     annotation = info.annotation
     options = get_args(annotation) if get_origin(annotation) is not dict else (annotation,)
     return any(get_origin(a) is dict or a is dict for a in (annotation, *options))
+
+
+def _without_line_end(value: str) -> str:
+    """``value`` without one trailing LF or CRLF."""
+    return value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
 
 
 def _secrets_in(key: str, value: Any) -> set[str]:

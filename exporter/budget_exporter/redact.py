@@ -7,6 +7,7 @@ and user-info masked (HTTP libraries put whole URLs in exception messages).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -28,20 +29,34 @@ class Redactor:
 
     def replace_secrets(self, secrets: set[str]) -> None:
         """Use exactly ``secrets`` from now on (called on every config load)."""
-        keep = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}
+        keep = {form for s in secrets for form in _written_forms(s)}
         with self._lock:
             # Longest first, so a secret that contains another is masked whole.
             self._secrets = tuple(sorted(keep, key=len, reverse=True))
 
     def add(self, secret: str) -> None:
-        if secret and len(secret) >= _MIN_SECRET_LENGTH:
+        forms = _written_forms(secret)
+        if forms:
             with self._lock:
-                self._secrets = tuple(sorted({*self._secrets, secret}, key=len, reverse=True))
+                self._secrets = tuple(sorted({*self._secrets, *forms}, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return redact_urls(text)
+
+
+def _written_forms(secret: str) -> set[str]:
+    """``secret`` as it is, and as error messages quote it: repr() or escaped (requests'
+    InvalidHeader shows a value with a line break in it as ``'...\\n'``)."""
+    if not secret or len(secret) < _MIN_SECRET_LENGTH:
+        return set()
+    return {
+        secret,
+        repr(secret)[1:-1],
+        secret.encode("unicode_escape").decode("ascii"),
+        json.dumps(secret)[1:-1],
+    }
 
 
 def redact_urls(text: str) -> str:

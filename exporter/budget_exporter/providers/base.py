@@ -71,6 +71,9 @@ class SourceConfig(BaseModel):
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields holding credentials: each also accepts a ``<field>_file`` twin,
     and their values are scrubbed from every log line, error and page."""
+    multiline_fields: ClassVar[frozenset[str]] = frozenset()
+    """Secret fields whose values may span lines (a request body); every other secret
+    value ends up in a URL or a header, where CR or LF is a configuration error."""
 
     def billed_source(self) -> str | None:
         """The billed source this (metered) source counts after, if joined to one."""

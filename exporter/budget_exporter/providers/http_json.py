@@ -73,6 +73,7 @@ class HttpJsonConfig(SourceConfig):
     time; the endpoint's figures fully cover spend before it."""
 
     secret_fields = frozenset({"url", "headers", "params", "body"})
+    multiline_fields = frozenset({"body"})
 
     @model_validator(mode="after")
     def _consistent(self) -> HttpJsonConfig:
