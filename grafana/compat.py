@@ -25,18 +25,20 @@ from pathlib import Path
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 
 IGNORED_BY_OLDER = {
-    "allowCustomValue": "variables: older versions always allow a custom value",
-    "definition": "variables: the query's display text, not in the schema but always read",
-    "placement": "links and annotations: Grafana 12's controls menu; older ones show them as usual",
-    "legend": "bar gauge legend (Grafana 11.1+): older versions draw no legend",
-    "percentChangeColorMode": "stat option of later versions; unused here (no percent change)",
-    "step": "Prometheus annotation query option (data source field, not dashboard schema)",
-    "tagKeys": "Prometheus annotation query option",
-    "textFormat": "Prometheus annotation query option",
-    "titleFormat": "Prometheus annotation query option",
-    "useValueForTime": "Prometheus annotation query option",
+    ".templating.list[].allowCustomValue": "older versions always allow a custom value",
+    ".templating.list[].definition": "the query's display text, not in the schema but always read",
+    ".annotations.list[].placement": "Grafana 12's controls menu; older ones show them as usual",
+    ".links[].placement": "Grafana 12's controls menu; older ones show them as usual",
+    ".panels[].options.legend": "bar gauge legend (Grafana 11.1+): older versions draw no legend",
+    ".panels[].options.percentChangeColorMode": "stat option of later versions; unused here",
+    ".annotations.list[].step": "Prometheus annotation query option (data source field)",
+    ".annotations.list[].tagKeys": "Prometheus annotation query option",
+    ".annotations.list[].textFormat": "Prometheus annotation query option",
+    ".annotations.list[].titleFormat": "Prometheus annotation query option",
+    ".annotations.list[].useValueForTime": "Prometheus annotation query option",
 }
-"""Fields an older Grafana does not know, and why ignoring them is harmless."""
+"""Fields an older Grafana does not know, and why ignoring them is harmless: full paths,
+list indices written ``[]`` (the same name elsewhere in a dashboard is still reported)."""
 
 # Runs in a child interpreter whose path starts with the older SDK.
 _READER = """
@@ -78,7 +80,7 @@ def check(sdk_dir: Path, dashboards: Path = DASHBOARDS) -> dict[str, list[str]]:
         ).stdout
         fields = unknown_fields(json.loads(path.read_text()), json.loads(reread))
         bad = sorted({re.sub(r"\[\d+\]", "[]", f) for f in fields})
-        bad = [f for f in bad if f.rsplit(".", 1)[-1] not in IGNORED_BY_OLDER]
+        bad = [f for f in bad if f not in IGNORED_BY_OLDER]
         if bad:
             problems[path.name] = bad
     return problems

@@ -359,24 +359,36 @@ def test_recording_rules_used_exist(name: str) -> None:
             assert used in recorded, (panel["title"], used)
 
 
-OLDEST_SDK = os.environ.get("GRAFANA_SDK_OLDEST")
-"""A directory holding the foundation SDK for the oldest Grafana claimed (11.0):
-``pip install --target DIR --no-deps 'grafana-foundation-sdk==1769699734!11.0.0'``."""
+OLDEST_SDK = Path(os.environ.get("GRAFANA_SDK_OLDEST") or ROOT / ".venv" / "grafana-sdk-11.0")
+"""The foundation SDK for the oldest Grafana claimed (11.0), installed beside the project's
+own by the README's test command (GRAFANA_SDK_OLDEST names another directory):
+``pip install --target .venv/grafana-sdk-11.0 --no-deps 'grafana-foundation-sdk==1769699734!11.0.0'``."""
 
 
-@pytest.mark.skipif(not OLDEST_SDK, reason="set GRAFANA_SDK_OLDEST to an SDK for Grafana 11.0")
+def oldest_sdk() -> Path:
+    """The older SDK; in CI its absence fails the test (it checks a promise of the docs)."""
+    if not (OLDEST_SDK / "grafana_foundation_sdk").is_dir():
+        missing = f"no Grafana 11.0 foundation SDK in {OLDEST_SDK} (see the README's test command)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    return OLDEST_SDK
+
+
 def test_dashboards_fit_the_oldest_grafana_schema(tmp_path: Path) -> None:
+    sdk = oldest_sdk()
     sys.path.insert(0, str(GENERATOR.parent))
     try:
         import compat  # grafana/compat.py
     finally:
         sys.path.pop(0)
-    assert compat.check(Path(OLDEST_SDK)) == {}
-    # The check notices a field Grafana 11.0 does not know.
-    (tmp_path / "x.json").write_text(
-        json.dumps({**load("budget-overview.json"), "somethingNew": True})
-    )
-    assert compat.check(Path(OLDEST_SDK), tmp_path) == {"x.json": [".somethingNew"]}
+    assert compat.check(sdk) == {}
+    # The check notices a field Grafana 11.0 does not know, including one whose name is
+    # harmless elsewhere (only bar gauges' options.legend is).
+    board = load("budget-overview.json")
+    board["panels"][0]["legend"] = {"show": True}
+    (tmp_path / "x.json").write_text(json.dumps({**board, "somethingNew": True}))
+    assert compat.check(sdk, tmp_path) == {"x.json": [".panels[].legend", ".somethingNew"]}
 
 
 # -- every panel query against a real Prometheus ---------------------------------

@@ -34,6 +34,8 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one() -> None
     assert ci[-1] == run_tests
     assert "pytest" in run_tests and "prometheus-alertmanager" in run_tests
     assert "chromium chromium-driver" in run_tests and "python3-venv" in run_tests
+    # The dashboards' oldest-Grafana check finds its SDK where the command puts it.
+    assert "--target .venv/grafana-sdk-11.0 --no-deps 'grafana-foundation-sdk==" in run_tests
     # Both work where pip refuses to install outside a virtualenv (PEP 668, Debian 12):
     # they make their own and never call the interpreter's pip directly.
     for command in blocks:
