@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import harness
+
 TARGET_RATIO = 0.05
 TARGET_UPSTREAM = 0
 UPSTREAM_SOURCE = "usage-api"
@@ -528,19 +530,8 @@ class Managed:
             return ""
 
 
-# On Linux the servers get SIGTERM if this script dies without stopping them
-# (e.g. SIGKILL from a test timeout): set the parent-death signal, then exec
-# the real command line, so the process is still exactly ``argv[0] argv[1:]``.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys; "
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
 def spawn(name: str, argv: list[str], workdir: Path, port: int) -> Managed:
-    if sys.platform == "linux":
-        argv = [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
+    argv = harness.dying_with_parent(argv)  # the servers end with this script
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -905,10 +896,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_baseline:
@@ -922,17 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         phase_seconds=args.phase_seconds,
         startup_seconds=60.0,
     )
-    # SIGTERM unwinds like Ctrl-C, so the servers started here are always stopped.
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        result = run(settings)
-    except (RuntimeError, OSError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    print(report(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    harness.stop_on_sigterm()
+    return harness.finish(lambda: run(settings), report, args.json)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import harness
+
 SIZES = (100, 500, 1000, 2000, 5000)
 QUICK_SIZES = (20, 100)
 POLL_WORKERS = 8
@@ -58,13 +60,6 @@ TARGET_RSS_MB = 300.0
 TARGET_THREADS_OVER_POOL = 6
 TARGET_REBUILD_SECONDS = 1.0
 TARGET_P99_RATIO = 2.0
-
-# On Linux the exporter gets SIGTERM if this script dies without stopping it.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys; "
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
 
 
 def sources_config(n: int, interval: str) -> dict[str, Any]:
@@ -120,8 +115,7 @@ class Exporter:
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ]
-        if sys.platform == "linux":
-            argv = [sys.executable, "-c", _DIE_WITH_PARENT, *argv]
+        argv = harness.dying_with_parent(argv)  # ends with this script
         started = time.monotonic()
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -422,8 +416,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+def measure(sizes: tuple[int, ...], quick: bool, scrape_seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        workdir = Path(tmp)
+        return {
+            "scaling": scaling(sizes, workdir, timeout=120 if quick else 600),
+            "big_source": big_source(
+                lines=2000 if quick else 20000,
+                budgets=200 if quick else 2000,
+                scan_slice=20 if quick else 50,
+            ),
+            "scrapes": scrapes_under_load(
+                sources=100 if quick else 1000,
+                scrapers=4 if quick else 20,
+                seconds=scrape_seconds,
+                workdir=workdir,
+                timeout=120 if quick else 300,
+            ),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,32 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
     scrape_seconds = args.scrape_seconds or (1.5 if quick else 10.0)
-    signal.signal(signal.SIGTERM, _terminate)  # unwinds, so the exporter is always stopped
-    try:
-        with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
-            workdir = Path(tmp)
-            result = {
-                "scaling": scaling(sizes, workdir, timeout=120 if quick else 600),
-                "big_source": big_source(
-                    lines=2000 if quick else 20000,
-                    budgets=200 if quick else 2000,
-                    scan_slice=20 if quick else 50,
-                ),
-                "scrapes": scrapes_under_load(
-                    sources=100 if quick else 1000,
-                    scrapers=4 if quick else 20,
-                    seconds=scrape_seconds,
-                    workdir=workdir,
-                    timeout=120 if quick else 300,
-                ),
-            }
-    except (RuntimeError, OSError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    print(report(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    harness.stop_on_sigterm()  # unwinds, so the exporter is always stopped
+    return harness.finish(lambda: measure(sizes, quick, scrape_seconds), report, args.json)
 
 
 if __name__ == "__main__":
