@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
+from tests.support.benchmarks import run_quick
 
 
 def test_quick_scale_benchmark_completes(tmp_path: Path) -> None:
-    out = tmp_path / "result.json"
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        process.terminate()  # the script stops its exporters on SIGTERM
-        stdout, stderr = process.communicate(timeout=30)
-        raise AssertionError(f"benchmark did not finish in 120s:\n{stdout}{stderr}") from None
-    assert process.returncode == 0, stdout + stderr
-    result = json.loads(out.read_text(encoding="utf-8"))
+    result, stdout = run_quick("scale.py", tmp_path / "result.json")
 
     rows = result["scaling"]
     assert [row["sources"] for row in rows] == [20, 100]
