@@ -50,6 +50,7 @@ from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, Unkn
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import LineSum
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig, checked_url
+from budget_exporter.text import shorten
 
 QUERY_PATH = "/api/v1/query"
 TENANT_HEADER = "X-Scope-OrgID"
@@ -348,7 +349,7 @@ def _error_text(document: Mapping[str, Any]) -> str:
     kind = document.get("errorType")
     error = document.get("error")
     text = str(error) if error else "no error message"
-    text = text if len(text) <= 300 else text[:297] + "..."
+    text = shorten(text)
     return f"{kind}: {text}" if kind else text
 
 
