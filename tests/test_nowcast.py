@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,6 +14,8 @@ from budget_exporter.engine import Engine
 from budget_exporter.errors import ConfigError
 from budget_exporter.landing import render_landing
 from budget_exporter.model import Period, PollResult, SpendLine, Window
+from budget_exporter.nowcast import joined_part
+from budget_exporter.state import SourceState
 from tests.conftest import Clock
 from tests.support.llm import parse_metrics
 
@@ -247,3 +249,80 @@ def test_join_mistakes_are_config_errors(write_config, sources, budgets, where, 
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
+
+
+def test_a_meter_down_when_the_horizon_moves_leaves_the_whole_new_bill(setup) -> None:
+    engine, clock, bill, meter = setup
+    engine.runners["bill"].poll()
+    engine.runners["meter"].poll()
+    clock.now += 60
+    bill.settled, bill.horizon, bill.unsettled = 30_000, H1, 9
+    engine.runners["bill"].poll()
+    before_repoll = spend(engine, "llm")
+    assert before_repoll == 400 + RATE * seconds(H0, NOW)  # the meter has not caught up yet
+    meter.up = False
+    clock.now += 1
+    assert not engine.runners["meter"].poll()  # ... and now it cannot: the new bill counts
+    assert spend(engine, "llm") == 30_009
+    [part] = engine.snapshot.budget("llm").parts
+    assert (part.data_through, part.meters_left_out) == (H1, ("meter",))
+
+
+# The join itself, as a pure function: one bill, two meters each metering part of the traffic.
+
+WINDOW = Window(
+    Period.MONTHLY, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+)
+EARLY_BILL = PollResult(lines=(usd(100), usd(30)), unsettled=(usd(30),), data_through=H0)
+LATE_BILL = PollResult(lines=(usd(140), usd(10)), unsettled=(usd(10),), data_through=H1)
+
+
+def _total(lines: Iterable[SpendLine]) -> Decimal:
+    return sum((line.amount for line in lines), Decimal(0))
+
+
+def _bill_state(last_success: float = 100.0) -> SourceState:
+    return SourceState(
+        "bill", "openai", 60, result=LATE_BILL, windows=(WINDOW,), up=True,
+        last_success=last_success, earlier=((EARLY_BILL, (WINDOW,)),),
+    )  # fmt: skip
+
+
+def _meter_state(name: str, amount: int, horizon: datetime, *, up: bool = True) -> SourceState:
+    result = PollResult(lines=(usd(amount),), metered_from=horizon, metered=True)
+    return SourceState(
+        name, "prometheus", 30, result=result, windows=(WINDOW,), up=up, last_attempt=90.0
+    )
+
+
+def test_two_meters_on_the_new_horizon_replace_the_open_part() -> None:
+    meters = [("a", _meter_state("a", 6, H1)), ("b", _meter_state("b", 5, H1))]
+    part = joined_part(_bill_state(), meters, WINDOW, _total)
+    assert (part.billed, part.metered, part.meters) == (140, 11, ("a", "b"))
+
+
+@pytest.mark.parametrize("lagging", [True, False], ids=["lagging", "down"])
+def test_one_meter_behind_the_other_leaves_the_whole_bill(lagging: bool) -> None:
+    # Meter a re-polled against the new horizon; b still has the old one (not polled
+    # yet, or down). Counting a alone after the horizon would drop b's share below
+    # the bill (146 < 150): the whole current bill counts instead.
+    b = _meter_state("b", 26, H0, up=lagging)
+    part = joined_part(_bill_state(), [("a", _meter_state("a", 6, H1)), ("b", b)], WINDOW, _total)
+    assert part.amount == 150
+    assert (part.meters, part.meters_left_out) == ((), ("a", "b"))
+
+
+def test_one_meter_without_data_leaves_the_whole_bill() -> None:
+    meters = [("a", _meter_state("a", 6, H1)), ("b", None)]
+    assert joined_part(_bill_state(), meters, WINDOW, _total).amount == 150
+
+
+def test_an_earlier_bill_counts_only_until_its_meters_poll_again() -> None:
+    meters = [("a", _meter_state("a", 20, H0)), ("b", _meter_state("b", 26, H0))]
+    waiting = joined_part(_bill_state(last_success=100.0), meters, WINDOW, _total)
+    assert (waiting.billed, waiting.metered, waiting.data_through) == (100, 46, H0)
+    # One meter is down (its last poll failed): the old pair no longer counts.
+    down = [("a", meters[0][1]), ("b", _meter_state("b", 26, H0, up=False))]
+    assert joined_part(_bill_state(last_success=100.0), down, WINDOW, _total).amount == 150
+    # The meters were polled after the bill's last good poll: no reason to wait.
+    assert joined_part(_bill_state(last_success=80.0), meters, WINDOW, _total).amount == 150

@@ -11,7 +11,7 @@ from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.lineindex import LineIndex, match_pattern
 from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
-from budget_exporter.nowcast import SpendPart, has_data, joined_part
+from budget_exporter.nowcast import SpendPart, has_data, joined_part, plain_part
 from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
 from budget_exporter.providers.base import SourceConfig
 from budget_exporter.state import SourceState
@@ -151,11 +151,7 @@ def _compute(
                 lambda lines: _sum(lines, budget),
             )
         else:
-            amount = _totals(state, budget, cache).get(budget.currency, Decimal(0))
-            if state.result.metered:
-                part = SpendPart(state.name, Decimal(0), amount)
-            else:
-                part = SpendPart(state.name, amount, data_through=state.result.data_through)
+            part = plain_part(state, _totals(state, budget, cache).get(budget.currency, Decimal(0)))
         parts.append(part)
         spend += part.amount
         forecast += _source_forecast(state, budget, part.amount, elapsed)

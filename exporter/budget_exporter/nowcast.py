@@ -9,19 +9,24 @@ that sums both counts:
   its horizon, such as a still-open daily bucket), and
 * the meter's lines,
 
-taken from a *matching pair*: the meter's result and the billed result with the
-same horizon.  Every hour of spend is then counted from one side only.  When a
-billed poll moves the horizon, the meter is polled again at once; until it
-answers, the budget keeps the previous pair (the state keeps a few earlier
-billed results for that), so the spend never counts the moved hours twice nor
-drops them.  When the meter answers, the hours between the old and the new
-horizon change side: the budget's spend moves by the bill's figure for them
-less the meter's.
+taken from a *matching pair*: every meter joined to the bill was polled against
+the same horizon, and the bill of that horizon is kept.  Every hour of spend is
+then counted from one side only.  When a billed poll moves the horizon, the meters
+are polled again at once; until they answer, the budget keeps the previous pair
+(the state keeps a few earlier billed results for that), so the spend never
+counts the moved hours twice nor drops them.  When the meters answer, the hours
+between the old and the new horizon change side: the budget's spend moves by the
+bill's figure for them less the meters'.
 
-A meter whose result matches no kept bill (never polled, down across several
-horizon moves, or polled before the bill had a horizon) is left out and the
-whole bill counts, unsettled part included: spend is then as fresh as the
-bill, never double counted.
+An earlier bill is used only while every meter is up and has not been polled
+since the bill's last good poll (it is about to catch up).  Otherwise the whole
+current bill counts, unsettled part included, and no meter, when: a meter has no
+figures for the window; the meters were polled against different horizons (one
+caught up, another lagging or down); or their horizon is not the current bill's
+and they cannot use an earlier one (a meter is down, or that bill is no longer
+kept).  Spend is then as fresh as the bill, never double counted, and never
+below the bill alone.  A meter that goes down after it was polled against the
+current horizon keeps counting its last good figures, like any source.
 
 Pure functions: no I/O, no registry lookups.
 """
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from budget_exporter.model import SpendLine, Window
+from budget_exporter.model import PollResult, SpendLine, Window
 from budget_exporter.state import SourceState
 
 Total = Callable[[Iterable[SpendLine]], Decimal]
@@ -65,10 +70,9 @@ def has_data(state: SourceState | None, window: Window) -> bool:
     return state is not None and state.result is not None and state.window(window.period) == window
 
 
-def plain_part(state: SourceState, window: Window, total: Total) -> SpendPart:
-    """A source without joined meters: all its lines count, on the side it reports."""
+def plain_part(state: SourceState, amount: Decimal) -> SpendPart:
+    """A source without joined meters, adding ``amount``: metered or billed, as it reports."""
     assert state.result is not None
-    amount = total(state.result.lines)
     if state.result.metered:
         return SpendPart(state.name, Decimal(0), amount)
     return SpendPart(state.name, amount, data_through=state.result.data_through)
@@ -82,40 +86,56 @@ def joined_part(
 ) -> SpendPart:
     """A billed source (with data for ``window``) and the meters joined to it."""
     assert billed.result is not None
-    current = billed.result
-    usable = [
-        state
-        for _, state in meters
-        if state is not None
-        and has_data(state, window)
-        and state.result is not None
-        and state.result.metered_from is not None
-    ]
-    horizons = {s.result.metered_from for s in usable if s.result is not None}
-    # Meters that agree on one horizon use that horizon's bill; meters that disagree
-    # (one re-polled after a horizon move, another not yet) use the newest bill.
-    horizon = next(iter(horizons)) if len(horizons) == 1 else current.data_through
-    bill = billed.result_through(horizon, window) if horizon is not None else None
-    matching = [
-        s for s in usable if bill is not None and s.result is not None
-        and s.result.metered_from == horizon
-    ]  # fmt: skip
-    names = [name for name, _ in meters]
-    if bill is None or not matching:
+    names = tuple(name for name, _ in meters)
+    states = [state for _, state in meters]
+    bill = _matching_bill(billed, states, window)
+    if bill is None:
+        current = billed.result
         return SpendPart(
             billed.name,
             total(current.lines),
             data_through=current.data_through,
-            meters_left_out=tuple(names),
+            meters_left_out=names,
         )
     settled = total(bill.lines) - total(bill.unsettled)
-    metered = sum((total(s.result.lines) for s in matching if s.result), Decimal(0))
-    counted = tuple(s.name for s in matching)
-    return SpendPart(
-        billed.name,
-        settled,
-        metered,
-        data_through=horizon,
-        meters=counted,
-        meters_left_out=tuple(n for n in names if n not in counted),
+    metered = sum((total(s.result.lines) for s in states if s and s.result), Decimal(0))
+    return SpendPart(billed.name, settled, metered, data_through=bill.data_through, meters=names)
+
+
+def _matching_bill(
+    billed: SourceState, meters: Sequence[SourceState | None], window: Window
+) -> PollResult | None:
+    """The bill every meter was polled against, if all were polled against one kept
+    bill and that bill may still be used; None when the whole current bill counts."""
+    horizons = {_metered_from(state, window) for state in meters}
+    if len(horizons) != 1:
+        return None  # meters polled against different horizons, or one without data
+    horizon = horizons.pop()
+    if horizon is None:
+        return None
+    bill = billed.result_through(horizon, window)
+    if bill is None or bill is billed.result:
+        return bill
+    # An earlier bill: only until the meters poll again after the horizon moved.
+    if all(_awaits_repoll(state, billed) for state in meters):
+        return bill
+    return None
+
+
+def _metered_from(state: SourceState | None, window: Window) -> datetime | None:
+    """The horizon ``state``'s result for ``window`` was metered from, if it has one."""
+    if state is None or not has_data(state, window) or state.result is None:
+        return None
+    return state.result.metered_from
+
+
+def _awaits_repoll(meter: SourceState | None, billed: SourceState) -> bool:
+    """The meter is up and has not been polled since the bill's last good poll, so
+    its figures are the previous horizon's only because it has not caught up yet."""
+    return (
+        meter is not None
+        and meter.up
+        and meter.last_attempt is not None
+        and billed.last_success is not None
+        and meter.last_attempt <= billed.last_success
     )
