@@ -421,3 +421,23 @@ def test_realtime_budget_end_to_end(tmp_path: Path, services: ServiceSet, billin
     assert answer["allowed"] is True and answer["stale"] is True
     assert answer["policy"] == "fail_open"
     assert check(exporter, "agent")["allowed"] is False  # stale, but already past the stop
+    # The bill's horizon moves while the meter is down: the whole new bill counts at
+    # once (its open bucket too), the meter's figures for the old horizon no longer.
+    outage_horizon = whole_second(datetime.now(UTC) - timedelta(seconds=1))
+    billing.openai = [
+        *billing.openai[:-1],
+        (billing.openai[-1][0], outage_horizon, 7.0),
+        (outage_horizon, outage_horizon + timedelta(days=1), 2.0),
+    ]
+    wanted = outage_horizon.isoformat().replace("+00:00", "Z")
+    billed_only = wait_until(
+        lambda: (
+            (r := budget(exporter, "roomy"))["spend_by_source"][0]["data_through"] == wanted and r
+        ),
+        10,
+        "the bill to move during the outage",
+    )
+    assert billed_only["billed"] == expected_billed + 7.0 + 2.0
+    assert billed_only["metered"] == 0.0 and billed_only["spend"] == billed_only["billed"]
+    assert billed_only["spend_by_source"][0]["meters_left_out"] == ["meter"]
+    assert check(exporter, "roomy")["allowed"] is True
