@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import responses
 from prometheus_client import CollectorRegistry, generate_latest
 
-from budget_exporter.guard import BudgetExceeded, BudgetGuard
-from budget_exporter.metering import OTHER, Meter
-from budget_exporter.pricing import UnknownModelError, estimate, load_price_table
+from budget_exporter.guard import BudgetCheckError, BudgetExceeded, BudgetGuard
+from budget_exporter.metering import OTHER, Meter, TooManyBudgets
+from budget_exporter.pricing import TokenCounts, UnknownModelError, estimate, load_price_table
 from tests.support.llm import parse_metrics
 
 URL = "http://exporter.test:9820"
@@ -77,6 +78,48 @@ def test_label_combinations_are_bounded() -> None:
         ("openai", "model-1", "USD"): 1.0,
         ("openai", OTHER, "USD"): 3.0,  # nothing lost, the total stays right
     }
+
+
+def test_budget_names_are_bounded_and_never_merged() -> None:
+    registry = CollectorRegistry()
+    meter = Meter(registry, max_series=2, max_budgets=2)
+    meter.record_cost("a", 1, model="m1")
+    meter.record_cost("b", 1, model="m2")
+    meter.record_cost("b", 2, model="m3")  # over max_series: b's "other", not a's
+    with pytest.raises(TooManyBudgets, match="'c' is not recorded"):
+        meter.record_cost("c", 5, model="m1")
+    meter.record_cost("a", 1, model="m4")  # known budgets still record
+    assert spend(registry) == {
+        ("a", "m1", "USD"): 1.0,
+        ("b", "m2", "USD"): 1.0,
+        ("b", OTHER, "USD"): 2.0,
+        ("a", OTHER, "USD"): 1.0,
+    }
+
+
+def test_token_counts_are_taken_the_same_way_everywhere() -> None:
+    counts = TokenCounts(1000, 200, cached_input_tokens=300, cache_write_tokens=40)
+    expected = load_price_table().cost("claude-sonnet-4", counts.by_type())
+    meter = Meter(CollectorRegistry())
+    forms = [
+        estimate("claude-sonnet-4", 1000, 200, cached_input_tokens=300, cache_write_tokens=40),
+        estimate(
+            "claude-sonnet-4",
+            input_tokens=1000,
+            output_tokens=200,
+            cached_input_tokens=300,
+            cache_write_tokens=40,
+        ),
+        load_price_table().estimate("claude-sonnet-4", 1000, 200, cached_input_tokens=300,
+                                    cache_write_tokens=40),
+        meter.record_tokens("x", "claude-sonnet-4", 1000, output_tokens=200,
+                            cached_input_tokens=300, cache_write_tokens=40),
+    ]  # fmt: skip
+    assert forms == [expected] * 4 and expected > estimate("claude-sonnet-4", 1000, 200)
+    with pytest.raises(TypeError):
+        estimate("gpt-4o", 1, 2, 3)  # the cache counts are named, never positional
+    with pytest.raises(TypeError):
+        meter.record_tokens("x", "gpt-4o", input=1)
 
 
 def test_multiprocess_mode_sums_every_worker(tmp_path: Path) -> None:
@@ -169,3 +212,58 @@ def test_guarded_records_from_the_result() -> None:
     assert call() == {"cost": 0.07}
     assert call() == {"cost": 0.07}
     assert spend(registry) == pytest.approx({("openai", "", "USD"): 0.14})
+
+
+@responses.activate
+@pytest.mark.parametrize("how", ["spending", "guarded"])
+def test_the_caller_says_the_currency_when_the_exporter_cannot(how: str) -> None:
+    responses.add(responses.POST, CHECK, body=requests.ConnectionError("exporter down"))
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry))
+    if how == "spending":
+        with guard.spending("ads", cost=0.5, currency="eur") as spent:
+            spent.record(0.25)
+    else:
+        guard.guarded("ads", cost=0.5, record=lambda reply: reply, currency="EUR")(lambda: 0.25)()
+    assert spend(registry) == {("ads", "", "EUR"): 0.25}  # not USD, which the budget ignores
+
+
+@responses.activate
+def test_without_a_currency_nothing_is_recorded_in_a_guessed_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    responses.add(responses.POST, CHECK, body=requests.ConnectionError("exporter down"))
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry))
+    with guard.spending("ads", cost=0.5) as spent:
+        assert spent.record(0.25) == 0
+    assert "cost 0.25 not recorded: its currency is unknown" in caplog.text
+    assert "pass currency=" in caplog.text
+    with guard.spending("ads", cost=0.5) as spent:  # tokens are priced in the table's currency
+        priced = spent.record_tokens("gpt-4o", 1000, 200)
+    assert spend(registry) == pytest.approx({("ads", "gpt-4o", "USD"): float(priced)})
+
+
+@responses.activate
+def test_the_currency_the_exporter_gave_is_remembered_for_an_outage() -> None:
+    _allow("EUR")
+    responses.add(responses.POST, CHECK, body=requests.ConnectionError("exporter down"))
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry), cache_seconds=0)
+    for cost in (1, 2):  # the first check is answered, the second is not
+        with guard.spending("openai", cost=cost) as spent:
+            spent.record(cost / 10)
+    assert spend(registry) == pytest.approx({("openai", "", "EUR"): 0.3})
+
+
+@responses.activate
+def test_a_currency_the_exporter_contradicts_is_an_error_before_spending() -> None:
+    _allow("EUR")
+    ran = []
+    guard = BudgetGuard(URL, meter=Meter(CollectorRegistry()))
+    with (
+        pytest.raises(BudgetCheckError, match="is in EUR"),
+        guard.spending("openai", currency="USD"),
+    ):
+        ran.append(True)
+    assert not ran

@@ -51,7 +51,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 
-from budget_exporter.metering import Meter, default_meter
+from budget_exporter.metering import Meter, currency_code, default_meter
 from budget_exporter.model import MAX_AMOUNT
 from budget_exporter.money import given_cost
 
@@ -120,6 +120,8 @@ class BudgetGuard:
         self._meter = meter
         # (budget, cost) -> (expiry on the monotonic clock, decision); oldest use first.
         self._cache: OrderedDict[tuple[str, str], tuple[float, Decision]] = OrderedDict()
+        self._currencies: dict[str, str] = {}
+        """Budget -> the currency the exporter last said it is in (its budgets only)."""
         self._lock = threading.Lock()
 
     @property
@@ -130,11 +132,16 @@ class BudgetGuard:
         return self._meter
 
     @contextmanager
-    def spending(self, budget: str, cost: Cost = None) -> Iterator[Spending]:
+    def spending(
+        self, budget: str, cost: Cost = None, *, currency: str | None = None
+    ) -> Iterator[Spending]:
         """Check ``budget`` for ``cost`` (raise :class:`BudgetExceeded` when denied), run the
-        block, and record its actual cost (see :class:`Spending`)."""
+        block, and record its actual cost (see :class:`Spending`).
+
+        ``currency`` is the budget's currency, for recording while the exporter cannot be
+        asked (see :meth:`record_currency`)."""
         decision = self.check_budget(budget, cost)
-        spend = Spending(self.meter, budget, _currency(decision))
+        spend = Spending(self.meter, budget, self.record_currency(decision, currency))
         yield spend
         amount = _amount(cost)
         if spend.calls == 0 and amount:
@@ -187,26 +194,51 @@ class BudgetGuard:
         cost: Cost | Callable[..., Cost] = None,
         *,
         record: Callable[[Any], Cost] | None = None,
+        currency: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorator: check ``budget`` before each call; ``cost`` may be a function of its
         arguments.  With ``record``, a function of the call's result giving its actual
-        cost, that cost is recorded in the spend counter after each successful call."""
+        cost, that cost is recorded in the spend counter after each successful call, in
+        the budget's currency (``currency``, see :meth:`record_currency`)."""
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 amount = cost(*args, **kwargs) if callable(cost) else cost
                 decision = self.check_budget(budget, amount)
+                recording = self.record_currency(decision, currency) if record else None
                 result = func(*args, **kwargs)
                 if record is not None:
                     actual = _amount(record(result))
                     if actual:
-                        self.meter.record_cost(budget, actual, currency=_currency(decision))
+                        Spending(self.meter, budget, recording).record(actual)
                 return result
 
             return wrapper
 
         return decorate
+
+    def record_currency(self, decision: Decision, given: str | None = None) -> str | None:
+        """The currency to record ``decision.budget``'s spend in.
+
+        The exporter's answer says it; ``given`` (the caller's ``currency=``) must
+        agree with it (:class:`BudgetCheckError` otherwise) and is used when the
+        exporter could not be asked; failing both, the currency the exporter gave
+        for the budget earlier.  None when nobody has said: never a guess.
+        """
+        budget = decision.budget
+        told = decision.answer.get("currency")
+        told = told if isinstance(told, str) and len(told) == 3 else None
+        if given is not None:
+            given = currency_code(given)
+            if told is not None and told != given:
+                raise BudgetCheckError(
+                    f"budget {budget!r} is in {told} (budget-exporter says), not {given}"
+                )
+        with self._lock:
+            if told is not None:
+                self._currencies[budget] = told
+            return given or told or self._currencies.get(budget)
 
     def _ask(self, budget: str, amount: Decimal | None) -> Decision:
         body: dict[str, Any] = {"budget": budget}
@@ -264,55 +296,50 @@ class BudgetGuard:
 class Spending:
     """The block of :meth:`BudgetGuard.spending`: record what the operation really cost."""
 
-    def __init__(self, meter: Meter, budget: str, currency: str) -> None:
+    def __init__(self, meter: Meter, budget: str, currency: str | None) -> None:
         self.meter = meter
         self.budget = budget
         self.currency = currency
+        """The budget's currency; None when neither the exporter nor the caller said it."""
         self.recorded = Decimal(0)
         """The total recorded so far."""
         self.calls = 0
         """How many times :meth:`record` or :meth:`record_tokens` was called."""
 
     def record(self, cost: float | int | Decimal, *, model: str = "") -> Decimal:
-        """Record ``cost`` (in the budget's currency); may be called more than once."""
+        """Record ``cost`` (in the budget's currency); may be called more than once.
+
+        With the currency unknown (the exporter could not be asked and no
+        ``currency=`` was given) nothing is recorded, with an error logged: a cost
+        recorded in a guessed currency would be left out of the budget anyway (a
+        currency mismatch), or counted in the wrong one.  Returns what was recorded."""
+        self.calls += 1
+        if self.currency is None:
+            log.error(
+                "budget %s: cost %s not recorded: its currency is unknown (budget-exporter "
+                "could not be asked); pass currency= to spending() or guarded()",
+                self.budget,
+                cost,
+            )
+            return Decimal(0)
         amount = self.meter.record_cost(self.budget, cost, model=model, currency=self.currency)
         self.recorded += amount
-        self.calls += 1
         return amount
 
-    def record_tokens(
-        self,
-        model: str,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        *,
-        cached_input_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> Decimal:
-        """Price one call's tokens with the meter's price table and record the cost."""
+    def record_tokens(self, model: str, *counts: int, **named: int) -> Decimal:
+        """Price one call's tokens (counts as for :class:`~budget_exporter.pricing.TokenCounts`)
+        with the meter's price table and record the cost, in the table's currency, which
+        must be the budget's when that is known."""
         table = self.meter.price_table()
-        if table.currency != self.currency:
+        if self.currency not in (None, table.currency):
             raise ValueError(
                 f"the price table is in {table.currency}, the budget in {self.currency}: "
                 "record the cost with record() instead"
             )
-        amount = self.meter.record_tokens(
-            self.budget,
-            model,
-            input_tokens,
-            output_tokens,
-            cached_input_tokens=cached_input_tokens,
-            cache_write_tokens=cache_write_tokens,
-        )
+        amount = self.meter.record_tokens(self.budget, model, *counts, **named)
         self.recorded += amount
         self.calls += 1
         return amount
-
-
-def _currency(decision: Decision) -> str:
-    """The budget's currency from the exporter's answer (USD if it could not be asked)."""
-    currency = decision.answer.get("currency")
-    return currency if isinstance(currency, str) and len(currency) == 3 else "USD"
 
 
 def _amount(cost: Cost) -> Decimal | None:
@@ -345,9 +372,9 @@ def check_budget(budget: str, cost: Cost = None) -> Decision:
     return default_guard().check_budget(budget, cost)
 
 
-def spending(budget: str, cost: Cost = None) -> Any:
+def spending(budget: str, cost: Cost = None, *, currency: str | None = None) -> Any:
     """:meth:`BudgetGuard.spending` of the default guard (a context manager)."""
-    return default_guard().spending(budget, cost)
+    return default_guard().spending(budget, cost, currency=currency)
 
 
 def guarded(
@@ -355,13 +382,17 @@ def guarded(
     cost: Cost | Callable[..., Cost] = None,
     *,
     record: Callable[[Any], Cost] | None = None,
+    currency: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator using the default guard; see :meth:`BudgetGuard.guarded`."""
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return default_guard().guarded(budget, cost, record=record)(func)(*args, **kwargs)
+            guard = default_guard()
+            return guard.guarded(budget, cost, record=record, currency=currency)(func)(
+                *args, **kwargs
+            )
 
         return wrapper
 

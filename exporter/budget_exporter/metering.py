@@ -12,9 +12,18 @@ exporter then reads it back through PromQL (see docs/realtime.md).
 
 The counter is :data:`SPEND_METRIC` (``budget_app_spend_amount_total`` in the
 exposition) with the labels ``budget``, ``model`` and ``currency``.  Label values
-are bounded: at most ``max_series`` distinct combinations per process; any
-further combination is counted under ``model="other"`` (its budget and
-currency kept, so budgets stay right), with a warning.
+are bounded per process:
+
+* at most ``max_budgets`` distinct budget names: recording against one more
+  raises :class:`TooManyBudgets` (budget names are the exporter's budgets, a
+  short fixed list; one name per user or request is a bug to fix, and its spend
+  must not be moved into another budget's series);
+* at most ``max_series`` distinct (budget, model, currency) combinations; a
+  further combination is counted under ``model="other"`` with its budget and
+  currency kept, so every budget's spend stays whole, with a warning.
+
+So the counter has at most ``max_series`` series plus one ``model="other"``
+series per budget and currency.
 
 Works in ``prometheus_client`` multiprocess mode (gunicorn and the like): set
 ``PROMETHEUS_MULTIPROC_DIR`` before the first counter is created, as
@@ -45,9 +54,22 @@ SPEND_HELP = (
 LABELS = ("budget", "model", "currency")
 OTHER = "other"
 DEFAULT_MAX_SERIES = 200
+DEFAULT_MAX_BUDGETS = 50
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 Amount = float | int | Decimal
+
+
+class TooManyBudgets(ValueError):
+    """A budget name beyond ``max_budgets``: its spend is not recorded."""
+
+
+def currency_code(currency: str) -> str:
+    """``currency`` as an upper-case three-letter code; ValueError if it is not one."""
+    code = currency.strip().upper()
+    if not _CURRENCY.match(code):
+        raise ValueError("currency must be a three-letter code such as USD")
+    return code
 
 
 class Meter:
@@ -59,16 +81,19 @@ class Meter:
         *,
         table: PriceTable | None = None,
         max_series: int = DEFAULT_MAX_SERIES,
+        max_budgets: int = DEFAULT_MAX_BUDGETS,
         namespace: str = "",
     ) -> None:
-        if max_series < 1:
-            raise ValueError("max_series must be at least 1")
+        if max_series < 1 or max_budgets < 1:
+            raise ValueError("max_series and max_budgets must be at least 1")
         self.table = table
         self.max_series = max_series
+        self.max_budgets = max_budgets
         self.counter = Counter(
             SPEND_METRIC, SPEND_HELP, LABELS, namespace=namespace, registry=registry
         )
         self._seen: set[tuple[str, str, str]] = set()
+        self._budgets: set[str] = set()
         self._lock = threading.Lock()
 
     def price_table(self) -> PriceTable:
@@ -79,38 +104,22 @@ class Meter:
     ) -> Decimal:
         """Add ``cost`` (in ``currency``) to the counter; returns it as a Decimal."""
         amount = given_cost(cost)  # a counter only goes up
-        currency = currency.strip().upper()
-        if not _CURRENCY.match(currency):
-            raise ValueError("currency must be a three-letter code such as USD")
+        currency = currency_code(currency)
         if not budget:
             raise ValueError("budget must name the budget the spend counts against")
         if amount:
             self.counter.labels(*self._labels(budget, model, currency)).inc(float(amount))
         return amount
 
-    def record_tokens(
-        self,
-        budget: str,
-        model: str,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        *,
-        cached_input_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> Decimal:
+    def record_tokens(self, budget: str, model: str, *counts: int, **named: int) -> Decimal:
         """Price the tokens of one call with the price table and record the cost.
 
-        ``input_tokens`` excludes cached and cache-write tokens.  A model the table
-        does not price raises :class:`~budget_exporter.pricing.UnknownModelError`.
+        Token counts as for :class:`~budget_exporter.pricing.TokenCounts`
+        (``input_tokens`` excludes cached and cache-write tokens).  A model the
+        table does not price raises :class:`~budget_exporter.pricing.UnknownModelError`.
         """
         table = self.price_table()
-        cost = table.estimate(
-            model,
-            input_tokens,
-            output_tokens,
-            cached_input_tokens=cached_input_tokens,
-            cache_write_tokens=cache_write_tokens,
-        )
+        cost = table.estimate(model, *counts, **named)
         return self.record_cost(budget, cost, model=model, currency=table.currency)
 
     def _labels(self, budget: str, model: str, currency: str) -> tuple[str, str, str]:
@@ -118,6 +127,14 @@ class Meter:
         with self._lock:
             if key in self._seen:
                 return key
+            if budget not in self._budgets:
+                if len(self._budgets) >= self.max_budgets:
+                    raise TooManyBudgets(
+                        f"spend counter has {self.max_budgets} budget names already: "
+                        f"{budget!r} is not recorded (budget names must be the exporter's "
+                        "budgets; raise max_budgets if there really are more)"
+                    )
+                self._budgets.add(budget)
             if len(self._seen) < self.max_series:
                 self._seen.add(key)
                 return key
@@ -148,21 +165,6 @@ def record_cost(budget: str, cost: Amount, *, model: str = "", currency: str = "
     return default_meter().record_cost(budget, cost, model=model, currency=currency)
 
 
-def record_tokens(
-    budget: str,
-    model: str,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    *,
-    cached_input_tokens: int = 0,
-    cache_write_tokens: int = 0,
-) -> Decimal:
+def record_tokens(budget: str, model: str, *counts: int, **named: int) -> Decimal:
     """Price and record one call's tokens with the default meter; see :meth:`Meter.record_tokens`."""
-    return default_meter().record_tokens(
-        budget,
-        model,
-        input_tokens,
-        output_tokens,
-        cached_input_tokens=cached_input_tokens,
-        cache_write_tokens=cache_write_tokens,
-    )
+    return default_meter().record_tokens(budget, model, *counts, **named)

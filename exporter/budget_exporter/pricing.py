@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
@@ -178,25 +178,31 @@ class PriceTable:
             total += price.of(token_type) * Decimal(str(count))
         return total / self.per_tokens
 
-    def estimate(
-        self,
-        model: str,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        *,
-        cached_input_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> Decimal:
-        """Cost of one call; ``input_tokens`` excludes cached and cache-write tokens."""
-        return self.cost(
-            model,
-            {
-                "input": input_tokens,
-                "output": output_tokens,
-                "cached_input": cached_input_tokens,
-                "cache_write": cache_write_tokens,
-            },
-        )
+    def estimate(self, model: str, *counts: int, **named: int) -> Decimal:
+        """Cost of one call; the token counts as for :class:`TokenCounts`."""
+        return self.cost(model, TokenCounts(*counts, **named).by_type())
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """One call's token counts, as every ``estimate``/``record_tokens`` function takes
+    them: ``input_tokens`` and ``output_tokens`` by position or name, the cache
+    counts by name only.  ``input_tokens`` excludes cached and cache-write tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    _: KW_ONLY
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def by_type(self) -> dict[str, int]:
+        """Token type (see :data:`TOKEN_TYPES`) -> count."""
+        return {
+            "input": self.input_tokens,
+            "output": self.output_tokens,
+            "cached_input": self.cached_input_tokens,
+            "cache_write": self.cache_write_tokens,
+        }
 
 
 def _read(source: Any, what: str) -> _TableFile:
@@ -285,24 +291,11 @@ def default_table() -> PriceTable:
     return load_price_table()
 
 
-def estimate(
-    model: str,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    *,
-    cached_input_tokens: int = 0,
-    cache_write_tokens: int = 0,
-    table: PriceTable | None = None,
-) -> Decimal:
+def estimate(model: str, *counts: int, table: PriceTable | None = None, **named: int) -> Decimal:
     """Estimated cost of one call, in the table's currency (USD for the shipped table).
 
-    ``input_tokens`` are uncached input tokens; raise :class:`UnknownModelError`
-    for a model the table does not price (and has no default for).
+    Token counts as for :class:`TokenCounts` (``input_tokens`` are uncached input
+    tokens); raise :class:`UnknownModelError` for a model the table does not price
+    (and has no default for).
     """
-    return (table or default_table()).estimate(
-        model,
-        input_tokens,
-        output_tokens,
-        cached_input_tokens=cached_input_tokens,
-        cache_write_tokens=cache_write_tokens,
-    )
+    return (table or default_table()).estimate(model, *counts, **named)
