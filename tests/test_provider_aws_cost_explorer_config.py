@@ -75,6 +75,8 @@ def test_group_by_forms_map_to_focus_labels() -> None:
         ({"external_id": "abcd1234"}, "external_id needs role_arn"),
         ({"role_arn": "arn:aws:iam::12:role/x"}, "role_arn"),
         ({"forecast_interval": "10m"}, "at least 1h"),
+        ({"settle_lag": "12h"}, "whole days, from 1d to 7d"),
+        ({"settle_lag": "8d"}, "whole days, from 1d to 7d"),
         ({"filter": {}}, "non-empty"),
         # Requests carry the session token: plain http only to a loopback address.
         (

@@ -252,6 +252,41 @@ def test_the_data_horizon_is_the_exclusive_end_of_the_query() -> None:
     assert result.unsettled == ()  # today's partial costs are never in the answer
 
 
+def test_settle_lag_moves_the_horizon_back_and_reports_those_days_unsettled() -> None:
+    with mock_aws():
+        queue(
+            grouped([group(["Amazon EC2"], "100.00"), group(["Amazon S3"], "5.00")]),
+            grouped([group(["Amazon EC2"], "7.50")], start="2026-08-20", end="2026-08-21"),
+        )
+        result = Harness(settle_lag="1d").poll()
+        month, late = sent()
+    assert month["TimePeriod"] == {"Start": "2026-08-01", "End": "2026-08-21"}
+    assert late["TimePeriod"] == {"Start": "2026-08-20", "End": "2026-08-21"}
+    assert result.data_through == datetime(2026, 8, 20, tzinfo=UTC)
+    assert by_dims(result) == {
+        (("service_name", "Amazon EC2"),): Decimal("100.00"),  # every line still counts ...
+        (("service_name", "Amazon S3"),): Decimal("5.00"),
+    }
+    # ... but yesterday's part is unsettled: a joined meter counts those hours instead.
+    assert [(ln.period, ln.dimensions, ln.amount) for ln in result.unsettled] == [
+        (Period.MONTHLY, (("service_name", "Amazon EC2"),), Decimal("7.50"))
+    ]
+
+
+def test_settle_lag_over_the_whole_window_asks_nothing_more() -> None:
+    with mock_aws():
+        queue(grouped([group(["Amazon EC2"], "3.00")], start="2026-09-01", end="2026-09-02"))
+        result = Harness(now=datetime(2026, 9, 2, 6, tzinfo=UTC), settle_lag="2d").poll()
+        (body,) = sent()  # Aug 31 is not in the September window: one request serves both
+    assert body["TimePeriod"] == {"Start": "2026-09-01", "End": "2026-09-02"}
+    assert result.data_through == datetime(2026, 8, 31, tzinfo=UTC)
+    assert [ln.amount for ln in result.unsettled] == [Decimal("3.00")]
+    with mock_aws():
+        result = Harness(now=datetime(2026, 9, 1, 6, tzinfo=UTC), settle_lag="1d").poll()
+        assert sent() == []  # the first day: nothing to ask, nothing unsettled
+    assert (result.data_through, result.unsettled) == (datetime(2026, 8, 31, tzinfo=UTC), ())
+
+
 def test_month_and_quarter_come_from_one_request() -> None:
     page = {
         "ResultsByTime": [

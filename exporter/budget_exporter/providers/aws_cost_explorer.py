@@ -8,8 +8,12 @@ per request ($0.01, and every page is a request), so each page is counted in
 the data itself is refreshed only a few times a day.
 
 Spend runs through yesterday (UTC): ``End`` is exclusive and today's figures
-are incomplete anyway; that ``End`` (today, 00:00 UTC) is the data horizon.  On the first day of a period that range is empty; the
-provider then sends no request and reports no spend for that window.
+are incomplete anyway; that ``End`` (today, 00:00 UTC) is the data horizon.
+On the first day of a period that range is empty; the provider then sends no
+request and reports no spend for that window.  With ``settle_lag`` (whole
+days), the horizon is that much earlier and one more query (billed like any)
+asks for the costs of those days, reported as unsettled: a meter joined to the
+source counts them instead, until they have settled.
 
 The forecast (``GetCostForecast``, today until the end of the window) is
 fetched on its own, longer interval and prorated between fetches.  When AWS
@@ -158,6 +162,10 @@ class CostExplorerConfig(AwsSourceConfig):
     forecast_interval: Duration = timedelta(hours=24)
     max_pages: int = Field(default=10, ge=1, le=1000)
     """Stop (and fail the poll) after this many pages: each page is a billed request."""
+    settle_lag: Duration | None = None
+    """Whole days before today whose costs are still arriving (Cost Explorer lags up to
+    a day): the data horizon moves back by that much and their costs are reported as
+    unsettled, so a meter joined with ``metered_after`` counts those days instead."""
 
     @model_validator(mode="after")
     def _consistent(self) -> CostExplorerConfig:
@@ -172,6 +180,11 @@ class CostExplorerConfig(AwsSourceConfig):
                 raise ValueError(f"filter is not a valid Cost Explorer expression: {problems}")
         if self.forecast_interval < timedelta(hours=1):
             raise ValueError("forecast_interval must be at least 1h (each forecast is billed)")
+        if self.settle_lag is not None and (
+            self.settle_lag % timedelta(days=1) or not timedelta(days=1) <= self.settle_lag
+            or self.settle_lag > timedelta(days=7)
+        ):  # fmt: skip
+            raise ValueError("settle_lag must be whole days, from 1d to 7d")
         return self
 
     def request_filter(self) -> dict[str, Any] | None:
@@ -285,14 +298,22 @@ class CostExplorerProvider(Provider):
         windows = [w for w in windows if w.period in _SUPPORTED]
         if not windows:
             return PollResult(polled_at=now)
+        first = min(w.start.date() for w in windows)
         with aws_errors(config.role_arn):
-            data = self.fetch_costs(min(w.start.date() for w in windows), today)
+            data = self.fetch_costs(first, today)
+        horizon = today - (config.settle_lag or timedelta(0))
+        unsettled_data = data if horizon <= first else CostData()
+        if first < horizon < today:  # the days still arriving, asked for on their own
+            with aws_errors(config.role_arn):
+                unsettled_data = self.fetch_costs(horizon, today)
         lines: list[SpendLine] = []
+        unsettled: list[SpendLine] = []
         samples: list[Sample] = []
         forecasts: list[Forecast] = []
         for window in windows:
             window_lines = self.lines_for(data, window, today)
             lines.extend(window_lines)
+            unsettled.extend(self.lines_for(unsettled_data, window, today))
             if window.period == Period.MONTHLY:
                 flags = [v for d, v in data.estimated.items() if d >= window.start.date()]
                 if flags:
@@ -319,11 +340,13 @@ class CostExplorerProvider(Provider):
                 )
         return PollResult(
             lines=tuple(lines),
+            unsettled=tuple(unsettled),
             forecasts=tuple(forecasts),
             samples=tuple(samples),
             polled_at=now,
-            # The query's exclusive End: today, 00:00 UTC (today's costs are left out).
-            data_through=datetime.combine(today, time(), UTC),
+            # The query's exclusive End: today, 00:00 UTC (today's costs are left out),
+            # less settle_lag: the days before it are still arriving.
+            data_through=datetime.combine(horizon, time(), UTC),
         )
 
     def cost_request(self, start: date, end: date) -> dict[str, Any]:
