@@ -32,7 +32,8 @@ class SourceState:
     earlier: tuple[tuple[PollResult, tuple[Window, ...]], ...] = ()
     """Earlier good results of a billed source with other data horizons, newest first
     (a few), with their windows: a meter polled against an older horizon is joined
-    to the bill of that horizon until it polls again (see :mod:`budget_exporter.nowcast`)."""
+    to the bill of that horizon while it is up and has not polled since (see
+    :mod:`budget_exporter.nowcast`)."""
 
     def window(self, period: Period) -> Window | None:
         return next((w for w in self.windows if w.period == period), None)
