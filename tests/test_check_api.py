@@ -100,14 +100,19 @@ def test_budgets_document(make_engine: Any, clock: Clock) -> None:
             "last_success": "2026-11-25T12:00:00Z",
             "last_attempt": "2026-11-25T12:00:00Z",
             "last_error": None,
+            "data_age_seconds": 600.0,
+            "max_data_age_seconds": 3600.0,
+            "stale": False,
         }
     ]
+    assert llm["stale_sources"] == []
     assert budgets["saas"]["state"] == "ok" and budgets["saas"]["spend"] == 40.5
     assert budgets["over"]["state"] == "exceeded"
     assert budgets["strict"]["state"] == "stop"
     hunter = budgets["hunter"]
     assert hunter["state"] == "unknown" and hunter["stale"] is True
     assert hunter["data_age_seconds"] is None and "spend" not in hunter
+    assert hunter["stale_sources"] == ["hunter"] and hunter["sources"][0]["stale"] is True
     assert hunter["sources"][0]["up"] is False and hunter["sources"][0]["last_error"]
     # Read-only and secret-free: the failing source's error names no key.
     text = json.dumps(doc)
@@ -391,19 +396,6 @@ def test_example_config_loads_with_its_check_settings() -> None:
     assert [s.provider for s in config.sources] == ["openai", "anthropic", "hunter"]
     assert config.global_.check.on_stale == "fail_open"
     assert config.global_.check.max_data_age.total_seconds() == 6 * 3600
-
-
-def test_default_max_data_age_follows_the_slowest_source() -> None:
-    from budget_exporter.api import max_data_age
-    from budget_exporter.config import CheckConfig
-    from budget_exporter.state import SourceState
-
-    def states(*hours: float) -> list[SourceState]:
-        return [SourceState(f"s{i}", "static", h * 3600) for i, h in enumerate(hours)]
-
-    assert max_data_age(CheckConfig(), states(1)) == 6 * 3600  # at least six hours
-    assert max_data_age(CheckConfig(), states(1, 8)) == 16 * 3600  # AWS's 8h is never stale
-    assert max_data_age(CheckConfig.model_validate({"max_data_age": "2h"}), states(8)) == 2 * 3600
 
 
 def test_figures_of_an_ended_period_are_not_used(make_engine: Any, clock: Clock) -> None:

@@ -3,8 +3,9 @@
 Both answer from the engine's current snapshot; neither calls a provider.
 ``/api/v1/check`` tells an application, before it spends, whether a budget
 still has room: the operation is allowed while the spend plus its estimated
-cost stays below the budget's stop threshold.  When the budget's data is
-older than ``global.check.max_data_age`` (or missing) the answer follows
+cost stays below the budget's stop threshold.  When one of the budget's
+sources has figures older than that source's ``max_data_age`` (or none; see
+:mod:`budget_exporter.freshness`) the answer follows
 ``global.check.on_stale`` (``fail_open`` or ``fail_closed``) and says so --
 except that stale data already at or past the stop threshold still denies
 (month-to-date spend does not go down).
@@ -34,8 +35,9 @@ from decimal import (
 from typing import Any
 
 from budget_exporter.budgets import BudgetView, budget_state
-from budget_exporter.config import BudgetConfig, CheckConfig, Config
+from budget_exporter.config import BudgetConfig, Config
 from budget_exporter.engine import Engine, Snapshot
+from budget_exporter.freshness import Freshness, SourceAge, budget_freshness, source_age
 from budget_exporter.model import MAX_AMOUNT
 from budget_exporter.money import parse_cost
 from budget_exporter.nowcast import SpendPart
@@ -120,31 +122,8 @@ def _sources(snapshot: Snapshot, budget: BudgetConfig) -> list[SourceState]:
     return [s for s in snapshot.states if s.name in names]
 
 
-_MIN_DEFAULT_AGE = 6 * 3600.0
-
-
-def max_data_age(check: CheckConfig, states: list[SourceState]) -> float:
-    """Seconds after which a budget's data counts as stale.
-
-    ``global.check.max_data_age`` when set; otherwise twice the longest poll
-    interval of the budget's sources, and at least six hours -- so a source
-    polled every 8h (AWS's default) is not called stale between two polls.
-    """
-    if check.max_data_age is not None:
-        return check.max_data_age.total_seconds()
-    longest = max((s.poll_interval_seconds for s in states), default=0.0)
-    return max(_MIN_DEFAULT_AGE, 2 * longest)
-
-
-def data_age(states: list[SourceState], now: float) -> float | None:
-    """Seconds since the oldest of ``states``' last successful polls; None if one never succeeded."""
-    if not states or any(s.last_success is None for s in states):
-        return None
-    return max(0.0, now - min(s.last_success for s in states if s.last_success is not None))
-
-
-def _source_health(state: SourceState) -> dict[str, Any]:
-    return {
+def _source_health(state: SourceState, age: SourceAge | None = None) -> dict[str, Any]:
+    health: dict[str, Any] = {
         "name": state.name,
         "provider": state.provider,
         "up": state.up if state.attempted else None,
@@ -152,15 +131,27 @@ def _source_health(state: SourceState) -> dict[str, Any]:
         "last_attempt": _iso(state.last_attempt),
         "last_error": state.last_error,
     }
+    if age is not None:
+        health["data_age_seconds"] = None if age.age is None else round(age.age, 3)
+        health["max_data_age_seconds"] = age.allowed
+        health["stale"] = age.stale
+    return health
 
 
-def budget_document(
-    snapshot: Snapshot, budget: BudgetConfig, now: float, check: CheckConfig
-) -> dict[str, Any]:
+def _ages(snapshot: Snapshot, now: float) -> dict[str, SourceAge]:
+    """Every configured source's data age and allowance, by name."""
+    config: Config = snapshot.config
+    states = {s.name: s for s in snapshot.states}
+    return {s.name: source_age(config, s, states.get(s.name), now) for s in config.sources}
+
+
+def budget_document(snapshot: Snapshot, budget: BudgetConfig, now: float) -> dict[str, Any]:
     view = _view(snapshot, budget.name, now)
     states = _sources(snapshot, budget)
-    age = data_age(states, now)
-    stale = view is None or age is None or age > max_data_age(check, states)
+    fresh = budget_freshness(snapshot.config, budget, states, now)
+    age = fresh.age
+    stale = view is None or fresh.stale
+    ages = {s.name: s for s in fresh.sources}
     document: dict[str, Any] = {
         "name": budget.name,
         "period": str(budget.period),
@@ -169,7 +160,8 @@ def budget_document(
         "state": view.state if view is not None else "unknown",
         "data_age_seconds": None if age is None else round(age, 3),
         "stale": stale,
-        "sources": [_source_health(s) for s in states],
+        "stale_sources": [s.name for s in fresh.stale_sources],
+        "sources": [_source_health(s, ages.get(s.name)) for s in states],
     }
     if view is None:
         document["reason"] = "no data for the current period yet from every source"
@@ -220,6 +212,7 @@ def _view(snapshot: Snapshot, name: str, now: float) -> BudgetView | None:
 def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
     config: Config = snapshot.config
     check_config = config.global_.check
+    ages = _ages(snapshot, now)
     return {
         "generated_at": _iso(now),
         "data_as_of": _iso(snapshot.built_at),
@@ -229,8 +222,8 @@ def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
             ),
             "on_stale": check_config.on_stale,
         },
-        "budgets": [budget_document(snapshot, b, now, check_config) for b in config.budgets],
-        "sources": [_source_health(s) for s in snapshot.states],
+        "budgets": [budget_document(snapshot, b, now) for b in config.budgets],
+        "sources": [_source_health(s, ages.get(s.name)) for s in snapshot.states],
     }
 
 
@@ -270,9 +263,7 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
 
     policy = config.global_.check
     view = _view(snapshot, name, now)
-    states = _sources(snapshot, budget)
-    age = data_age(states, now)
-    max_age = max_data_age(policy, states)
+    fresh = budget_freshness(config, budget, _sources(snapshot, budget), now)
     answer: dict[str, Any] = {"budget": name, "currency": budget.currency, "cost": _money(cost)}
 
     within: bool | None = None
@@ -296,9 +287,10 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
         )
     else:
         answer["state"] = "unknown"
-    stale = view is None or age is None or age > max_age
-    answer["data_age_seconds"] = None if age is None else round(age, 3)
+    stale = view is None or fresh.stale
+    answer["data_age_seconds"] = None if fresh.age is None else round(fresh.age, 3)
     answer["stale"] = stale
+    answer["stale_sources"] = [s.name for s in fresh.stale_sources]
 
     if not stale:
         assert view is not None and within is not None
@@ -308,7 +300,7 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
         assert view is not None
         answer["allowed"] = False
         answer["reason"] = (
-            f"{_staleness(view, age, max_age)}, but even that data puts the budget at "
+            f"{_staleness(view, fresh)}, but even that data puts the budget at "
             f"{_share(answer['ratio_after'])} of its limit after this operation, not below the "
             f"stop threshold of {_pct(view.stop_ratio)} (month-to-date spend does not go down)"
         )
@@ -318,7 +310,7 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
         answer["allowed"] = allowed
         answer["policy"] = policy.on_stale
         answer["reason"] = (
-            f"{_staleness(view, age, max_age)}: {'allowed' if allowed else 'denied'} "
+            f"{_staleness(view, fresh)}: {'allowed' if allowed else 'denied'} "
             f"by the {policy.on_stale} policy (global.check.on_stale)"
         )
     # Stable key order for readers: the verdict first.
@@ -338,12 +330,18 @@ def _reason(view: BudgetView, cost: Decimal, ratio_after: float, within: bool) -
     )
 
 
-def _staleness(view: BudgetView | None, age: float | None, max_age: float) -> str:
-    if view is None or age is None:
+def _staleness(view: BudgetView | None, fresh: Freshness) -> str:
+    if view is None or not fresh.stale_sources:
         return "no data yet for this budget's current period"
+    return "; ".join(_source_staleness(s) for s in fresh.stale_sources)
+
+
+def _source_staleness(age: SourceAge) -> str:
+    if age.age is None:
+        return f"source {age.name} has not answered yet"
     return (
-        f"the budget's data is {_duration(age)} old, older than the allowed "
-        f"{_duration(max_age)} (global.check.max_data_age)"
+        f"source {age.name}'s data is {_duration(age.age)} old, older than its allowed "
+        f"{_duration(age.allowed)} (max_data_age)"
     )
 
 

@@ -70,6 +70,9 @@ _SMALLEST_LIMIT = Decimal("0.000001")
 _PUBLIC_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
 # Labels the exporter sets on budget series (budget_source_info adds source and provider).
 _BUDGET_LABELS = frozenset({"budget", "currency", "period", "source", "provider"})
+METERED_POLLS_BEFORE_STALE = 3
+"""A metered source's figures are stale after this many of its poll intervals (plus its timeout)."""
+MIN_BILLED_DATA_AGE = timedelta(hours=6)
 _SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
 
 
@@ -79,7 +82,9 @@ class CheckConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_data_age: Duration | None = None
-    """Unset: twice the longest poll interval of the budget's sources, at least 6h."""
+    """How old a billed source's figures may be (a source's own ``max_data_age``
+    overrides it); unset: twice the source's poll interval, at least 6h.  A metered
+    source's allowance is never longer (see :meth:`Config.max_data_age`)."""
     on_stale: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
@@ -273,6 +278,25 @@ class Config:
     def timeout(self, source: SourceConfig) -> timedelta:
         return source.timeout or self.global_.timeout
 
+    def max_data_age(self, source: SourceConfig) -> timedelta:
+        """How old ``source``'s figures may be before a budget counting them is stale.
+
+        The source's own ``max_data_age`` when set.  Otherwise, for a billed source,
+        ``global.check.max_data_age``, or twice its poll interval and at least six
+        hours (a bill polled every 8h is not stale between two polls).  A metered
+        source (``prometheus``) is current to its last poll, and a meter that stops
+        answering must stop the budget soon, not hours later: three of its poll
+        intervals plus its timeout, or ``global.check.max_data_age`` if shorter.
+        """
+        if source.max_data_age is not None:
+            return source.max_data_age
+        interval = self.poll_interval(source)
+        everywhere = self.global_.check.max_data_age
+        if self.provider_class(source).metered:
+            own = METERED_POLLS_BEFORE_STALE * interval + self.timeout(source)
+            return own if everywhere is None else min(own, everywhere)
+        return everywhere or max(MIN_BILLED_DATA_AGE, 2 * interval)
+
     def periods(self, source: SourceConfig) -> frozenset[Period]:
         """The periods this source is polled for: its budgets' and, if it can, monthly."""
         return self._periods[source.name]
@@ -351,6 +375,7 @@ class _ConfigBuilder:
         self.check_horizons(config)
         self.check_budget_sources(config)
         self.check_joins(config)
+        self.check_data_ages(config)
         return config
 
     # -- sources -----------------------------------------------------------------
@@ -494,6 +519,18 @@ class _ConfigBuilder:
             problem = horizon_problem(config.alert_tuning(budget), budget)
             if problem is not None:
                 raise self.error(f"budgets[{index}].{problem[0]}", problem[1])
+
+    def check_data_ages(self, config: Config) -> None:
+        """A source's own ``max_data_age`` leaves room for at least one poll."""
+        for index, source in enumerate(config.sources):
+            if source.max_data_age is not None and source.max_data_age <= config.poll_interval(
+                source
+            ):
+                raise self.error(
+                    f"sources[{index}].max_data_age",
+                    "must be longer than the source's poll interval (else its data is stale "
+                    "between two polls)",
+                )
 
     def check_joins(self, config: Config) -> None:
         """A metered source's ``metered_after`` names a billed source with a data horizon,

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from urllib.parse import parse_qs
 
 from budget_exporter import __version__
 from budget_exporter.budgets import BudgetView
+from budget_exporter.config import Config
+from budget_exporter.durations import format_duration
 from budget_exporter.engine import Snapshot
+from budget_exporter.freshness import source_age
+from budget_exporter.state import SourceState
 
 STATES = ("ok", "warning", "stop", "exceeded")
 MIN_REFRESH_SECONDS = 10
@@ -60,7 +64,7 @@ td.wrap{white-space:normal;min-width:14rem;max-width:40rem;overflow-wrap:anywher
 font-weight:600;border:1px solid}
 .s-ok,.s-up{color:#1b5e20;background:#e8f5e9;border-color:#a5d6a7}
 .s-warning{color:#6d4c00;background:#fff8e1;border-color:#ffd54f}
-.s-stop{color:#8f3a00;background:#fff3e0;border-color:#ffb74d}
+.s-stop,.s-stale{color:#8f3a00;background:#fff3e0;border-color:#ffb74d}
 .s-exceeded,.s-down{color:#b71c1c;background:#ffebee;border-color:#ef9a9a}
 .s-pending,.s-nodata{color:#424a53;background:#f0f2f4;border-color:#c8ced4}
 @media (max-width:600px){
@@ -170,15 +174,36 @@ def _budget_rows(snapshot: Snapshot) -> tuple[list[str], Counter[str]]:
     return rows, counts
 
 
-def _source_rows(snapshot: Snapshot) -> tuple[list[str], int]:
+def _stale_badge(config: Config, state: SourceState, now: float | None) -> str:
+    """A "stale" badge for a source whose figures are older than its ``max_data_age``
+    (the check API then follows ``on_stale`` for its budgets)."""
+    source = next((c for c in config.sources if c.name == state.name), None)
+    if now is None or source is None or state.last_success is None:
+        return ""
+    age = source_age(config, source, state, now)
+    if not age.stale:
+        return ""
+    title = (
+        f"figures {_age(age.age or 0.0)} old, older than the allowed {_age(age.allowed)} "
+        "(max_data_age): the check API follows on_stale"
+    )
+    return f' <span class="badge s-stale" title="{escape(title)}">stale</span>'
+
+
+def _age(seconds: float) -> str:
+    return format_duration(timedelta(seconds=int(seconds)))
+
+
+def _source_rows(snapshot: Snapshot, now: float | None = None) -> tuple[list[str], int]:
     rows = []
     down = 0
     for s in snapshot.states:
         health = "pending" if not s.attempted else "up" if s.up else "down"
         down += health == "down"
+        stale = _stale_badge(snapshot.config, s, now) if s.attempted else ""
         rows.append(
             f"<tr><td>{escape(s.name)}</td><td>{escape(s.provider)}</td>"
-            f"<td>{_badge(health)}</td><td>{_time(s.last_success)}</td>"
+            f"<td>{_badge(health)}{stale}</td><td>{_time(s.last_success)}</td>"
             f"<td class=wrap>{escape(s.last_error or '')}</td></tr>"
         )
     return rows, down
@@ -233,10 +258,13 @@ def _legend() -> str:
     )
 
 
-def render_landing(snapshot: Snapshot, metrics_path: str = "/metrics", query: str = "") -> bytes:
-    """The page for ``snapshot``; ``query`` is the request's query string (``refresh=N``)."""
+def render_landing(
+    snapshot: Snapshot, metrics_path: str = "/metrics", query: str = "", now: float | None = None
+) -> bytes:
+    """The page for ``snapshot``; ``query`` is the request's query string (``refresh=N``);
+    ``now`` (Unix time) marks sources whose figures are stale."""
     budget_rows, counts = _budget_rows(snapshot)
-    source_rows, down = _source_rows(snapshot)
+    source_rows, down = _source_rows(snapshot, now)
     refresh = refresh_seconds(query)
     dashboard_url = snapshot.config.global_.dashboard_url
     meta_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""

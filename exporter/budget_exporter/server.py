@@ -143,7 +143,9 @@ class ExporterServer:
         return text(200 if ok else 500, message)
 
     def _landing(self, request: Request) -> Response:
-        page = render_landing(self.engine.snapshot, self.metrics_path, request.query)
+        page = render_landing(
+            self.engine.snapshot, self.metrics_path, request.query, self.engine.clock()
+        )
         return Response(200, page, "text/html; charset=utf-8")
 
     def _api(self, request: Request) -> Response:

@@ -246,7 +246,9 @@ def test_realtime_budget_end_to_end(tmp_path: Path, services: ServiceSet, billin
             "poll_interval": "2s",
             "timeout": "1s",
             "retries": 0,
-            "check": {"max_data_age": "5s", "on_stale": "fail_open"},
+            # An hourly bill's allowance: only the meter's own (3 x 2s + 1s) can make the
+            # budgets stale within seconds.
+            "check": {"max_data_age": "1h", "on_stale": "fail_open"},
         },
         "sources": [
             {
@@ -408,18 +410,25 @@ def test_realtime_budget_end_to_end(tmp_path: Path, services: ServiceSet, billin
     assert {dict(d)["token_type"] for d in genai_lines} == {"input", "output"}
     assert {dict(d)["model"] for d in genai_lines} == {"claude-sonnet-4-20250514"}
 
-    # Prometheus goes down: the meter is down, the bill still counts, the check follows
-    # on_stale once the meter's figures are older than max_data_age.
+    # Prometheus goes down: the meter is down, the bill still counts, and the check follows
+    # on_stale as soon as the meter's figures are older than its own allowance (seconds),
+    # though the bill's is an hour.
     prometheus.stop()
+    stopped = time.monotonic()
     down = wait_until(
         lambda: (r := budget(exporter, "roomy"))["stale"] and r, 20, "stale data without Prometheus"
     )
+    assert time.monotonic() - stopped < 3 * 2 + 1 + 2 * 2 + 1  # its allowance, two polls' slack
+    assert down["stale_sources"] == ["meter"]
     meter = next(s for s in down["sources"] if s["name"] == "meter")
     assert meter["up"] is False and meter["last_error"]
+    assert meter["max_data_age_seconds"] == 7 and meter["stale"] is True
+    bill = next(s for s in down["sources"] if s["name"] == "openai")
+    assert bill["max_data_age_seconds"] == 3600 and bill["stale"] is False
     assert down["billed"] == expected_billed
     answer = check(exporter, "roomy")
     assert answer["allowed"] is True and answer["stale"] is True
-    assert answer["policy"] == "fail_open"
+    assert answer["policy"] == "fail_open" and "source meter's data is" in answer["reason"]
     assert check(exporter, "agent")["allowed"] is False  # stale, but already past the stop
     # The bill's horizon moves while the meter is down: the whole new bill counts at
     # once (its open bucket too), the meter's figures for the old horizon no longer.

@@ -67,6 +67,9 @@ class SourceConfig(BaseModel):
     max_series: int | None = Field(default=None, ge=1)
     max_response_size: ByteSize = DEFAULT_MAX_RESPONSE_SIZE
     """The largest answer (decompressed) a request of this source may get."""
+    max_data_age: Duration | None = None
+    """How old this source's figures may be before the check API calls a budget
+    counting it stale (see :meth:`budget_exporter.config.Config.max_data_age`)."""
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields holding credentials: each also accepts a ``<field>_file`` twin,
@@ -120,6 +123,9 @@ class Provider(ABC):
     """Spend grows through the period (usage); False for fixed amounts (invoices,
     commitments), which are their own forecast instead of being projected."""
     reports_horizon: ClassVar[bool] = False
+    metered: ClassVar[bool] = False
+    """Its figures are metered (current to the last scrape, polled often), not billed:
+    its data goes stale after a few of its own poll intervals, not after hours."""
     """Its results carry ``data_through`` (see :meth:`has_horizon`)."""
     max_polls_per_second: ClassVar[float | None] = None
     """At most this many polls of the provider's sources start per second, all sources

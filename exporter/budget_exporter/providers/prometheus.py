@@ -191,6 +191,7 @@ class PrometheusProvider(Provider):
     name = "prometheus"
     config_model = PrometheusConfig
     default_poll_interval = timedelta(seconds=30)
+    metered = True
 
     def __init__(self, config: PrometheusConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
