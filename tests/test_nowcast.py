@@ -211,6 +211,23 @@ def test_api_shows_billed_metered_and_the_horizon(setup) -> None:
     assert not any(name == through and ("source", "meter") in labels for name, labels in series)
 
 
+def test_gauges_split_every_budget_into_billed_and_metered(setup) -> None:
+    engine, _, _, _ = setup
+    engine.poll_all_once()
+    series = parse_metrics(engine.snapshot.rendered.text.decode())
+    metered = float(RATE * seconds(H0, NOW))
+
+    def gauge(name: str, budget: str) -> float:
+        labels = frozenset({"budget": budget, "currency": "USD", "period": "monthly"}.items())
+        return series[(name, labels)]
+
+    expected = {"llm": (400, metered), "bill-only": (407, 0), "everything": (405, metered)}
+    for budget, (billed, by_meter) in expected.items():
+        assert gauge("budget_billed_spend_amount", budget) == billed
+        assert gauge("budget_metered_spend_amount", budget) == by_meter  # 0 without a meter
+        assert billed + by_meter == gauge("budget_spend_amount", budget)
+
+
 @pytest.mark.parametrize(
     ("sources", "budgets", "where", "why"),
     [

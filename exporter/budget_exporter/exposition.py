@@ -168,6 +168,16 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         "budget_limit_amount", f"Budget limit for the period, in the budget's currency. {CACHED}"
     )
     spend = family("budget_spend_amount", f"Spend so far in the current period. {CACHED}")
+    billed = family(
+        "budget_billed_spend_amount",
+        "The part of budget_spend_amount from billing APIs (up to their data horizons); "
+        f"0 when none. {CACHED}",
+    )
+    metered = family(
+        "budget_metered_spend_amount",
+        "The part of budget_spend_amount from metered sources (prometheus, after the bills' "
+        f"data horizons); 0 for a budget without a meter. {CACHED}",
+    )
     forecast = family(
         "budget_forecast_amount",
         "Forecast spend at the end of the period: the provider's forecast where it has one, "
@@ -214,6 +224,8 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         values = [b.name, b.currency, b.period, *(extra.get(k, "") for k in static)]
         limit.add_metric(values, float(b.limit))
         spend.add_metric(values, float(b.spend))
+        billed.add_metric(values, float(b.billed))
+        metered.add_metric(values, float(b.metered))
         forecast.add_metric(values, float(b.forecast))
         usage.add_metric(values, b.usage_ratio)
         fratio.add_metric(values, b.forecast_ratio)
@@ -227,7 +239,8 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         start.add_metric(values, b.window.start.timestamp())
         end.add_metric(values, b.window.end.timestamp())
     tuning = [anomaly, anomaly_floor, anomaly_history, critical_horizon, warning_horizon]
-    return [limit, spend, forecast, usage, fratio, warning, stop, *tuning, start, end]
+    amounts = [limit, spend, billed, metered, forecast]
+    return [*amounts, usage, fratio, warning, stop, *tuning, start, end]
 
 
 def _source_families(states: Sequence[SourceState]) -> list[Metric]:
