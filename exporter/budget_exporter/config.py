@@ -34,6 +34,7 @@ from budget_exporter.fields import Currency, Duration, Money, Ratio, Timeout
 from budget_exporter.model import Period, label_clash
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
+from budget_exporter.secretfiles import SecretFileError, read_secret_file, secrets_of
 from budget_exporter.tuning import AlertTuning, BudgetTuning, GlobalTuning, horizon_problem, resolve
 
 
@@ -67,7 +68,6 @@ _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SMALLEST_LIMIT = Decimal("0.000001")
-_PUBLIC_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
 # Labels the exporter sets on budget series (budget_source_info adds source and provider).
 _BUDGET_LABELS = frozenset({"budget", "currency", "period", "source", "provider"})
 METERED_POLLS_BEFORE_STALE = 3
@@ -442,7 +442,8 @@ class _ConfigBuilder:
     def resolve_files(
         self, item: dict[str, Any], model: type[SourceConfig], path: str
     ) -> dict[str, Any]:
-        """Replace each ``<secret>_file`` key with the file's content under ``<secret>``."""
+        """Replace each ``<secret>_file`` key with the file's content under ``<secret>``
+        (keeping the path too where the model has a ``<secret>_file`` field)."""
         for secret in sorted(model.secret_fields):
             key = f"{secret}_file"
             if key not in item:
@@ -455,24 +456,15 @@ class _ConfigBuilder:
                 raise self.error(where, "must be a file path")
             file = Path(target) if Path(target).is_absolute() else self.base / target
             try:
-                content = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise self.error(where, f"cannot read {target}: {_os_reason(exc)}") from None
-            if _is_mapping_field(model, secret):
-                try:
-                    value = yaml.safe_load(content)
-                except yaml.YAMLError:
-                    raise self.error(where, f"{target} is not a YAML mapping") from None
-                if not isinstance(value, dict):
-                    raise self.error(where, f"{target} is not a YAML mapping")
-                # Everything in a secret file is secret, but for plainly public headers.
-                self.secrets.update(
-                    str(v) for k, v in value.items() if str(k).lower() not in _PUBLIC_HEADERS
-                )
-            else:
-                value = content.strip()
-                self.secrets.add(value)
+                value = read_secret_file(file, _is_mapping_field(model, secret), shown=target)
+            except SecretFileError as exc:
+                raise self.error(where, str(exc)) from None
+            self.secrets.update(secrets_of(value))
             item[secret] = value
+            if key in model.model_fields:
+                # The provider reads the file again per poll (rotating tokens); the path
+                # is kept absolute, and escaped from a second ${VAR} expansion.
+                item[key] = str(file.absolute()).replace("${", "$${")
         return item
 
     # -- budgets -----------------------------------------------------------------

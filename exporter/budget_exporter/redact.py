@@ -26,19 +26,38 @@ class Redactor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._secrets: tuple[str, ...] = ()
+        self._base: set[str] = set()
+        self._owned: dict[str, frozenset[str]] = {}
 
     def replace_secrets(self, secrets: set[str]) -> None:
         """Use exactly ``secrets`` from now on (called on every config load)."""
         keep = {form for s in secrets for form in _written_forms(s)}
         with self._lock:
-            # Longest first, so a secret that contains another is masked whole.
-            self._secrets = tuple(sorted(keep, key=len, reverse=True))
+            self._base = keep
+            self._owned = {}
+            self._update()
 
     def add(self, secret: str) -> None:
         forms = _written_forms(secret)
         if forms:
             with self._lock:
-                self._secrets = tuple(sorted({*self._secrets, *forms}, key=len, reverse=True))
+                self._base |= forms
+                self._update()
+
+    def set_owned(self, owner: str, secrets: set[str]) -> None:
+        """Scrub ``secrets`` too, replacing what ``owner`` set before: a source that
+        re-reads a rotating credential registers the current one, and a rotated-out
+        value that no longer occurs does not pile up."""
+        keep = frozenset(form for s in secrets for form in _written_forms(s))
+        with self._lock:
+            if self._owned.get(owner) != keep:
+                self._owned[owner] = keep
+                self._update()
+
+    def _update(self) -> None:
+        every = self._base.union(*self._owned.values())
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = tuple(sorted(every, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -50,6 +51,8 @@ from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, Unkn
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import LineSum
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig, checked_url
+from budget_exporter.redact import redactor
+from budget_exporter.secretfiles import SecretFileError, read_secret_file, secrets_of
 from budget_exporter.text import shorten
 
 QUERY_PATH = "/api/v1/query"
@@ -113,6 +116,12 @@ class PrometheusConfig(SourceConfig):
     bearer_token: str | None = Field(default=None, min_length=1)
     headers: dict[str, str] = Field(default_factory=dict)
     ca_file: ConfigPath | None = None
+    password_file: str | None = None
+    bearer_token_file: str | None = None
+    headers_file: str | None = None
+    """Set by the loader from ``<secret>_file`` (the value above is the file's content at
+    load): these files are read again at every poll, so rotated credentials (Kubernetes'
+    projected service-account tokens) are used without a reload."""
 
     secret_fields = frozenset({"password", "bearer_token", "headers"})
 
@@ -162,6 +171,15 @@ class PrometheusConfig(SourceConfig):
         return (self.pricing or PricingConfig()).table()
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a poll authenticates with (secrets: never logged)."""
+
+    password: str | None = field(repr=False)
+    bearer_token: str | None = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+
+
 def promql_duration(seconds: float) -> str:
     """Whole seconds, at least one: ``3600.2`` -> ``"3601s"``."""
     return f"{max(1, math.ceil(seconds))}s"
@@ -201,39 +219,69 @@ class PrometheusProvider(Provider):
     def close(self) -> None:
         self.http.close()
 
-    @property
-    def request_headers(self) -> dict[str, str]:
+    def credentials(self) -> Credentials:
+        """The credentials for this poll: each ``_file`` read again (a rotated token is
+        used at once); SourceError, naming the file but no secret, if one is unusable."""
+        config: PrometheusConfig = self.config
+        found = Credentials(config.password, config.bearer_token, config.headers)
+        secrets: set[str] = set()
+        for name in ("password", "bearer_token", "headers"):
+            path = getattr(config, f"{name}_file")
+            if path is None:
+                continue
+            try:
+                value = read_secret_file(path, mapping=name == "headers")
+            except SecretFileError as exc:
+                raise SourceError(f"{name}_file: {exc}") from None
+            if name == "bearer_token" and not value:
+                raise SourceError(f"bearer_token_file: {path} is empty")
+            if isinstance(value, dict) and not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise SourceError(f"headers_file: {path} must map header names to strings")
+            secrets |= secrets_of(value)
+            found = replace(found, **{name: value})
+        if secrets:
+            redactor.set_owned(f"source:{config.name}", secrets)
+        return found
+
+    def request_headers(self, credentials: Credentials) -> dict[str, str]:
         config: PrometheusConfig = self.config
         headers = {"Accept": "application/json"}
         if config.tenant is not None:
             headers[TENANT_HEADER] = config.tenant
-        if config.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {config.bearer_token}"
-        headers.update(config.headers)
+        if credentials.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+        headers.update(credentials.headers)
         return headers
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
         config: PrometheusConfig = self.config
         now = self.context.now()
         horizon = self.context.horizon() if config.metered_after else None
+        credentials = self.credentials()
         lines: list[SpendLine] = []
         for window in windows:
             end = min(now, window.end)
             start = metered_start(window, horizon, end)
-            answer = self.query(fill(config.query, start, end), end)
+            answer = self.query(fill(config.query, start, end), end, credentials)
             lines.extend(self.lines(answer, window.period))
         return PollResult(lines=tuple(lines), polled_at=now, metered_from=horizon, metered=True)
 
-    def query(self, promql: str, at: datetime) -> list[tuple[dict[str, str], Decimal]]:
+    def query(
+        self, promql: str, at: datetime, credentials: Credentials | None = None
+    ) -> list[tuple[dict[str, str], Decimal]]:
         """``(labels, value)`` of each series of the answer to ``promql`` at ``at``."""
         config: PrometheusConfig = self.config
+        if credentials is None:
+            credentials = self.credentials()
         url = config.url + QUERY_PATH
         kwargs: dict[str, Any] = {
             "params": {"query": promql, "time": f"{at.timestamp():.3f}"},
-            "headers": self.request_headers,
+            "headers": self.request_headers(credentials),
         }
         if config.username is not None:
-            kwargs["auth"] = (config.username, config.password)
+            kwargs["auth"] = (config.username, credentials.password)
         if config.ca_file is not None:
             kwargs["verify"] = config.ca_file
         try:
