@@ -55,7 +55,7 @@ LINES_PER_STATIC_SOURCE = 4000
 BUDGET_SOURCES = 4
 REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
 PER_SOURCE_SERIES = 5 + len(REQUEST_STATUSES)  # up, success, attempt, duration, interval, requests
-PER_BUDGET_SERIES = 15  # 14 figures, and budget_source_info for its one source
+PER_BUDGET_SERIES = 17  # 16 figures, and budget_source_info for its one source
 EXPORTER_SERIES = 3  # build_info, last_reload_successful, last_reload_success_timestamp
 
 SERVICES = (
@@ -267,6 +267,8 @@ class NaiveCollector:
             for name in (
                 "budget_limit_amount",
                 "budget_spend_amount",
+                "budget_billed_spend_amount",
+                "budget_metered_spend_amount",
                 "budget_forecast_amount",
                 "budget_usage_ratio",
                 "budget_forecast_ratio",
@@ -288,6 +290,8 @@ class NaiveCollector:
             values = [
                 limit,
                 spend,
+                spend,  # all billed: the workload has no meter
+                0.0,
                 forecast,
                 spend / limit,
                 forecast / limit,
