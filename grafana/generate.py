@@ -809,6 +809,38 @@ def burn_timeseries() -> timeseries.Panel:
     )
 
 
+def billed_metered_timeseries() -> timeseries.Panel:
+    panel = described(
+        timeseries.Panel(),
+        "Billed and metered spend",
+        "The budget's spend split by where it comes from, stacked: billed (green), from "
+        "billing APIs up to their data horizons, and metered (orange), from metered sources "
+        "after the horizons. The stack is the budget's spend; metered is 0 without a meter.",
+        12,
+    )
+    parts = [
+        query(
+            per_budget(f"budget_{metric}_spend_amount"),
+            ref,
+            f"{name} ({{{{budget}}}}{{{{exporter}}}})",
+        )
+        for ref, metric, name in (("A", "billed", "Billed"), ("B", "metered", "Metered"))
+    ]
+    return (
+        money(panel, "budget_limit_amount", BUDGET_SELECTOR, *parts)
+        .fill_opacity(30)
+        .line_width(1)
+        .span_nulls(True)
+        .stacking(
+            common_builders.StackingConfig().mode(common_models.StackingMode.NORMAL).group("A")
+        )
+        .legend(legend(calcs=["lastNotNull"]))
+        .tooltip(tooltip())
+        .override_by_regexp(r"Billed \(.*\)", [fixed_color("green")])
+        .override_by_regexp(r"Metered \(.*\)", [fixed_color("orange")])
+    )
+
+
 def budget_sources_table() -> table.Panel:
     by = "source, provider"
     panel = described(
@@ -920,6 +952,7 @@ def overview() -> dashboard.Dashboard:
     layout.add(budget_stats())
     layout.add(budget_timeseries())
     layout.add(burn_timeseries())
+    layout.add(billed_metered_timeseries())
     layout.add(budget_sources_table())
     return board
 

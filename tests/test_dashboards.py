@@ -45,7 +45,9 @@ EXPECTED = {
     "budget-overview.json": "budget-exporter-overview",
     "budget-breakdown.json": "budget-exporter-breakdown",
 }
-MONEY_METRICS = re.compile(r"\bbudget_(?:spend|limit|forecast|source_cost)_amount\b")
+MONEY_METRICS = re.compile(
+    r"\bbudget_(?:spend|billed_spend|metered_spend|limit|forecast|source_cost)_amount\b"
+)
 RECORDED = re.compile(r"\b[a-z0-9_]+:[a-z0-9_]+:[a-z0-9_]+\b")
 VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 MERGED = "max without (job, instance, namespace, service, endpoint, pod, container)"
@@ -303,6 +305,12 @@ def test_overview_has_the_budget_views() -> None:
     assert per_budget <= {t.get("legendFormat") for t in spend["targets"]}
     (stats,) = by_type["stat"]
     assert per_budget <= {t.get("legendFormat") for t in stats["targets"]}
+    # Billed and metered parts of the spend, stacked per budget.
+    parts = titled["Billed and metered spend"]
+    assert parts["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    part_exprs = {t["legendFormat"]: t["expr"] for t in parts["targets"] if t["refId"] != "UNIT"}
+    assert "budget_billed_spend_amount{" in part_exprs["Billed ({{budget}}{{exporter}})"]
+    assert "budget_metered_spend_amount{" in part_exprs["Metered ({{budget}}{{exporter}})"]
     # The limit is drawn as a dashed line.
     limit = next(o for o in spend["fieldConfig"]["overrides"] if "Limit" in o["matcher"]["options"])
     assert {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}} in limit[
