@@ -518,13 +518,7 @@ class Managed:
     exit_code: int | None = None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        harness.stop_process(self.process)
         self.exit_code = self.process.returncode
 
     def log_tail(self) -> str:

@@ -124,13 +124,7 @@ class Exporter:
         return cls(process, port, log, started)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        harness.stop_process(self.process)
 
     def status(self, field: str) -> int:
         """A number from /proc/<pid>/status (``VmRSS`` in kB, ``Threads``)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from helm_python.errors import HelmError
 from budget_exporter.webconfig import WebConfig, load_web_config
 from tests.support.exporter import ExporterProcess, exporters
 from tests.support.helm import CHART_DIR, CORE_KINDS, FULLNAME, container, one, render, validate
+from tests.support.tls import self_signed_cert
 
 WEB_SECRET = f"{FULLNAME}-web-config"
 TLS_FILES = {
@@ -227,36 +227,13 @@ def running() -> Iterator[Callable[..., ExporterProcess]]:
     yield from exporters()
 
 
-def make_tls_files(directory: Path) -> None:
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(directory / "tls.key"),
-            "-out",
-            str(directory / "tls.crt"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def start_as_rendered(
     docs: list[dict[str, Any]], tmp_path: Path, start: Callable[..., ExporterProcess]
 ) -> tuple[ExporterProcess, str]:
     """The exporter with the chart's config and web config, the pod's mounts under tmp_path."""
     tls_dir = tmp_path / "tls"
     tls_dir.mkdir()
-    make_tls_files(tls_dir)
+    self_signed_cert(tls_dir / "tls.crt", tls_dir / "tls.key")
     web = yaml.safe_dump(web_config_of(docs)).replace("/etc/budget-exporter/tls", str(tls_dir))
     (tmp_path / "web-config.yml").write_text(web)
     load_web_config(str(tmp_path / "web-config.yml"))  # what the exporter accepts at start

@@ -3,7 +3,6 @@ from __future__ import annotations
 import gzip
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import requests
 
 from budget_exporter.server import ExporterServer, parse_listen_address
 from budget_exporter.webconfig import load_web_config
+from tests.support.tls import self_signed_cert
 
 CONFIG = """
 sources:
@@ -112,33 +112,8 @@ def test_basic_auth(serve, tmp_path: Path) -> None:
         assert ok.status_code == 200 and ok.headers["X-Frame-Options"] == "deny"
 
 
-def make_cert(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(tmp_path / "key.pem"),
-            "-out",
-            str(tmp_path / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def test_tls(serve, tmp_path: Path) -> None:
-    make_cert(tmp_path)
+    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
     web = tmp_path / "web.yml"
     web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
     config, context = load_web_config(str(web))
@@ -184,7 +159,7 @@ def test_oversized_body_is_refused(serve) -> None:
 
 
 def test_a_silent_tls_client_blocks_nobody(serve, tmp_path: Path) -> None:
-    make_cert(tmp_path)
+    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
     web = tmp_path / "web.yml"
     web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
     config, context = load_web_config(str(web))

@@ -25,7 +25,7 @@ from budget_exporter.httpserver import Limits
 from budget_exporter.server import ExporterServer
 from budget_exporter.webconfig import WebConfig, load_web_config
 from tests.support.exporter import ExporterProcess, exporters
-from tests.test_server import make_cert
+from tests.support.tls import self_signed_cert
 
 CONFIG = """
 sources: [{name: a, provider: static, amount: 1, currency: USD}]
@@ -114,7 +114,7 @@ def test_a_silent_connection_is_closed_at_the_deadline_without_an_answer(serve) 
 
 
 def test_slow_tls_clients_are_cut_off_too(serve, tmp_path: Path) -> None:
-    make_cert(tmp_path)
+    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
     web = tmp_path / "web.yml"
     web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
     config, context = load_web_config(str(web))
