@@ -29,6 +29,7 @@ from tests.support.helm import (
     chart,
     one,
     render,
+    run_promtool_tests,
 )
 
 DEFAULT_SELECTOR = 'job="budget-exporter"'
@@ -126,20 +127,8 @@ def test_selector_value_wins() -> None:
 def promtool_test(
     tmp_path: Path, groups: list[dict[str, Any]], tests: list[dict[str, Any]]
 ) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
-    (tmp_path / "chart.rules.yml").write_text(yaml.safe_dump({"groups": groups}))
     spec = {"rule_files": ["chart.rules.yml"], "evaluation_interval": "1m", "tests": tests}
-    (tmp_path / "chart.test.yml").write_text(yaml.safe_dump(spec))
-    result = subprocess.run(
-        [promtool, "test", "rules", "chart.test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_promtool_tests(tmp_path, groups, spec) == ""
 
 
 def annotations(first_sentence: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ how far back the anomaly's baseline reaches. Rendered rules are run through prom
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,15 @@ import yaml
 from helm_python.chart import Chart
 from helm_python.errors import HelmError
 
-from tests.support.helm import CHART_DIR, NAMESPACE, RELEASE, RULE_FILES, one, render
+from tests.support.helm import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    RULE_FILES,
+    one,
+    render,
+    run_promtool_tests,
+)
 
 BURN_RECORD = "budget:budget_time_to_limit_seconds:burn_rate"
 MEDIAN_RECORD = "budget:budget_spend_amount:rate1d_median"
@@ -78,9 +85,6 @@ def test_other_windows_change_only_the_windows() -> None:
 
 def promtool_expr(tmp_path: Path, groups: list[dict[str, Any]], check: dict[str, Any]) -> str:
     """Run one promql_expr_test against ``groups``; promtool's output if it failed, else ""."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
     labels = 'budget="billed",currency="USD",period="monthly"'
     spec = {
         "rule_files": ["chart.rules.yml"],
@@ -104,17 +108,7 @@ def promtool_expr(tmp_path: Path, groups: list[dict[str, Any]], check: dict[str,
             }
         ],
     }
-    (tmp_path / "chart.rules.yml").write_text(yaml.safe_dump({"groups": groups}))
-    (tmp_path / "chart.test.yml").write_text(yaml.safe_dump(spec))
-    result = subprocess.run(
-        [promtool, "test", "rules", "chart.test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    return "" if result.returncode == 0 else result.stdout + result.stderr
+    return run_promtool_tests(tmp_path, groups, spec)
 
 
 def test_longer_burn_rate_windows_see_data_that_moves_in_steps(tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ kubernetes-validate.
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import kubernetes_validate.utils
+import pytest
 import yaml
 from helm_python.chart import Chart
 
@@ -74,3 +77,23 @@ def validate(doc: dict[str, Any]) -> None:
     """A core object against the oldest and newest supported Kubernetes schemas, strictly."""
     for version in KUBE_VERSIONS:
         kubernetes_validate.validate(doc, version, strict=True)
+
+
+def run_promtool_tests(tmp_path: Path, groups: list[dict[str, Any]], spec: dict[str, Any]) -> str:
+    """``promtool test rules`` on rendered rule ``groups`` with the test file ``spec``
+    (its ``rule_files`` name ``chart.rules.yml``): promtool's output if it failed, else ""."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "chart.rules.yml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "chart.test.yml").write_text(yaml.safe_dump(spec))
+    result = subprocess.run(
+        [promtool, "test", "rules", "chart.test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return "" if result.returncode == 0 else result.stdout + result.stderr
