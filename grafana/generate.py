@@ -171,12 +171,13 @@ def last_value() -> common_builders.ReduceDataOptions:
     return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
 
 
-def state_mappings() -> list[models.ValueMapping]:
+def value_mappings(states: dict[str, tuple[str, str]]) -> list[models.ValueMapping]:
+    """Numeric states shown as coloured words (``states``: value -> (text, colour))."""
     return [
         models.ValueMap(
             options={
                 value: models.ValueMappingResult(text=text, color=color, index=int(value))
-                for value, (text, color) in STATES.items()
+                for value, (text, color) in states.items()
             }
         )
     ]
@@ -425,17 +426,6 @@ SOURCE_STATES = {
 }
 
 
-def source_state_mappings() -> list[models.ValueMapping]:
-    return [
-        models.ValueMap(
-            options={
-                value: models.ValueMappingResult(text=text, color=color, index=int(value))
-                for value, (text, color) in SOURCE_STATES.items()
-            }
-        )
-    ]
-
-
 def per_row_threshold_bars(name_label: str, value: str, warning: str, stop: str) -> bargauge.Panel:
     """One bar per ``name_label`` value, coloured at that row's own thresholds.
 
@@ -590,7 +580,7 @@ def budgets_table() -> table.Panel:
             [
                 prop("unit", "none"),
                 prop("decimals", 0),
-                prop("mappings", state_mappings()),
+                prop("mappings", value_mappings(STATES)),
                 prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
             ],
         )
@@ -599,7 +589,7 @@ def budgets_table() -> table.Panel:
             [
                 prop("unit", "none"),
                 prop("decimals", 0),
-                prop("mappings", source_state_mappings()),
+                prop("mappings", value_mappings(SOURCE_STATES)),
                 prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
             ],
         )
@@ -877,7 +867,7 @@ def budget_sources_table() -> table.Panel:
             "State",
             [
                 prop("unit", "none"),
-                prop("mappings", source_state_mappings()),
+                prop("mappings", value_mappings(SOURCE_STATES)),
                 prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
             ],
         )
