@@ -311,19 +311,31 @@ def limit_from_problems(config: Config, source: str, result: PollResult) -> list
     return problems
 
 
-def match_problems(config: Config, source: str, result: PollResult) -> list[str]:
+PeriodIndexes = dict[str, LineIndex]
+"""One poll result's line indexes by period, shared by the checks of that poll."""
+
+
+def _period_index(result: PollResult, period: str, indexes: PeriodIndexes) -> LineIndex:
+    index = indexes.get(period)
+    if index is None:
+        index = indexes[period] = LineIndex.of(result.lines, period)
+    return index
+
+
+def match_problems(
+    config: Config, source: str, result: PollResult, indexes: PeriodIndexes | None = None
+) -> list[str]:
     """Budgets whose ``match`` names a dimension no line of ``source`` has.
 
     A typo there (``servce_name``) would otherwise show a quiet zero forever.
+    ``indexes`` lets the checks of one poll share the line indexes they build.
     """
     problems = []
-    indexes: dict[str, LineIndex] = {}
+    indexes = {} if indexes is None else indexes
     for budget in config.source_budgets(source):
         if not budget.match:
             continue
-        index = indexes.get(budget.period)
-        if index is None:
-            index = indexes[budget.period] = LineIndex.of(result.lines, budget.period)
+        index = _period_index(result, budget.period, indexes)
         if not len(index):
             continue
         present = index.dimensions
@@ -337,16 +349,14 @@ def match_problems(config: Config, source: str, result: PollResult) -> list[str]
 
 
 def currency_mismatches(
-    config: Config, source: str, result: PollResult
+    config: Config, source: str, result: PollResult, indexes: PeriodIndexes | None = None
 ) -> Counter[tuple[str, str, str]]:
     """``(budget, source, currency)`` counts of the source's lines that a budget
     would sum but for their currency (there is no conversion)."""
     found: Counter[tuple[str, str, str]] = Counter()
-    indexes: dict[str, LineIndex] = {}
+    indexes = {} if indexes is None else indexes
     for budget in config.source_budgets(source):
-        index = indexes.get(budget.period)
-        if index is None:
-            index = indexes[budget.period] = LineIndex.of(result.lines, budget.period)
+        index = _period_index(result, budget.period, indexes)
         for currency, count in index.summary(budget.match)[1].items():
             if currency != budget.currency:
                 found[(budget.name, source, currency)] += count

@@ -29,6 +29,7 @@ from decimal import Decimal
 from budget_exporter.budgets import (
     BudgetView,
     IndexCache,
+    PeriodIndexes,
     compute_budgets,
     currency_mismatches,
     limit_from_problems,
@@ -524,8 +525,9 @@ class Engine:
         """
         name = runner.source.name
         limit_problems = limit_from_problems(config, name, result)
-        problems = match_problems(config, name, result)
-        mismatches = currency_mismatches(config, name, result)
+        indexes: PeriodIndexes = {}  # both checks read the same per-period line indexes
+        problems = match_problems(config, name, result, indexes)
+        mismatches = currency_mismatches(config, name, result, indexes)
         with self._lock:
             if self.config is not config or self.runners.get(name) is not runner:
                 return  # reconfigured meanwhile: these findings are about the old settings
