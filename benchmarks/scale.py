@@ -182,10 +182,10 @@ def scaling(sizes: tuple[int, ...], workdir: Path, timeout: float) -> list[dict[
 
 def big_source(lines: int, budgets: int, scan_slice: int) -> dict[str, Any]:
     """One rebuild with ``budgets`` match budgets over one source of ``lines`` lines."""
-    from budget_exporter.budgets import line_matches
-    from budget_exporter.config import load_config
-    from budget_exporter.engine import Engine
-    from budget_exporter.model import Period
+    from budget_exporter.accounting.budgets import line_matches
+    from budget_exporter.config.loader import load_config
+    from budget_exporter.core.model import Period
+    from budget_exporter.runtime.engine import Engine
 
     regions = ("eu-west-1", "us-east-1", "ap-south-1")
     # Every team's lines spread through the export, not one at the start of it:

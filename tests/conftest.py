@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import responses
 
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
+from budget_exporter.config.loader import load_config
+from budget_exporter.runtime.engine import Engine
 from tests.support.clock import Clock
 from tests.support.extras import extra_installed, skip_reason
 from tests.support.fake_upstream import FakeUpstream

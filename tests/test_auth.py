@@ -16,8 +16,8 @@ import bcrypt
 import pytest
 import requests
 
-from budget_exporter.server import ExporterServer
-from budget_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
+from budget_exporter.web.server import ExporterServer
+from budget_exporter.web.webconfig import AuthBusy, BasicAuth, WebConfig
 from tests.support.exporter import ExporterProcess, exporters
 
 CONFIG = """

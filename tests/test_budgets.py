@@ -6,16 +6,16 @@ from decimal import Decimal
 
 import pytest
 
-from budget_exporter.budgets import (
+from budget_exporter.accounting.budgets import (
     compute_budgets,
     currency_mismatches,
     limit_from_problems,
     line_matches,
 )
-from budget_exporter.config import load_config
-from budget_exporter.model import Forecast, Period, PollResult, ProviderBudget, SpendLine
-from budget_exporter.periods import window_at
-from budget_exporter.state import SourceState
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.model import Forecast, Period, PollResult, ProviderBudget, SpendLine
+from budget_exporter.core.periods import window_at
 
 NOW = datetime(2026, 11, 16, tzinfo=UTC)  # exactly half of November has passed
 
@@ -188,7 +188,7 @@ def test_line_matches(match: dict[str, str], dims: dict[str, str], expected: boo
 
 
 def test_ratios_never_raise() -> None:
-    from budget_exporter.budgets import BudgetView
+    from budget_exporter.accounting.budgets import BudgetView
 
     view = BudgetView(
         "b", "USD", "monthly", (), window_at(Period.MONTHLY, NOW),

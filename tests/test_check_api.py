@@ -14,11 +14,11 @@ import bcrypt
 import pytest
 import requests
 
-from budget_exporter import api
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
 from budget_exporter.guard import BudgetExceeded, BudgetGuard
 from budget_exporter.pricing import estimate
+from budget_exporter.web import api
 from tests.support.clock import Clock
 from tests.support.exporter import exporters
 from tests.support.llm import NOW

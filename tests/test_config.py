@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
-from budget_exporter.model import Period
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.model import Period
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = "{name: a, provider: static, amount: 5, currency: USD}"

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from budget_exporter import __version__
-from budget_exporter.server import DEFAULT_PORT
+from budget_exporter.web.server import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

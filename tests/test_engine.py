@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter import engine as engine_module
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
+from budget_exporter.config.loader import load_config
+from budget_exporter.runtime import engine as engine_module
+from budget_exporter.runtime.engine import Engine
 from tests.support.clock import Clock
 from tests.test_exposition import samples
 
@@ -67,7 +67,7 @@ def test_every_scrape_sees_one_consistent_snapshot(make_engine) -> None:
         budgets: [{{name: total, limit: 1000000, currency: USD}}]
         """
     )
-    from budget_exporter.model import PollResult, SpendLine
+    from budget_exporter.core.model import PollResult, SpendLine
 
     runner = engine.runners["a"]
     original = runner.provider.poll
@@ -302,7 +302,7 @@ def test_implausible_amounts_are_a_source_error_not_a_crash(make_engine, upstrea
 def test_the_engine_rejects_implausible_amounts_from_any_provider(make_engine) -> None:
     from decimal import Decimal
 
-    from budget_exporter.model import Period, PollResult, SpendLine
+    from budget_exporter.core.model import Period, PollResult, SpendLine
 
     engine = make_engine(TWO_SOURCES)
     engine.runners["a"].provider.poll = lambda windows: PollResult(  # type: ignore[method-assign]
@@ -373,7 +373,7 @@ def test_readiness_latches_and_reloads_never_raise(make_engine, write_config, mo
     def loader_bug(path):
         raise TypeError("unexpected")
 
-    monkeypatch.setattr("budget_exporter.engine.load_config", loader_bug)
+    monkeypatch.setattr("budget_exporter.runtime.engine.load_config", loader_bug)
     ok, message = engine.reload()
     assert not ok and message == "TypeError: unexpected"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from budget_exporter.config import load_config
+from budget_exporter.config.loader import load_config
 from tests.support.extras import providers_in, skip_unless_installed_for
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yml"))

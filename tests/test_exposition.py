@@ -5,8 +5,8 @@ from decimal import Decimal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.exposition import cap_lines, label_name
-from budget_exporter.model import Period, Sample, SpendLine
+from budget_exporter.core.model import Period, Sample, SpendLine
+from budget_exporter.exposition.exposition import cap_lines, label_name
 
 
 def samples(text: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -113,7 +113,7 @@ def test_no_budget_series_before_first_data(make_engine) -> None:
 
 def test_provider_samples_are_rendered_with_source_labels(make_engine) -> None:
     engine = make_engine("sources: [{name: a, provider: static, amount: 1, currency: USD}]")
-    from budget_exporter.model import PollResult
+    from budget_exporter.core.model import PollResult
 
     runner = engine.runners["a"]
     original = runner.provider.poll

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from budget_exporter import api
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
-from budget_exporter.landing import render_landing
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.web import api
+from budget_exporter.web.landing import render_landing
 from tests.conftest import Clock
 from tests.test_nowcast import H0, NOW, Bill, Meter
 

@@ -23,7 +23,7 @@ import yaml
 from helm_python.chart import lint
 from helm_python.errors import HelmError
 
-from budget_exporter.config import load_config
+from budget_exporter.config.loader import load_config
 from tests.support.extras import providers_in, skip_unless_installed_for
 from tests.support.helm import (
     CHART_DIR,

@@ -24,7 +24,7 @@ import requests
 import yaml
 from helm_python.errors import HelmError
 
-from budget_exporter.webconfig import WebConfig, load_web_config
+from budget_exporter.web.webconfig import WebConfig, load_web_config
 from tests.support.exporter import ExporterProcess, exporters
 from tests.support.helm import CHART_DIR, CORE_KINDS, FULLNAME, container, one, render, validate
 from tests.support.tls import self_signed_cert

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import responses
 
-from budget_exporter.errors import SourceError
+from budget_exporter.core.errors import SourceError
 from budget_exporter.providers import get_provider
 from tests.support.llm import MONTH, NOW, make_provider
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import _WATCHDOG, HttpClient, json_items
+from budget_exporter.core.errors import SourceError
+from budget_exporter.providers._http import _WATCHDOG, HttpClient, json_items
 from tests.support.fake_upstream import Reply
 
 
@@ -199,8 +199,8 @@ def test_max_response_size_is_set_per_source(make_engine, upstream) -> None:
 
 @pytest.mark.parametrize("value", ["12", "8 parsecs", "2GiB", True])
 def test_max_response_size_must_be_a_sensible_size(write_config, value) -> None:
-    from budget_exporter.config import load_config
-    from budget_exporter.errors import ConfigError
+    from budget_exporter.config.loader import load_config
+    from budget_exporter.core.errors import ConfigError
 
     config = write_config(
         f"""

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
-from budget_exporter.errors import ConfigError
-from budget_exporter.landing import refresh_seconds, render_landing
-from budget_exporter.server import ExporterServer
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.runtime.engine import Engine
+from budget_exporter.web.landing import refresh_seconds, render_landing
+from budget_exporter.web.server import ExporterServer
 from tests.conftest import Clock
 
 ROOT = Path(__file__).resolve().parent.parent

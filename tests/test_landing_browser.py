@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
-from budget_exporter.server import ExporterServer
+from budget_exporter.config.loader import load_config
+from budget_exporter.runtime.engine import Engine
+from budget_exporter.web.server import ExporterServer
 from tests.conftest import Clock
 from tests.support.browser import chrome, console_errors, missing_browser
 from tests.test_landing import NOV_28, mixed_config

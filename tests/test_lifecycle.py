@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from budget_exporter.lifecycle import Reloader
+from budget_exporter.runtime.lifecycle import Reloader
 from tests.support.exporter import ExporterProcess, exporters, run
 
 SMALL = (

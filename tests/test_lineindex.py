@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from budget_exporter.budgets import line_matches
-from budget_exporter.lineindex import LineIndex
-from budget_exporter.model import Period, SpendLine
+from budget_exporter.accounting.budgets import line_matches
+from budget_exporter.accounting.lineindex import LineIndex
+from budget_exporter.core.model import Period, SpendLine
 
 
 def lines(count: int, seed: int = 7) -> list[SpendLine]:
@@ -81,7 +81,7 @@ def test_a_pattern_runs_once_per_distinct_value(monkeypatch) -> None:
             return value.endswith("1")
 
     monkeypatch.setattr(
-        "budget_exporter.lineindex.match_pattern",
+        "budget_exporter.accounting.lineindex.match_pattern",
         lambda wanted: Counting() if wanted.startswith("/") else None,
     )
     index = LineIndex.of(lines(5000), Period.MONTHLY)

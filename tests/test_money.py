@@ -1,5 +1,5 @@
 """The one set of rules by which config values, provider answers and check-API
-costs become amounts (budget_exporter.money)."""
+costs become amounts (budget_exporter.core.money)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from budget_exporter.errors import SourceError
-from budget_exporter.money import (
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.money import (
     AmountError,
     Problem,
     given_cost,

@@ -8,14 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from budget_exporter.api import budgets_document
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
-from budget_exporter.errors import ConfigError
-from budget_exporter.landing import render_landing
-from budget_exporter.model import Period, PollResult, SpendLine, Window
-from budget_exporter.nowcast import joined_part
-from budget_exporter.state import SourceState
+from budget_exporter.accounting.nowcast import joined_part
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.model import Period, PollResult, SpendLine, Window
+from budget_exporter.runtime.engine import Engine
+from budget_exporter.web.api import budgets_document
+from budget_exporter.web.landing import render_landing
 from tests.conftest import Clock
 from tests.support.llm import parse_metrics
 

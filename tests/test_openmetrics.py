@@ -15,9 +15,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from budget_exporter.exposition import ExporterStatus, build_families
-from budget_exporter.server import ExporterServer
-from budget_exporter.textformat import (
+from budget_exporter.exposition.exposition import ExporterStatus, build_families
+from budget_exporter.exposition.textformat import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
     Rendered,
@@ -25,6 +24,7 @@ from budget_exporter.textformat import (
     wants_openmetrics,
     write_families,
 )
+from budget_exporter.web.server import ExporterServer
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"

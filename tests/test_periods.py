@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from budget_exporter.durations import format_duration, parse_duration
-from budget_exporter.model import Period
-from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
+from budget_exporter.core.durations import format_duration, parse_duration
+from budget_exporter.core.model import Period
+from budget_exporter.core.periods import elapsed_fraction, forecast_floor_fraction, window_at
 
 
 def utc(*args: int) -> datetime:

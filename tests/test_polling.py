@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 
-from budget_exporter.polling import Coalescer, PollScheduler
+from budget_exporter.runtime.polling import Coalescer, PollScheduler
 from tests.support.fake_upstream import Reply
 from tests.test_engine import spend
 

@@ -25,7 +25,7 @@ from budget_exporter.pricing import (
 
 
 def test_shipped_table_is_package_data_with_a_date() -> None:
-    raw = yaml.safe_load(files("budget_exporter").joinpath("data/prices.yml").read_text())
+    raw = yaml.safe_load(files("budget_exporter.pricing").joinpath("data/prices.yml").read_text())
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(raw["taken"]))
     table = default_table()
     assert table.taken == date.fromisoformat(str(raw["taken"]))

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period
-from budget_exporter.periods import window_at
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period
+from budget_exporter.core.periods import window_at
 from tests.support import llm
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.llm import MONTH, make_provider, value

@@ -19,10 +19,10 @@ from moto import mock_aws
 from moto.ce.models import ce_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
-from budget_exporter.model import Period, PollResult, ProviderBudget
-from budget_exporter.periods import window_at
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.model import Period, PollResult, ProviderBudget
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.aws_budgets import BudgetsProvider, parse_budget, threshold_ratios
 from tests.support import aws
 from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)

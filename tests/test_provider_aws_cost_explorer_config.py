@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
 from budget_exporter.providers._aws import IAM_ACTIONS
 from budget_exporter.providers.aws_cost_explorer import (
     CostExplorerConfig,
@@ -146,8 +146,8 @@ def test_without_boto3_the_config_names_the_extra(write_config) -> None:
     script = (
         "import sys\n"
         "sys.modules['boto3'] = sys.modules['botocore'] = None  # as if not installed\n"
-        "from budget_exporter.config import load_config\n"
-        "from budget_exporter.errors import ConfigError\n"
+        "from budget_exporter.config.loader import load_config\n"
+        "from budget_exporter.core.errors import ConfigError\n"
         "try:\n"
         f"    load_config({str(path)!r})\n"
         "except ConfigError as exc:\n"

@@ -11,7 +11,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
-from budget_exporter.errors import SourceError
+from budget_exporter.core.errors import SourceError
 from tests.support import aws
 from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
 from tests.support.aws_cost_explorer import (

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from moto import mock_aws
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period
 from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
 from tests.support.aws_cost_explorer import (
     NOW,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
-from budget_exporter.model import Period
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.model import Period
 from budget_exporter.providers import get_provider
 from budget_exporter.providers.azure_cost_management import AzureCostManagementProvider
 from tests.support.azure import (

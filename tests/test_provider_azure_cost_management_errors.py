@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
 from tests.support.azure import (
     ACCESS_TOKEN,
     AUTHORITY,
@@ -202,7 +202,7 @@ def test_configuration_check_imports_no_azure_sdk(tmp_path: Path) -> None:
     path = source_file(tmp_path, "auth: managed_identity")
     code = (
         "import sys\n"
-        "from budget_exporter.config import load_config\n"
+        "from budget_exporter.config.loader import load_config\n"
         f"assert load_config({str(path)!r}).sources[0].auth == 'managed_identity'\n"
         "print(sorted(m for m in sys.modules if m.startswith(('azure.', 'msal'))))"
     )

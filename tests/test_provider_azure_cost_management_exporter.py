@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
+from budget_exporter.config.loader import load_config
+from budget_exporter.runtime.engine import Engine
 from tests.support.azure import (
     ACCESS_TOKEN,
     AUTHORITY,

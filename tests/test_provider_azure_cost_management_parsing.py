@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from budget_exporter.errors import SourceError
+from budget_exporter.core.errors import SourceError
 from budget_exporter.providers.azure_cost_management import parse_query_result
 from tests.support.azure import (
     SUBSCRIPTION,

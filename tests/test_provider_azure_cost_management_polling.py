@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from urllib3 import HTTPResponse
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period
 from budget_exporter.providers.azure_cost_management import _CostManagementRetry
 from tests.support.azure import (
     ACCESS_TOKEN,

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import responses
 
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.model import Period, Window
-from budget_exporter.periods import window_at
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.model import Period, Window
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.gcp_billing_export import (
     GcpBillingExportConfig,
     GcpBillingExportProvider,
@@ -30,6 +29,7 @@ from budget_exporter.providers.gcp_billing_export import (
     invoice_month,
     partition_start,
 )
+from budget_exporter.runtime.engine import Engine
 from tests.support import gcp
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
 
@@ -277,7 +277,7 @@ def test_sdk_is_not_imported_to_check_a_configuration(tmp_path):
     )
     code = (
         "import sys\n"
-        "from budget_exporter.config import load_config\n"
+        "from budget_exporter.config.loader import load_config\n"
         f"config = load_config({str(path)!r})\n"
         "assert [s.provider for s in config.sources] == ['gcp_billing_export', 'gcp_budgets']\n"
         "print(sorted(m for m in sys.modules if m.startswith(('google.cloud', 'google.auth', "

@@ -19,17 +19,17 @@ from pathlib import Path
 import pytest
 import responses
 
-from budget_exporter.budgets import limit_from_problems
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.model import Period, PollResult
-from budget_exporter.periods import window_at
+from budget_exporter.accounting.budgets import limit_from_problems
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.model import Period, PollResult
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.gcp_budgets import (
     GcpBudgetsConfig,
     GcpBudgetsProvider,
     money,
 )
+from budget_exporter.runtime.engine import Engine
 from tests.support import gcp
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
 

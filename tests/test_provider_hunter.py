@@ -13,9 +13,9 @@ import requests
 import responses
 import yaml
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.logs import LogfmtFormatter
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.logs import LogfmtFormatter
 from tests.support import llm
 from tests.support.clock import Clock
 from tests.support.fake_upstream import FakeUpstream, Reply

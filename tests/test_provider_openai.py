@@ -14,10 +14,10 @@ import pytest
 import responses
 import yaml
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.model import Period
-from budget_exporter.periods import window_at
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.model import Period
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.openai import split_line_item
 from tests.support import llm
 from tests.support.fake_upstream import FakeUpstream, Reply

@@ -21,9 +21,9 @@ import pytest
 import requests
 import responses
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.model import Period
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.model import Period
 from budget_exporter.providers.prometheus import fill, metered_start, promql_duration
 from tests.support.llm import MONTH, NOW, make_provider
 

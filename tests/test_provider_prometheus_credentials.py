@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import responses
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.redact import MASK, redactor
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.redact import MASK, redactor
 from tests.support.llm import MONTH, make_provider
 
 URL = "https://mimir.test/prometheus"

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import responses
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period
-from budget_exporter.periods import window_at
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers import get_provider
 from budget_exporter.providers.base import ProviderContext
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.config import load_config
-from budget_exporter.engine import Engine
+from budget_exporter.config.loader import load_config
+from budget_exporter.runtime.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from budget_exporter.redact import MASK, Redactor, redact_urls
+from budget_exporter.core.redact import MASK, Redactor, redact_urls
 
 
 def test_url_query_values_and_userinfo_are_masked() -> None:

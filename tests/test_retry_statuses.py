@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from budget_exporter.httpclient import (
+from budget_exporter.providers._http import (
     NEVER_RETRIED_5XX,
     RETRY_STATUSES,
     HttpClient,

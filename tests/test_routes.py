@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.message import Message
 
-from budget_exporter.routes import Request, Response, Routes, text
+from budget_exporter.web.routes import Request, Response, Routes, text
 
 
 def request(method: str, path: str) -> Request:

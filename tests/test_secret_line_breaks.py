@@ -13,9 +13,9 @@ import pytest
 import requests
 import responses
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
-from budget_exporter.redact import MASK, Redactor
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.redact import MASK, Redactor
 from tests.support.llm import MONTH, make_provider
 
 SECRET = "sk-admin-SECRETVALUE"

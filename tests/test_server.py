@@ -10,8 +10,8 @@ import bcrypt
 import pytest
 import requests
 
-from budget_exporter.server import ExporterServer, parse_listen_address
-from budget_exporter.webconfig import load_web_config
+from budget_exporter.web.server import ExporterServer, parse_listen_address
+from budget_exporter.web.webconfig import load_web_config
 from tests.support.tls import self_signed_cert
 
 CONFIG = """
@@ -190,7 +190,7 @@ def test_an_unexpected_error_answers_500(serve, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("bug in a page")
 
-    monkeypatch.setattr("budget_exporter.server.render_landing", broken)
+    monkeypatch.setattr("budget_exporter.web.server.render_landing", broken)
     assert requests.get(f"{url}/", timeout=5).status_code == 500
     assert requests.get(f"{url}/-/healthy", timeout=5).status_code == 200
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from budget_exporter.httpserver import Limits
-from budget_exporter.server import ExporterServer
-from budget_exporter.webconfig import WebConfig, load_web_config
+from budget_exporter.web.httpserver import Limits
+from budget_exporter.web.server import ExporterServer
+from budget_exporter.web.webconfig import WebConfig, load_web_config
 from tests.support.exporter import ExporterProcess, exporters
 from tests.support.tls import self_signed_cert
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 
-from budget_exporter.budgets import IndexCache, compute_budgets
-from budget_exporter.exposition import OTHER, cap_source_lines, share_series
-from budget_exporter.feeds import budget_feeds
-from budget_exporter.model import Period, SpendLine
+from budget_exporter.accounting.budgets import IndexCache, compute_budgets
+from budget_exporter.accounting.feeds import budget_feeds
+from budget_exporter.core.model import Period, SpendLine
+from budget_exporter.exposition.exposition import OTHER, cap_source_lines, share_series
 from tests.test_exposition import samples
 
 CONFIG = """

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.config import load_config
-from budget_exporter.errors import ConfigError
-from budget_exporter.tuning import KEYS, AlertTuning, GlobalTuning
+from budget_exporter.config.loader import load_config
+from budget_exporter.config.tuning import KEYS, AlertTuning, GlobalTuning
+from budget_exporter.core.errors import ConfigError
 
 CONFIG = """
 global:

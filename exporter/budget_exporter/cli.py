@@ -10,20 +10,20 @@ import sys
 import threading
 
 from budget_exporter import __version__
-from budget_exporter.config import load_config
-from budget_exporter.durations import parse_duration
-from budget_exporter.engine import Engine
-from budget_exporter.errors import ConfigError
-from budget_exporter.httpserver import Limits
-from budget_exporter.lifecycle import Reloader, catch_sighup
-from budget_exporter.logs import LEVELS, setup_logging
-from budget_exporter.server import (
+from budget_exporter.config.loader import load_config
+from budget_exporter.core.durations import parse_duration
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.logs import LEVELS, setup_logging
+from budget_exporter.runtime.engine import Engine
+from budget_exporter.runtime.lifecycle import Reloader, catch_sighup
+from budget_exporter.web.httpserver import Limits
+from budget_exporter.web.server import (
     DEFAULT_PORT,
     ExporterServer,
     check_metrics_path,
     parse_listen_address,
 )
-from budget_exporter.webconfig import WebConfig, load_web_config
+from budget_exporter.web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("budget_exporter")
 

@@ -51,9 +51,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import requests
 
+from budget_exporter.core.model import MAX_AMOUNT
+from budget_exporter.core.money import given_cost
 from budget_exporter.metering import Meter, currency_code, default_meter
-from budget_exporter.model import MAX_AMOUNT
-from budget_exporter.money import given_cost
 
 log = logging.getLogger("budget_exporter.guard")
 

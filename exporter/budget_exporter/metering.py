@@ -40,7 +40,7 @@ from decimal import Decimal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from budget_exporter.money import given_cost
+from budget_exporter.core.money import given_cost
 from budget_exporter.pricing import PriceTable, default_table
 
 log = logging.getLogger("budget_exporter.metering")

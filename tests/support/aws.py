@@ -22,9 +22,9 @@ import pytest
 from botocore.stub import Stubber
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.engine import Engine
-from budget_exporter.errors import SourceError
+from budget_exporter.core.errors import SourceError
 from budget_exporter.providers.base import Provider, ProviderContext
+from budget_exporter.runtime.engine import Engine
 from tests.support.clock import Clock
 from tests.support.net import loopback_guard
 

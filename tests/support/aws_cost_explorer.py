@@ -14,8 +14,8 @@ from botocore.stub import Stubber
 from moto.ce.models import ce_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from budget_exporter.model import Period, PollResult
-from budget_exporter.periods import window_at
+from budget_exporter.core.model import Period, PollResult
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.aws_cost_explorer import CostExplorerProvider
 from tests.support import aws
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period, Window
-from budget_exporter.periods import window_at
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period, Window
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.azure_cost_management import (
     AzureCostManagementConfig,
     AzureCostManagementProvider,

@@ -89,9 +89,9 @@ SCREENSHOT_TIME = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 def screenshot_demo(path: Path, width: int = 1400, at: datetime = SCREENSHOT_TIME) -> None:
     """Save a screenshot of the landing page of an exporter running the demo configuration."""
-    from budget_exporter.config import load_config
-    from budget_exporter.engine import Engine
-    from budget_exporter.server import ExporterServer
+    from budget_exporter.config.loader import load_config
+    from budget_exporter.runtime.engine import Engine
+    from budget_exporter.web.server import ExporterServer
 
     root = Path(__file__).resolve().parents[2]
     engine = Engine(load_config(root / "examples" / "demo.yml"), clock=at.timestamp)

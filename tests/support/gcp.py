@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.engine import Engine
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Window
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Window
 from budget_exporter.providers.base import Provider, ProviderContext
+from budget_exporter.runtime.engine import Engine
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 

@@ -14,9 +14,9 @@ import pytest
 import responses
 from prometheus_client.parser import text_string_to_metric_families
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period, PollResult
-from budget_exporter.periods import window_at
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period, PollResult
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers import get_provider
 from budget_exporter.providers.base import ProviderContext
 from tests.support.exporter import run

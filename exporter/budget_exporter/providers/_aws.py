@@ -24,10 +24,14 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from budget_exporter import __version__
-from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import RequestStatus, require_tls_off_loopback, status_of_response
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.text import excerpt
+from budget_exporter.providers._http import (
+    RequestStatus,
+    require_tls_off_loopback,
+    status_of_response,
+)
 from budget_exporter.providers.base import ProviderContext, SourceConfig
-from budget_exporter.text import excerpt
 
 AWS_EXTRA_HINT = "install the aws extra: pip install 'budget-exporter[aws]'"
 

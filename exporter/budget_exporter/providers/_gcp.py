@@ -39,7 +39,7 @@ Retries
 
 Errors
     :func:`source_error` turns any failure into a one-line
-    :class:`~budget_exporter.errors.SourceError` that names the API, the HTTP
+    :class:`~budget_exporter.core.errors.SourceError` that names the API, the HTTP
     status, Google's own explanation (which names the missing permission) and,
     for 403/404, the role or setting to check.  Nothing from the credentials
     ever reaches a message.
@@ -60,8 +60,9 @@ from typing import Any, TypeVar
 import requests
 from requests.adapters import HTTPAdapter
 
-from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import (
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.text import excerpt, first_line, shorten
+from budget_exporter.providers._http import (
     RETRY_STATUSES,
     USER_AGENT,
     require_tls_off_loopback,
@@ -69,7 +70,6 @@ from budget_exporter.httpclient import (
     status_of_response,
 )
 from budget_exporter.providers.base import ProviderContext
-from budget_exporter.text import excerpt, first_line, shorten
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 BILLING_ACCOUNT_ID = re.compile(r"^[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}$")

@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import HttpClient, HttpStatusError
-from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
-from budget_exporter.money import parse_amount
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.core.money import parse_amount
 from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
+from budget_exporter.providers._http import HttpClient, HttpStatusError
 from budget_exporter.providers.base import BaseUrl, Provider, ProviderContext, SourceConfig
 
 USAGE_TOKENS = "budget_source_usage_tokens"

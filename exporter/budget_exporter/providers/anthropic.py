@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Window
-from budget_exporter.money import parse_amount
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Window
+from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import (
     Costs,

@@ -1,7 +1,7 @@
 """``aws_budgets``: import the budgets kept in AWS Budgets.
 
 Each COST budget with a daily, monthly, quarterly or annual period becomes a
-:class:`~budget_exporter.model.ProviderBudget` keyed by its name: the limit of
+:class:`~budget_exporter.core.model.ProviderBudget` keyed by its name: the limit of
 the current period (``BudgetLimit``, or the matching ``PlannedBudgetLimits``
 entry), AWS's own actual and forecasted spend (``CalculatedSpend``), and the
 warning/stop ratios from its ``PERCENTAGE`` notifications on actual spend.  A
@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import Field
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import Period, PollResult, ProviderBudget, Window
-from budget_exporter.money import AmountError, parse_amount, read_amount
-from budget_exporter.periods import window_at
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period, PollResult, ProviderBudget, Window
+from budget_exporter.core.money import AmountError, parse_amount, read_amount
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers import register
 from budget_exporter.providers._aws import AwsSession, AwsSourceConfig, aws_errors
 from budget_exporter.providers.base import Provider

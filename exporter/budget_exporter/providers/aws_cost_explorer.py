@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.fields import Duration
-from budget_exporter.model import Forecast, Period, PollResult, Sample, SpendLine, Window
-from budget_exporter.money import parse_amount
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import Duration
+from budget_exporter.core.model import Forecast, Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._aws import (
     AwsSession,

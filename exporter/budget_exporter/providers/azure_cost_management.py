@@ -58,20 +58,20 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 from urllib3.util.retry import Retry
 
-from budget_exporter.errors import SourceError
-from budget_exporter.httpclient import (
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period, PollResult, SpendLine, Window
+from budget_exporter.core.money import parse_amount
+from budget_exporter.core.redact import redactor
+from budget_exporter.core.text import first_line, shorten
+from budget_exporter.providers import register
+from budget_exporter.providers._http import (
     CountingRetry,
     HttpStatusError,
     RequestStatus,
     require_tls_off_loopback,
     status_of_response,
 )
-from budget_exporter.model import Period, PollResult, SpendLine, Window
-from budget_exporter.money import parse_amount
-from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
-from budget_exporter.redact import redactor
-from budget_exporter.text import first_line, shorten
 
 DEFAULT_BASE_URL = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-11-01"

@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from budget_exporter.fields import ByteSize, Duration, Name, Timeout
-from budget_exporter.httpclient import (
+from budget_exporter.core.fields import ByteSize, Duration, Name, Timeout
+from budget_exporter.core.model import Period, PollResult, Window
+from budget_exporter.providers._http import (
     DEFAULT_MAX_RESPONSE_SIZE,
     HttpClient,
     RequestStatus,
     require_tls_off_loopback,
 )
-from budget_exporter.model import Period, PollResult, Window
 
 ALL_PERIODS = frozenset(Period)
 
@@ -69,7 +69,7 @@ class SourceConfig(BaseModel):
     """The largest answer (decompressed) a request of this source may get."""
     max_data_age: Duration | None = None
     """How old this source's figures may be before the check API calls a budget
-    counting it stale (see :meth:`budget_exporter.config.Config.max_data_age`)."""
+    counting it stale (see :meth:`budget_exporter.config.loader.Config.max_data_age`)."""
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields holding credentials: each also accepts a ``<field>_file`` twin,
@@ -151,7 +151,7 @@ class Provider(ABC):
     def poll(self, windows: Sequence[Window]) -> PollResult:
         """Fetch spend for each window (at least the monthly one is always asked).
 
-        Raise :class:`~budget_exporter.errors.SourceError` (or anything else) on
+        Raise :class:`~budget_exporter.core.errors.SourceError` (or anything else) on
         failure: the poller keeps the last good result and marks the source down.
         """
 

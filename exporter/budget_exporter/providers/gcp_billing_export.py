@@ -34,10 +34,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.fields import ConfigPath, Duration
-from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
-from budget_exporter.money import parse_amount
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import ConfigPath, Duration
+from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
 

@@ -2,7 +2,7 @@
 
 Reads every budget of one billing account from the Cloud Billing Budget API
 (``billingbudgets.googleapis.com``, all pages) and returns each as a
-:class:`~budget_exporter.model.ProviderBudget`, so a budget can say
+:class:`~budget_exporter.core.model.ProviderBudget`, so a budget can say
 ``limit_from: {source: <this source>, budget: <display name>}``:
 
 - limit: ``specifiedAmount`` (``units`` + ``nanos`` / 10^9, exact ``Decimal``);
@@ -39,9 +39,9 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.fields import ConfigPath
-from budget_exporter.model import Period, PollResult, ProviderBudget, Sample, Window
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import ConfigPath
+from budget_exporter.core.model import Period, PollResult, ProviderBudget, Sample, Window
 from budget_exporter.providers import _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
 

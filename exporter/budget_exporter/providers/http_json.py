@@ -21,10 +21,9 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from pydantic import AfterValidator, Field, model_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.fields import Currency, Money
-from budget_exporter.httpclient import describe_url
-from budget_exporter.model import (
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import Currency, Money
+from budget_exporter.core.model import (
     DIMENSION_NAME,
     Period,
     PollResult,
@@ -32,10 +31,11 @@ from budget_exporter.model import (
     Window,
     label_clash,
 )
-from budget_exporter.money import NUMBER, parse_amount
+from budget_exporter.core.money import NUMBER, parse_amount
+from budget_exporter.core.text import first_line
 from budget_exporter.providers import register
+from budget_exporter.providers._http import describe_url
 from budget_exporter.providers.base import Provider, SourceConfig, checked_url
-from budget_exporter.text import first_line
 
 _RESERVED = frozenset({"source", "provider", "currency"})
 

@@ -11,7 +11,7 @@ spend, ``charge_category`` = the quota.
 Hunter's quotas run from reset date to reset date, not by calendar month: the
 spend reported in the monthly window is the current credit cycle's.
 
-The key travels in the query string; :func:`~budget_exporter.httpclient.describe_url`
+The key travels in the query string; :func:`~budget_exporter.providers._http.describe_url`
 keeps it out of errors and the redactor out of logs.
 """
 
@@ -24,12 +24,12 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.fields import Currency, Money, Ratio
-from budget_exporter.httpclient import HttpStatusError
-from budget_exporter.model import Period, PollResult, Sample, SpendLine, Window
-from budget_exporter.money import parse_amount
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import Currency, Money, Ratio
+from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
+from budget_exporter.providers._http import HttpStatusError
 from budget_exporter.providers.base import BaseUrl, Provider, SourceConfig
 
 QUOTA_USED = "budget_source_quota_used"

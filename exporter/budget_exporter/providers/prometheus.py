@@ -35,10 +35,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from budget_exporter.errors import SourceError
-from budget_exporter.fields import ConfigPath, Currency, Name
-from budget_exporter.httpclient import HttpStatusError, describe_url, is_loopback
-from budget_exporter.model import (
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import ConfigPath, Currency, Name
+from budget_exporter.core.model import (
     DIMENSION_NAME,
     Period,
     PollResult,
@@ -46,14 +45,15 @@ from budget_exporter.model import (
     Window,
     label_clash,
 )
-from budget_exporter.money import AmountError, Problem, read_amount
+from budget_exporter.core.money import AmountError, Problem, read_amount
+from budget_exporter.core.redact import redactor
+from budget_exporter.core.secretfiles import SecretFileError, read_secret_file, secrets_of
+from budget_exporter.core.text import shorten
 from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, UnknownModelError
 from budget_exporter.providers import register
+from budget_exporter.providers._http import HttpStatusError, describe_url, is_loopback
 from budget_exporter.providers._llm import LineSum
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig, checked_url
-from budget_exporter.redact import redactor
-from budget_exporter.secretfiles import SecretFileError, read_secret_file, secrets_of
-from budget_exporter.text import shorten
 
 QUERY_PATH = "/api/v1/query"
 TENANT_HEADER = "X-Scope-OrgID"

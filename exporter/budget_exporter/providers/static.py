@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from budget_exporter.fields import Currency, Money
-from budget_exporter.model import DIMENSION_NAME, PollResult, SpendLine, Window, label_clash
+from budget_exporter.core.fields import Currency, Money
+from budget_exporter.core.model import DIMENSION_NAME, PollResult, SpendLine, Window, label_clash
 from budget_exporter.providers import register
 from budget_exporter.providers.base import Provider, SourceConfig
 

@@ -18,12 +18,12 @@ from html import escape
 from urllib.parse import parse_qs
 
 from budget_exporter import __version__
-from budget_exporter.budgets import BudgetView
-from budget_exporter.config import Config
-from budget_exporter.durations import format_duration
-from budget_exporter.engine import Snapshot
-from budget_exporter.freshness import source_age
-from budget_exporter.state import SourceState
+from budget_exporter.accounting.budgets import BudgetView
+from budget_exporter.accounting.freshness import source_age
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import Config
+from budget_exporter.core.durations import format_duration
+from budget_exporter.runtime.engine import Snapshot
 
 STATES = ("ok", "warning", "stop", "exceeded")
 MIN_REFRESH_SECONDS = 10

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from budget_exporter.redact import redactor
+from budget_exporter.core.redact import redactor
 
 LEVELS = {
     "debug": logging.DEBUG,

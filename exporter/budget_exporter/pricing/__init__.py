@@ -2,7 +2,7 @@
 
 A price table maps model names to prices per ``per_tokens`` tokens (one
 million) for each token type.  One is shipped with the package
-(``budget_exporter/data/prices.yml``, with the date it was taken); a user file
+(``budget_exporter/pricing/data/prices.yml``, with the date it was taken); a user file
 or inline entries override it model by model.  Estimates are estimates: list
 prices, no discounts.  An unknown model is an error unless the table has a
 ``default`` price -- never a silent zero.
@@ -34,7 +34,7 @@ from pydantic import (
     field_validator,
 )
 
-from budget_exporter.fields import Currency, Money, resolve_path
+from budget_exporter.core.fields import Currency, Money, resolve_path
 
 TOKEN_TYPES = ("input", "cached_input", "cache_write", "cache_write_1h", "output")
 """Token types the exporter knows, as used in ``budget_source_usage_tokens{token_type}``."""
@@ -221,7 +221,7 @@ def _read(source: Any, what: str) -> _TableFile:
 
 @lru_cache(maxsize=1)
 def _shipped() -> _TableFile:
-    text = files("budget_exporter").joinpath("data/prices.yml").read_text(encoding="utf-8")
+    text = files("budget_exporter.pricing").joinpath("data/prices.yml").read_text(encoding="utf-8")
     return _read(text, "shipped price table")
 
 

@@ -29,13 +29,19 @@ from pydantic import (
     model_validator,
 )
 
-from budget_exporter.errors import ConfigError
-from budget_exporter.fields import Currency, Duration, Money, Ratio, Timeout
-from budget_exporter.model import Period, label_clash
+from budget_exporter.config.tuning import (
+    AlertTuning,
+    BudgetTuning,
+    GlobalTuning,
+    horizon_problem,
+    resolve,
+)
+from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.fields import Currency, Duration, Money, Ratio, Timeout
+from budget_exporter.core.model import Period, label_clash
+from budget_exporter.core.secretfiles import SecretFileError, read_secret_file, secrets_of
 from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
 from budget_exporter.providers.base import Provider, SourceConfig
-from budget_exporter.secretfiles import SecretFileError, read_secret_file, secrets_of
-from budget_exporter.tuning import AlertTuning, BudgetTuning, GlobalTuning, horizon_problem, resolve
 
 
 class _StrictYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
-from budget_exporter.config import BudgetConfig, Config
-from budget_exporter.lineindex import LineIndex, match_pattern
-from budget_exporter.model import PollResult, ProviderBudget, SpendLine, Window
-from budget_exporter.nowcast import SpendPart, has_data, joined_part, plain_part
-from budget_exporter.periods import elapsed_fraction, forecast_floor_fraction, window_at
+from budget_exporter.accounting.lineindex import LineIndex, match_pattern
+from budget_exporter.accounting.nowcast import SpendPart, has_data, joined_part, plain_part
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import BudgetConfig, Config
+from budget_exporter.config.tuning import AlertTuning
+from budget_exporter.core.model import PollResult, ProviderBudget, SpendLine, Window
+from budget_exporter.core.periods import elapsed_fraction, forecast_floor_fraction, window_at
 from budget_exporter.providers.base import SourceConfig
-from budget_exporter.state import SourceState
-from budget_exporter.tuning import AlertTuning
 
 _WIDE = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)
 

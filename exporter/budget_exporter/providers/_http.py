@@ -41,9 +41,9 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from urllib3.util.retry import Retry
 
 from budget_exporter import __version__
-from budget_exporter.errors import SourceError
-from budget_exporter.redact import redactor
-from budget_exporter.text import excerpt, shorten
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.redact import redactor
+from budget_exporter.core.text import excerpt, shorten
 
 RequestStatus = str
 """One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from budget_exporter.model import Period, Window
+from budget_exporter.core.model import Period, Window
 
 
 def window_at(period: Period, now: datetime) -> Window:

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from budget_exporter.budgets import IndexCache, LineIndexes
-from budget_exporter.config import BudgetConfig, Config
-from budget_exporter.state import SourceState
+from budget_exporter.accounting.budgets import IndexCache, LineIndexes
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import BudgetConfig, Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ def budget_feeds(
 ) -> list[Feed]:
     """Every (budget, source) pair where the source feeds the budget, in config order.
 
-    ``indexes`` are the line indexes :func:`~budget_exporter.budgets.compute_budgets`
+    ``indexes`` are the line indexes :func:`~budget_exporter.accounting.budgets.compute_budgets`
     kept (optional): a ``match`` is then looked up rather than tried on every line.
     """
     feeds = []

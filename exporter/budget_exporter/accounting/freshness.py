@@ -2,7 +2,7 @@
 
 A budget is *stale* when one of the sources it counts has never answered, or
 answered last longer ago than that source may be old
-(:meth:`budget_exporter.config.Config.max_data_age`).  Judging each source by
+(:meth:`budget_exporter.config.loader.Config.max_data_age`).  Judging each source by
 its own allowance, not the budget's oldest source by one budget-wide figure,
 lets a meter polled every 30 s make a budget stale within minutes of dying,
 while the daily bill counted with it may be hours old.
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from budget_exporter.config import BudgetConfig, Config
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import BudgetConfig, Config
 from budget_exporter.providers.base import SourceConfig
-from budget_exporter.state import SourceState
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from budget_exporter.model import Period, PollResult, Window
+from budget_exporter.core.model import Period, PollResult, Window
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class SourceState:
     """Earlier good results of a billed source with other data horizons, newest first
     (a few), with their windows: a meter polled against an older horizon is joined
     to the bill of that horizon while it is up and has not polled since (see
-    :mod:`budget_exporter.nowcast`)."""
+    :mod:`budget_exporter.accounting.nowcast`)."""
 
     def window(self, period: Period) -> Window | None:
         return next((w for w in self.windows if w.period == period), None)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from budget_exporter.fields import Duration, Money
+from budget_exporter.core.fields import Duration, Money
 
 Factor = Annotated[float, Field(gt=1, allow_inf_nan=False)]
 """How many typical days a day must reach to be an anomaly: more than 1."""

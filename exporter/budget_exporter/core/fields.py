@@ -17,8 +17,8 @@ from pydantic import (
     ValidationInfo,
 )
 
-from budget_exporter.durations import format_duration, parse_duration
-from budget_exporter.money import AmountError, Problem, read_amount
+from budget_exporter.core.durations import format_duration, parse_duration
+from budget_exporter.core.money import AmountError, Problem, read_amount
 
 
 def _duration(value: object) -> timedelta:

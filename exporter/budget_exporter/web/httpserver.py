@@ -42,7 +42,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from typing import Protocol
 
-from budget_exporter.routes import Request, Response, Route, text
+from budget_exporter.web.routes import Request, Response, Route, text
 
 log = logging.getLogger("budget_exporter.web")
 

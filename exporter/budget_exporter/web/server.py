@@ -1,6 +1,6 @@
 """The exporter's endpoints: ``/``, ``/metrics``, ``/-/healthy``, ``/-/ready``,
 ``/-/reload`` and the check API, as a route table served by
-:class:`~budget_exporter.httpserver.HardenedHTTPServer`."""
+:class:`~budget_exporter.web.httpserver.HardenedHTTPServer`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import threading
 from collections.abc import Callable
 from email.message import Message
 
-from budget_exporter import api
-from budget_exporter.engine import Engine
-from budget_exporter.httpserver import HardenedHTTPServer, Limits
-from budget_exporter.landing import render_landing
-from budget_exporter.lifecycle import ReloadResult
-from budget_exporter.routes import Request, Response, Route, Routes, text
-from budget_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
+from budget_exporter.runtime.engine import Engine
+from budget_exporter.runtime.lifecycle import ReloadResult
+from budget_exporter.web import api
+from budget_exporter.web.httpserver import HardenedHTTPServer, Limits
+from budget_exporter.web.landing import render_landing
+from budget_exporter.web.routes import Request, Response, Route, Routes, text
+from budget_exporter.web.webconfig import AuthBusy, BasicAuth, WebConfig
 
 DEFAULT_PORT = 9820
 
@@ -94,7 +94,7 @@ class ExporterServer:
         routes.add_prefix(api.PREFIX, self._api)  # the API answers its own 404 and 405
         return routes
 
-    # What the transport asks (budget_exporter.httpserver.App).
+    # What the transport asks (budget_exporter.web.httpserver.App).
 
     def route(self, method: str, path: str) -> Route:
         return self.routes.resolve(method, path)

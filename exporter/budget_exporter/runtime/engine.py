@@ -1,10 +1,10 @@
 """Background polling and the atomically swapped snapshot.
 
-A :class:`~budget_exporter.polling.PollScheduler` runs every source's polls on
+A :class:`~budget_exporter.runtime.polling.PollScheduler` runs every source's polls on
 a bounded pool of worker threads (``global.poll_workers``), each source on its
 own interval (with jitter, and again right after each period boundary), never
 two polls of a source at once.  Finished polls ask a
-:class:`~budget_exporter.polling.Coalescer` for a rebuild: a burst of polls
+:class:`~budget_exporter.runtime.polling.Coalescer` for a rebuild: a burst of polls
 leads to one rebuild of the immutable :class:`Snapshot` -- budgets computed,
 exposition rendered -- swapped in with a single reference assignment; scrapes
 only ever read the current one.  A poll started directly (tests, ``--once``)
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from budget_exporter.budgets import (
+from budget_exporter.accounting.budgets import (
     BudgetView,
     IndexCache,
     PeriodIndexes,
@@ -35,17 +35,17 @@ from budget_exporter.budgets import (
     limit_from_problems,
     match_problems,
 )
-from budget_exporter.config import Config, load_config
-from budget_exporter.errors import ConfigError, SourceError
-from budget_exporter.exposition import ExporterStatus, Rendered, build_families, render
-from budget_exporter.feeds import budget_feeds
-from budget_exporter.model import PollResult, Window
-from budget_exporter.money import is_plausible
-from budget_exporter.periods import window_at
-from budget_exporter.polling import Coalescer, PollScheduler
+from budget_exporter.accounting.feeds import budget_feeds
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import Config, load_config
+from budget_exporter.core.errors import ConfigError, SourceError
+from budget_exporter.core.model import PollResult, Window
+from budget_exporter.core.money import is_plausible
+from budget_exporter.core.periods import window_at
+from budget_exporter.core.redact import redactor
+from budget_exporter.exposition.exposition import ExporterStatus, Rendered, build_families, render
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
-from budget_exporter.redact import redactor
-from budget_exporter.state import SourceState
+from budget_exporter.runtime.polling import Coalescer, PollScheduler
 
 log = logging.getLogger("budget_exporter")
 
@@ -325,7 +325,7 @@ class Engine:
         """Threads polling and rebuilding (bounded by ``poll_workers`` + 2).
 
         HTTP attempts add no thread of their own: their deadlines share the
-        one watchdog thread of :mod:`budget_exporter.httpclient`.
+        one watchdog thread of :mod:`budget_exporter.providers._http`.
         """
         return self._scheduler.thread_count() + (1 if self._started else 0)
 

@@ -1,7 +1,7 @@
 """Render a snapshot to the Prometheus text format and OpenMetrics, once per change.
 
 The families are built from immutable data with ``prometheus_client``'s metric
-families and rendered to bytes (see :mod:`budget_exporter.textformat`);
+families and rendered to bytes (see :mod:`budget_exporter.exposition.textformat`);
 ``/metrics`` then serves those bytes as they are, plus the ``process_*`` metrics.
 """
 
@@ -16,12 +16,12 @@ from decimal import Decimal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from budget_exporter import __version__
-from budget_exporter.budgets import BudgetView
-from budget_exporter.feeds import Feed
-from budget_exporter.httpclient import REQUEST_STATUSES
-from budget_exporter.model import TARGET_LABELS, SpendLine
-from budget_exporter.state import SourceState
-from budget_exporter.textformat import Rendered
+from budget_exporter.accounting.budgets import BudgetView
+from budget_exporter.accounting.feeds import Feed
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.core.model import TARGET_LABELS, SpendLine
+from budget_exporter.exposition.textformat import Rendered
+from budget_exporter.providers._http import REQUEST_STATUSES
 
 CACHED = "Cached from the last successful poll; scrapes never call the provider."
 """Appended to the HELP of every value that comes from a poll."""

@@ -8,7 +8,7 @@ their shortest round-tripping text, never their binary expansion.
 :func:`read_amount` applies the rules and raises :class:`AmountError`, whose
 :attr:`~AmountError.problem` says what is wrong; the config's ``Money`` fields
 word it for a config file.  :func:`parse_amount` words it for a provider's
-answer (a :class:`~budget_exporter.errors.SourceError`), :func:`parse_cost` for
+answer (a :class:`~budget_exporter.core.errors.SourceError`), :func:`parse_cost` for
 the cost of an operation (the check API and the guard).  No message echoes the
 value: it may be a secret.
 """
@@ -20,8 +20,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from budget_exporter.errors import SourceError
-from budget_exporter.model import MAX_AMOUNT
+from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import MAX_AMOUNT
 
 NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 """A plain decimal number: no digit separators, no non-ASCII digits."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import cached_property, lru_cache
 
-from budget_exporter.model import Period, SpendLine
+from budget_exporter.core.model import Period, SpendLine
 
 Summary = tuple[dict[str, Decimal], dict[str, int]]
 """Sum and number of the matching lines, per currency."""

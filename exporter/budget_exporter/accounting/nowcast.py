@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from budget_exporter.model import PollResult, SpendLine, Window
-from budget_exporter.state import SourceState
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.core.model import PollResult, SpendLine, Window
 
 Total = Callable[[Iterable[SpendLine]], Decimal]
 """Sums the lines a budget counts (its period, match and currency)."""

@@ -5,7 +5,7 @@ Both answer from the engine's current snapshot; neither calls a provider.
 still has room: the operation is allowed while the spend plus its estimated
 cost stays below the budget's stop threshold.  When one of the budget's
 sources has figures older than that source's ``max_data_age`` (or none; see
-:mod:`budget_exporter.freshness`) the answer follows
+:mod:`budget_exporter.accounting.freshness`) the answer follows
 ``global.check.on_stale`` (``fail_open`` or ``fail_closed``) and says so --
 except that stale data already at or past the stop threshold still denies
 (month-to-date spend does not go down).
@@ -34,14 +34,14 @@ from decimal import (
 )
 from typing import Any
 
-from budget_exporter.budgets import BudgetView, budget_state
-from budget_exporter.config import BudgetConfig, Config
-from budget_exporter.engine import Engine, Snapshot
-from budget_exporter.freshness import Freshness, SourceAge, budget_freshness, source_age
-from budget_exporter.model import MAX_AMOUNT
-from budget_exporter.money import parse_cost
-from budget_exporter.nowcast import SpendPart
-from budget_exporter.state import SourceState
+from budget_exporter.accounting.budgets import BudgetView, budget_state
+from budget_exporter.accounting.freshness import Freshness, SourceAge, budget_freshness, source_age
+from budget_exporter.accounting.nowcast import SpendPart
+from budget_exporter.accounting.state import SourceState
+from budget_exporter.config.loader import BudgetConfig, Config
+from budget_exporter.core.model import MAX_AMOUNT
+from budget_exporter.core.money import parse_cost
+from budget_exporter.runtime.engine import Engine, Snapshot
 
 PREFIX = "/api/v1/"
 JSON_HEADERS = {"Cache-Control": "no-store"}

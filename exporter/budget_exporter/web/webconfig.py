@@ -20,7 +20,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from budget_exporter.errors import ConfigError
+from budget_exporter.core.errors import ConfigError
 
 
 class TLSServerConfig(BaseModel):

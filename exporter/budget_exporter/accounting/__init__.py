@@ -1,0 +1,1 @@
+"""The accounting layer (see docs/development.md)."""

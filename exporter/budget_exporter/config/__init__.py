@@ -1,0 +1,1 @@
+"""The config layer (see docs/development.md)."""

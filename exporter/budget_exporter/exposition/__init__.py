@@ -1,0 +1,1 @@
+"""The exposition layer (see docs/development.md)."""
