@@ -4,15 +4,13 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support.exporter import ExporterProcess, exporters, run
 from tests.support.fake_upstream import Reply
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 @pytest.fixture

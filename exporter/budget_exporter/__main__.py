@@ -5,7 +5,7 @@ that arrives while the exporter starts is kept (and served once it runs) instead
 of killing the process.
 """
 
-from budget_exporter.runtime.lifecycle import catch_sighup
+from budget_exporter.runtime.reload import catch_sighup
 
 
 def run() -> int:

@@ -13,16 +13,16 @@ from budget_exporter import __version__
 from budget_exporter.config.loader import load_config
 from budget_exporter.core.durations import parse_duration
 from budget_exporter.core.errors import ConfigError
-from budget_exporter.core.logs import LEVELS, setup_logging
+from budget_exporter.core.logformat import LEVELS, setup_logging
 from budget_exporter.runtime.engine import Engine
-from budget_exporter.runtime.lifecycle import Reloader, catch_sighup
-from budget_exporter.web.httpserver import Limits
-from budget_exporter.web.server import (
+from budget_exporter.runtime.reload import Reloader, catch_sighup
+from budget_exporter.web.endpoints import (
     DEFAULT_PORT,
     ExporterServer,
     check_metrics_path,
     parse_listen_address,
 )
+from budget_exporter.web.transport import Limits
 from budget_exporter.web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("budget_exporter")

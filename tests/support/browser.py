@@ -91,7 +91,7 @@ def screenshot_demo(path: Path, width: int = 1400, at: datetime = SCREENSHOT_TIM
     """Save a screenshot of the landing page of an exporter running the demo configuration."""
     from budget_exporter.config.loader import load_config
     from budget_exporter.runtime.engine import Engine
-    from budget_exporter.web.server import ExporterServer
+    from budget_exporter.web.endpoints import ExporterServer
 
     root = Path(__file__).resolve().parents[2]
     engine = Engine(load_config(root / "examples" / "demo.yml"), clock=at.timestamp)

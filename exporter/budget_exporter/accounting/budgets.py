@@ -10,7 +10,7 @@ from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
 from budget_exporter.accounting.lineindex import LineIndex, match_pattern
 from budget_exporter.accounting.nowcast import SpendPart, has_data, joined_part, plain_part
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.config.loader import BudgetConfig, Config
 from budget_exporter.config.tuning import AlertTuning
 from budget_exporter.core.model import PollResult, ProviderBudget, SpendLine, Window

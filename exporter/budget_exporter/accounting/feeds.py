@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from budget_exporter.accounting.budgets import IndexCache, LineIndexes
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.config.loader import BudgetConfig, Config
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.config.loader import BudgetConfig, Config
 from budget_exporter.providers.base import SourceConfig
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.core.model import PollResult, SpendLine, Window
 
 Total = Callable[[Iterable[SpendLine]], Decimal]

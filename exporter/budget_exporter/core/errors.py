@@ -1,6 +1,6 @@
 """Exceptions with messages that are safe to show to users."""
 
-from budget_exporter.core.text import one_line
+from budget_exporter.core.messages import one_line
 
 
 class ConfigError(Exception):

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from budget_exporter import __version__
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.text import excerpt
+from budget_exporter.core.messages import excerpt
 from budget_exporter.providers._http import (
     RequestStatus,
     require_tls_off_loopback,

@@ -61,7 +61,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.text import excerpt, first_line, shorten
+from budget_exporter.core.messages import excerpt, first_line, shorten
 from budget_exporter.providers._http import (
     RETRY_STATUSES,
     USER_AGENT,

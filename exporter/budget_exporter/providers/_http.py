@@ -42,8 +42,8 @@ from urllib3.util.retry import Retry
 
 from budget_exporter import __version__
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.redact import redactor
-from budget_exporter.core.text import excerpt, shorten
+from budget_exporter.core.messages import excerpt, shorten
+from budget_exporter.core.redaction import redactor
 
 RequestStatus = str
 """One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""

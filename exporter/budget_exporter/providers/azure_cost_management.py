@@ -59,10 +59,10 @@ from pydantic import Field, field_validator, model_validator
 from urllib3.util.retry import Retry
 
 from budget_exporter.core.errors import SourceError
+from budget_exporter.core.messages import first_line, shorten
 from budget_exporter.core.model import Period, PollResult, SpendLine, Window
 from budget_exporter.core.money import parse_amount
-from budget_exporter.core.redact import redactor
-from budget_exporter.core.text import first_line, shorten
+from budget_exporter.core.redaction import redactor
 from budget_exporter.providers import register
 from budget_exporter.providers._http import (
     CountingRetry,

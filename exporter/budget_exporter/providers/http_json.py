@@ -23,6 +23,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import Currency, Money
+from budget_exporter.core.messages import first_line
 from budget_exporter.core.model import (
     DIMENSION_NAME,
     Period,
@@ -32,7 +33,6 @@ from budget_exporter.core.model import (
     label_clash,
 )
 from budget_exporter.core.money import NUMBER, parse_amount
-from budget_exporter.core.text import first_line
 from budget_exporter.providers import register
 from budget_exporter.providers._http import describe_url
 from budget_exporter.providers.base import Provider, SourceConfig, checked_url

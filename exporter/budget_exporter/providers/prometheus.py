@@ -37,6 +37,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import ConfigPath, Currency, Name
+from budget_exporter.core.messages import shorten
 from budget_exporter.core.model import (
     DIMENSION_NAME,
     Period,
@@ -46,9 +47,8 @@ from budget_exporter.core.model import (
     label_clash,
 )
 from budget_exporter.core.money import AmountError, Problem, read_amount
-from budget_exporter.core.redact import redactor
+from budget_exporter.core.redaction import redactor
 from budget_exporter.core.secretfiles import SecretFileError, read_secret_file, secrets_of
-from budget_exporter.core.text import shorten
 from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, UnknownModelError
 from budget_exporter.providers import register
 from budget_exporter.providers._http import HttpStatusError, describe_url, is_loopback

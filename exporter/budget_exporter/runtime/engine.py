@@ -1,10 +1,10 @@
 """Background polling and the atomically swapped snapshot.
 
-A :class:`~budget_exporter.runtime.polling.PollScheduler` runs every source's polls on
+A :class:`~budget_exporter.runtime.scheduler.PollScheduler` runs every source's polls on
 a bounded pool of worker threads (``global.poll_workers``), each source on its
 own interval (with jitter, and again right after each period boundary), never
 two polls of a source at once.  Finished polls ask a
-:class:`~budget_exporter.runtime.polling.Coalescer` for a rebuild: a burst of polls
+:class:`~budget_exporter.runtime.scheduler.Coalescer` for a rebuild: a burst of polls
 leads to one rebuild of the immutable :class:`Snapshot` -- budgets computed,
 exposition rendered -- swapped in with a single reference assignment; scrapes
 only ever read the current one.  A poll started directly (tests, ``--once``)
@@ -36,16 +36,16 @@ from budget_exporter.accounting.budgets import (
     match_problems,
 )
 from budget_exporter.accounting.feeds import budget_feeds
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.config.loader import Config, load_config
 from budget_exporter.core.errors import ConfigError, SourceError
 from budget_exporter.core.model import PollResult, Window
 from budget_exporter.core.money import is_plausible
 from budget_exporter.core.periods import window_at
-from budget_exporter.core.redact import redactor
-from budget_exporter.exposition.exposition import ExporterStatus, Rendered, build_families, render
+from budget_exporter.core.redaction import redactor
+from budget_exporter.exposition.families import ExporterStatus, Rendered, build_families, render
 from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
-from budget_exporter.runtime.polling import Coalescer, PollScheduler
+from budget_exporter.runtime.scheduler import Coalescer, PollScheduler
 
 log = logging.getLogger("budget_exporter")
 

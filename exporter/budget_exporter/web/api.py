@@ -37,7 +37,7 @@ from typing import Any
 from budget_exporter.accounting.budgets import BudgetView, budget_state
 from budget_exporter.accounting.freshness import Freshness, SourceAge, budget_freshness, source_age
 from budget_exporter.accounting.nowcast import SpendPart
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.config.loader import BudgetConfig, Config
 from budget_exporter.core.model import MAX_AMOUNT
 from budget_exporter.core.money import parse_cost

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from budget_exporter import __version__
 from budget_exporter.accounting.budgets import BudgetView
 from budget_exporter.accounting.freshness import source_age
-from budget_exporter.accounting.state import SourceState
+from budget_exporter.accounting.sourcestate import SourceState
 from budget_exporter.config.loader import Config
 from budget_exporter.core.durations import format_duration
 from budget_exporter.runtime.engine import Snapshot
