@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ServiceSet, SlackReceiver, SmtpRecorder
+from tests.support import ServiceSet, SlackReceiver, SmtpRecorder, WebhookReceiver
 
 
 @pytest.fixture
@@ -24,6 +24,13 @@ def services(tmp_path: Path) -> Iterator[ServiceSet]:
 @pytest.fixture
 def slack_receiver() -> Iterator[SlackReceiver]:
     receiver = SlackReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver().start()
     yield receiver
     receiver.stop()
 

@@ -31,6 +31,7 @@ from tests.support import (
     ServiceSet,
     SlackReceiver,
     SmtpRecorder,
+    WebhookReceiver,
     am_alerts,
     find_binary,
     free_port,
@@ -124,6 +125,7 @@ FIRING = {
 INHIBITED = {("BudgetWarning", "stop"), ("BudgetWarning", "over"), ("BudgetStop", "over")}
 TO_SLACK = FIRING - INHIBITED
 TO_EMAIL = {("BudgetStop", "stop"), ("BudgetExceeded", "over")}
+TO_WEBHOOK = TO_EMAIL  # critical alerts only
 
 SLACK_TITLE = re.compile(
     r"^\[FIRING:(?P<count>\d+)\] (?P<severity>\w+) (?P<alertname>\w+)(?:: budget (?P<budget>\S+))?$"
@@ -161,7 +163,12 @@ def rules_copy(path: Path) -> Path:
 
 
 def alertmanager_copy(
-    path: Path, smtp: SmtpRecorder, slack_url_file: Path, password_file: Path
+    path: Path,
+    smtp: SmtpRecorder,
+    slack_url_file: Path,
+    password_file: Path,
+    webhook: WebhookReceiver,
+    webhook_token_file: Path,
 ) -> Path:
     """The example config pointed at the local receivers, with timings in seconds."""
     doc: dict[str, Any] = yaml.safe_load(AM_CONFIG.read_text())
@@ -176,6 +183,11 @@ def alertmanager_copy(
     for mail in receivers["email"]["email_configs"]:
         assert "auth_password_file" in mail and "auth_password" not in mail
         mail["auth_password_file"] = str(password_file)
+    for hook in receivers["webhook"]["webhook_configs"]:
+        auth = hook["http_config"]["authorization"]
+        assert "credentials_file" in auth and "credentials" not in auth
+        auth["credentials_file"] = str(webhook_token_file)
+        hook["url"] = webhook.url
     path.write_text(yaml.safe_dump(doc, sort_keys=False, width=1000))
     return path
 
@@ -195,6 +207,16 @@ def slack_deliveries(slack: SlackReceiver) -> dict[tuple[str, str], dict[str, An
     return found
 
 
+def webhook_deliveries(webhook: WebhookReceiver) -> dict[tuple[str, str], dict[str, Any]]:
+    """Firing alerts posted to the webhook, by (alertname, budget), with the post they came in."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for post in webhook.posts:
+        for alert in post.payload["alerts"]:
+            if alert["status"] == "firing":
+                found[key(alert["labels"])] = {"post": post, **alert}
+    return found
+
+
 def email_deliveries(smtp: SmtpRecorder) -> dict[tuple[str, str], Any]:
     found = {}
     for mail in smtp.mails:
@@ -210,9 +232,10 @@ def stack(
     services: ServiceSet,
     slack_receiver: SlackReceiver,
     smtp_recorder: SmtpRecorder,
+    webhook_receiver: WebhookReceiver,
 ) -> dict[str, Any]:
     config = textwrap.dedent(EXPORTER_CONFIG).format(closed_port=free_port())
-    return start_stack(tmp_path, services, slack_receiver, smtp_recorder, config)
+    return start_stack(tmp_path, services, slack_receiver, smtp_recorder, config, webhook_receiver)
 
 
 def start_stack(
@@ -221,6 +244,7 @@ def start_stack(
     slack_receiver: SlackReceiver,
     smtp_recorder: SmtpRecorder,
     exporter_config_text: str,
+    webhook: WebhookReceiver,
 ) -> dict[str, Any]:
     """The exporter on ``exporter_config_text``, Prometheus and Alertmanager."""
     exporter_config = tmp_path / "exporter.yml"
@@ -232,11 +256,19 @@ def start_stack(
     # No trailing newline: Alertmanager 0.25 sends the file's bytes as they are
     # (a newline would become part of the password).
     password_file.write_text(password)
+    webhook_token = secrets.token_hex(8)
+    webhook_token_file = tmp_path / "webhook-token"
+    webhook_token_file.write_text(webhook_token + "\n")
 
     exporter = services.exporter(exporter_config)
     alertmanager = services.alertmanager(
         alertmanager_copy(
-            tmp_path / "alertmanager.yml", smtp_recorder, slack_url_file, password_file
+            tmp_path / "alertmanager.yml",
+            smtp_recorder,
+            slack_url_file,
+            password_file,
+            webhook,
+            webhook_token_file,
         )
     )
     prometheus = services.prometheus(
@@ -251,6 +283,8 @@ def start_stack(
         "slack": slack_receiver,
         "smtp": smtp_recorder,
         "password": password,
+        "webhook": webhook,
+        "webhook_token": webhook_token,
     }
 
 
@@ -286,11 +320,16 @@ def test_alerts_fire_route_and_inhibit(stack: dict[str, Any]) -> None:
     # 3. Deliveries: Slack gets warnings and criticals, email only criticals.
     wait_until(lambda: slack_deliveries(slack).keys() >= TO_SLACK, 30, "the Slack notifications")
     wait_until(lambda: email_deliveries(smtp).keys() >= TO_EMAIL, 30, "the email notifications")
+    webhook: WebhookReceiver = stack["webhook"]
+    wait_until(
+        lambda: webhook_deliveries(webhook).keys() >= TO_WEBHOOK, 30, "the webhook notifications"
+    )
     # Every group waited the same group_wait, so anything inhibition let through
     # would have arrived with the rest; give stragglers a moment.
     time.sleep(1.0)
     assert slack_deliveries(slack).keys() == TO_SLACK
     assert email_deliveries(smtp).keys() == TO_EMAIL
+    assert webhook_deliveries(webhook).keys() == TO_WEBHOOK
 
     # 4. The Slack messages: webhook read from api_url_file, figures from the templates.
     sent = slack_deliveries(slack)
@@ -340,6 +379,20 @@ def test_alerts_fire_route_and_inhibit(stack: dict[str, Any]) -> None:
     mail = mails[("BudgetExceeded", "over")]
     assert mail.subject == "[FIRING:1] BudgetExceeded: budget over at 120%"
     assert "Spend:    120 USD" in mail.part("plain")
+
+    # 6. The webhook: critical only, Alertmanager's JSON, the bearer token read from its file.
+    hooks = webhook_deliveries(webhook)
+    for delivery in hooks.values():
+        post = delivery["post"]
+        assert post.path == "/hooks/budget-exporter"
+        assert post.headers["Authorization"] == f"Bearer {stack['webhook_token']}"
+        assert post.payload["version"] == "4"
+        assert post.payload["receiver"] == "webhook"
+    stop_alert = hooks[("BudgetStop", "stop")]
+    assert stop_alert["labels"]["severity"] == "critical"
+    assert stop_alert["labels"]["team"] == "finops"
+    assert stop_alert["annotations"]["runbook_url"].endswith("docs/runbook.md#budgetstop")
+    assert "97 USD of its 100 USD limit" in stop_alert["annotations"]["description"]
 
 
 # -- BudgetSpendAnomaly, end to end ---------------------------------------------------
@@ -407,6 +460,7 @@ def test_spend_anomaly_reaches_slack(
     services: ServiceSet,
     slack_receiver: SlackReceiver,
     smtp_recorder: SmtpRecorder,
+    webhook_receiver: WebhookReceiver,
     upstream: FakeUpstream,
     growing_spend: GrowingSpend,
 ) -> None:
@@ -416,6 +470,7 @@ def test_spend_anomaly_reaches_slack(
         slack_receiver,
         smtp_recorder,
         SPIKY_CONFIG.format(url=upstream.url),
+        webhook_receiver,
     )
     prometheus: Service = stack["prometheus"]
 

@@ -10,8 +10,8 @@
 - :mod:`tests.support.services`: ``ServiceSet`` starting the exporter
   (``python -m budget_exporter``), Prometheus and Alertmanager, each waited for
   until ready and stopped on close; ``prom_query``, ``prom_alerts``, ``am_alerts``.
-- :mod:`tests.support.receivers`: ``SlackReceiver`` (records webhook posts) and
-  ``SmtpRecorder`` (aiosmtpd; records mails and logins).
+- :mod:`tests.support.receivers`: ``WebhookReceiver`` and ``SlackReceiver`` (record
+  webhook posts) and ``SmtpRecorder`` (aiosmtpd; records mails and logins).
 - :mod:`tests.support.fake_upstream`: ``FakeUpstream``, a scripted HTTP server standing
   in for a provider's API, and its ``Reply``.
 - :mod:`tests.support.llm`: what the LLM/SaaS provider, check API and guard tests share
@@ -24,7 +24,13 @@ Fixtures built on these live in ``tests/e2e/conftest.py``.
 """
 
 from tests.support.net import free_port, get_json, http_get, wait_until
-from tests.support.receivers import ReceivedMail, SlackReceiver, SmtpRecorder, WebhookPost
+from tests.support.receivers import (
+    ReceivedMail,
+    SlackReceiver,
+    SmtpRecorder,
+    WebhookPost,
+    WebhookReceiver,
+)
 from tests.support.services import (
     ALERTMANAGER,
     PROMETHEUS,
@@ -47,6 +53,7 @@ __all__ = [
     "SlackReceiver",
     "SmtpRecorder",
     "WebhookPost",
+    "WebhookReceiver",
     "am_alerts",
     "find_binary",
     "free_port",

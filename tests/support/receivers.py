@@ -1,4 +1,4 @@
-"""Local stand-ins for notification services: a Slack webhook and an SMTP server."""
+"""Local stand-ins for notification services: webhooks (Slack and generic) and SMTP."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ class WebhookPost:
     payload: Any
 
 
-class SlackReceiver(LocalServer):
-    """Records the JSON posted to it and answers like Slack does (``200 ok``)."""
+class WebhookReceiver(LocalServer):
+    """Records the JSON posted to it, with the headers, and answers ``200 ok``."""
+
+    path = "/hooks/budget-exporter"
 
     def __init__(self) -> None:
         self._posts: list[WebhookPost] = []
@@ -45,12 +47,18 @@ class SlackReceiver(LocalServer):
                 self.wfile.write(b"ok")
 
         super().__init__(Handler)
-        self.url = f"http://127.0.0.1:{self.port}/services/T000/B000/XXXX"
+        self.url = f"http://127.0.0.1:{self.port}{self.path}"
 
     @property
     def posts(self) -> list[WebhookPost]:
         with self._lock:
             return list(self._posts)
+
+
+class SlackReceiver(WebhookReceiver):
+    """A Slack incoming webhook: answers as Slack does (``200 ok``), at a Slack-shaped path."""
+
+    path = "/services/T000/B000/XXXX"
 
 
 @dataclass(frozen=True)
