@@ -35,7 +35,7 @@ names = sorted('=='.join(w.name.split('-')[:2]) for w in d.glob('*.whl')); \
 FROM ${PYTHON_IMAGE}
 
 ARG PYTHON_IMAGE
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 ARG CREATED=unknown
 

@@ -1,3 +1,3 @@
 """budget-exporter: spend against budgets as Prometheus metrics."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
