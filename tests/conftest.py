@@ -12,6 +12,7 @@ from budget_exporter.runtime.engine import Engine
 from tests.support.clock import Clock
 from tests.support.extras import extra_installed, skip_reason
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.tools import require_tool
 
 
 @pytest.fixture
@@ -60,3 +61,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             for extra in marker.args:
                 if not extra_installed(extra):
                     item.add_marker(pytest.mark.skip(reason=skip_reason(extra)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``needs_tool``: skipped where the tool is missing, failed under CI."""
+    for marker in item.iter_markers("needs_tool"):
+        require_tool(*marker.args[0], install=marker.kwargs["install"])

@@ -33,20 +33,18 @@ from tests.support import (
     SmtpRecorder,
     WebhookReceiver,
     am_alerts,
-    find_binary,
     free_port,
     prom_alerts,
     prom_query,
     wait_until,
 )
 from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.tools import APT_ALERTMANAGER, APT_PROMETHEUS, needs_tool
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        find_binary(*PROMETHEUS) is None or find_binary(*ALERTMANAGER) is None,
-        reason="needs the prometheus and prometheus-alertmanager binaries",
-    ),
+    needs_tool(PROMETHEUS, install=APT_PROMETHEUS),
+    needs_tool(ALERTMANAGER, install=APT_ALERTMANAGER),
 ]
 
 ROOT = Path(__file__).resolve().parents[2]

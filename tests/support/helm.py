@@ -7,7 +7,6 @@ kubernetes-validate.
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 
 import kubernetes_validate
 import kubernetes_validate.utils
-import pytest
 import yaml
 from helm_python.chart import Chart
+
+from tests.support.tools import APT_PROMETHEUS, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHART_DIR = ROOT / "helm" / "budget-exporter"
@@ -82,9 +82,7 @@ def validate(doc: dict[str, Any]) -> None:
 def run_promtool_tests(tmp_path: Path, groups: list[dict[str, Any]], spec: dict[str, Any]) -> str:
     """``promtool test rules`` on rendered rule ``groups`` with the test file ``spec``
     (its ``rule_files`` name ``chart.rules.yml``): promtool's output if it failed, else ""."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = require_tool("promtool", install=APT_PROMETHEUS)
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "chart.rules.yml").write_text(yaml.safe_dump({"groups": groups}))
     (tmp_path / "chart.test.yml").write_text(yaml.safe_dump(spec))

@@ -16,9 +16,19 @@ from budget_exporter.runtime.engine import Engine
 from budget_exporter.web.endpoints import ExporterServer
 from tests.conftest import Clock
 from tests.support.browser import chrome, console_errors, missing_browser
+from tests.support.tools import missing
 from tests.web.test_landing import NOV_28, mixed_config
 
-pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=missing_browser() or "")
+pytestmark = pytest.mark.usefixtures("browser_installed")
+
+
+@pytest.fixture(scope="module")
+def browser_installed() -> None:
+    """Skipped without selenium, Chromium or chromedriver; failed under CI."""
+    reason = missing_browser()
+    if reason is not None:
+        missing(reason)
+
 
 WIDTHS = [pytest.param(1400, False, id="desktop-1400px"), pytest.param(400, True, id="phone-400px")]
 
