@@ -3,6 +3,9 @@
 OpenAI and Anthropic answer in daily buckets: the horizon is the start of the
 newest bucket still open (today's), and that bucket's spend is ``unsettled``.
 Cost Explorer's horizon is tested with its provider (the query's exclusive End).
+
+The answers are the providers' recorded ones (``openai/fixtures/``, ``anthropic/fixtures/``)
+for :data:`tests.support.llm.NOW`: yesterday's closed bucket and today's open one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import responses
 
 from budget_exporter.core.errors import SourceError
 from budget_exporter.providers import get_provider
+from tests.support.fixtures import load_fixture
 from tests.support.llm import MONTH, NOW, make_provider
 
 OPENAI = "https://api.openai.test/v1"
@@ -23,42 +27,24 @@ ANTHROPIC = "https://api.anthropic.test"
 TODAY = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC)
 
 
-def openai_bucket(start: datetime, amount: str, end: datetime | None = None) -> dict[str, Any]:
-    bucket: dict[str, Any] = {
-        "object": "bucket",
-        "start_time": int(start.timestamp()),
-        "results": [
-            {
-                "object": "organization.costs.result",
-                "amount": {"value": amount, "currency": "usd"},
-                "line_item": None,
-                "project_id": None,
-            }
-        ],
-    }
-    if end is not None:
-        bucket["end_time"] = int(end.timestamp())
-    return bucket
+def openai_answer() -> dict[str, Any]:
+    """OpenAI's recorded costs: 10 USD yesterday (closed), 2.5 USD today (still open)."""
+    document: dict[str, Any] = load_fixture("openai", "costs_yesterday_and_today")
+    return document
 
 
-def page(buckets: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"object": "page", "data": buckets, "has_more": False, "next_page": None}
-
-
-def openai(buckets: list[dict[str, Any]]) -> Any:
-    responses.get(f"{OPENAI}/organization/costs", json=page(buckets))
+def openai(document: dict[str, Any]) -> Any:
+    responses.get(f"{OPENAI}/organization/costs", json=document)
     return make_provider("openai", admin_key="sk-admin-x", base_url=OPENAI).poll([MONTH])
+
+
+def unix(moment: datetime) -> int:
+    return int(moment.timestamp())
 
 
 @responses.activate
 def test_openai_horizon_is_the_start_of_the_open_bucket() -> None:
-    yesterday = TODAY - timedelta(days=1)
-    result = openai(
-        [
-            openai_bucket(yesterday, "10", TODAY),
-            openai_bucket(TODAY, "2.5", TODAY + timedelta(days=1)),  # still open
-        ]
-    )
+    result = openai(openai_answer())
     assert result.data_through == TODAY
     assert [ln.amount for ln in result.lines] == [Decimal("12.5")]  # the whole month so far
     assert [ln.amount for ln in result.unsettled] == [Decimal("2.5")]  # today's, not final
@@ -67,38 +53,38 @@ def test_openai_horizon_is_the_start_of_the_open_bucket() -> None:
 @responses.activate
 def test_openai_horizon_without_an_open_bucket_is_the_last_end() -> None:
     closed_at = NOW - timedelta(hours=2)
-    result = openai([openai_bucket(TODAY - timedelta(days=1), "10", closed_at)])
+    document = openai_answer()
+    del document["data"][1]  # no bucket for today; yesterday's ends two hours ago
+    document["data"][0]["end_time"] = unix(closed_at)
+    result = openai(document)
     assert result.data_through == closed_at and result.unsettled == ()
 
 
 @responses.activate
 def test_openai_buckets_without_end_time_are_a_day_long() -> None:
-    result = openai([openai_bucket(TODAY - timedelta(days=2), "1"), openai_bucket(TODAY, "3")])
+    document = openai_answer()
+    before, today = document["data"]
+    before.update(start_time=unix(TODAY - timedelta(days=2)))
+    before["results"][0]["amount"]["value"] = "1"
+    today["results"][0]["amount"]["value"] = "3"
+    for bucket in (before, today):
+        del bucket["end_time"]
+    result = openai(document)
     assert result.data_through == TODAY
     assert [ln.amount for ln in result.unsettled] == [Decimal("3")]
 
 
 @responses.activate
 def test_an_empty_month_has_its_start_as_horizon() -> None:
-    assert openai([]).data_through == MONTH.start
+    assert openai({**openai_answer(), "data": []}).data_through == MONTH.start
 
 
 @responses.activate
 def test_anthropic_horizon_is_the_start_of_the_open_bucket() -> None:
-    def bucket(start: datetime, cents: str) -> dict[str, Any]:
-        return {
-            "starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "ending_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "results": [{"currency": "USD", "amount": cents, "workspace_id": None}],
-        }
-
+    # 500 cents yesterday (closed), 125 cents today (still open).
     responses.get(
         f"{ANTHROPIC}/v1/organizations/cost_report",
-        json={
-            "data": [bucket(TODAY - timedelta(days=1), "500"), bucket(TODAY, "125")],
-            "has_more": False,
-            "next_page": None,
-        },
+        json=load_fixture("anthropic", "cost_report_yesterday_and_today"),
     )
     provider = make_provider("anthropic", admin_key="sk-ant-admin-x", base_url=ANTHROPIC)
     result = provider.poll([MONTH])

@@ -1,6 +1,12 @@
 """What the aws_cost_explorer tests share: a harness with forecasts off, moto's queue of
-GetCostAndUsage answers, pages shaped as Cost Explorer sends them (amounts as strings,
-tag keys as ``Key$Value``, ``NextPageToken``) and Stubber answers for GetCostForecast.
+GetCostAndUsage answers, and the answers themselves.
+
+The answers are recorded in ``tests/providers/aws_cost_explorer/fixtures/`` as Cost Explorer
+sends them (AWS's API reference for GetCostAndUsage and GetCostForecast): amounts as
+strings, tag keys as ``Key$Value``, ``NextPageToken`` only when more pages exist.  moto
+serves the GetCostAndUsage ones; botocore's Stubber, which checks them against the service
+model, serves the GetCostForecast ones.  :func:`grouped`, :func:`total` and
+:func:`forecast_answer` derive variants from recorded answers.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from budget_exporter.core.model import Period, PollResult
 from budget_exporter.core.periods import window_at
 from budget_exporter.providers.aws_cost_explorer import CostExplorerProvider
 from tests.support import aws
+from tests.support.fixtures import load_fixture
 
 NOW = datetime(2026, 8, 21, 12, 0, tzinfo=UTC)
 MONTH = window_at(Period.MONTHLY, NOW)
@@ -59,7 +66,13 @@ def sent(account: str = DEFAULT_ACCOUNT_ID) -> list[dict[str, Any]]:
     return [json.loads(body) for body in ce_backends[account]["global"].cost_usage_results]
 
 
+def answer(name: str) -> Any:
+    """The recorded answer ``name`` (``tests/providers/aws_cost_explorer/fixtures/``)."""
+    return load_fixture("aws_cost_explorer", name)
+
+
 def group(keys: list[str], amount: str, metric: str = "UnblendedCost") -> dict[str, Any]:
+    """One entry of ``Groups``, shaped as those of the recorded ``by_service`` answer."""
     return {"Keys": keys, "Metrics": {metric: {"Amount": amount, "Unit": "USD"}}}
 
 
@@ -73,30 +86,28 @@ def grouped(
     definitions: list[dict[str, str]] | None = None,
     attributes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    page: dict[str, Any] = {
-        "GroupDefinitions": definitions or [{"Type": "DIMENSION", "Key": "SERVICE"}],
-        "ResultsByTime": [
-            {
-                "TimePeriod": {"Start": start, "End": end},
-                "Total": {},
-                "Groups": groups,
-                "Estimated": estimated,
-            }
-        ],
-        "DimensionValueAttributes": attributes or [],
-    }
+    """The recorded ``by_service`` answer (one month-to-date period, grouped by SERVICE)
+    with its groups, period, estimated flag and, when given, token, grouping and
+    attributes replaced."""
+    page: dict[str, Any] = answer("by_service")
+    (period,) = page["ResultsByTime"]
+    period.update(TimePeriod={"Start": start, "End": end}, Groups=groups, Estimated=estimated)
+    if definitions:
+        page["GroupDefinitions"] = definitions
+    if attributes:
+        page["DimensionValueAttributes"] = attributes
     if token:
         page["NextPageToken"] = token
     return page
 
 
 def total(amount: str, *, start: str, end: str, estimated: bool) -> dict[str, Any]:
-    return {
-        "TimePeriod": {"Start": start, "End": end},
-        "Total": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}},
-        "Groups": [],
-        "Estimated": estimated,
-    }
+    """One ungrouped ``ResultsByTime`` entry: the first of the recorded
+    ``month_and_quarter_ungrouped`` answer with its amount, period and flag replaced."""
+    entry: dict[str, Any] = answer("month_and_quarter_ungrouped")["ResultsByTime"][0]
+    entry.update(TimePeriod={"Start": start, "End": end}, Estimated=estimated)
+    entry["Total"]["UnblendedCost"]["Amount"] = amount
+    return entry
 
 
 def by_dims(result: PollResult, period: Period = Period.MONTHLY) -> dict[tuple, Decimal]:
@@ -111,12 +122,13 @@ def sample(result: PollResult, name: str, **labels: str) -> float | None:
 
 
 def forecast_answer(amount: str, start: str, end: str) -> dict[str, Any]:
-    return {
-        "Total": {"Amount": amount, "Unit": "USD"},
-        "ForecastResultsByTime": [
-            {"TimePeriod": {"Start": start, "End": end}, "MeanValue": amount}
-        ],
-    }
+    """The recorded ``forecast`` answer (one monthly period, no prediction interval) with
+    its amount and period replaced."""
+    document: dict[str, Any] = answer("forecast")
+    document["Total"]["Amount"] = amount
+    (period,) = document["ForecastResultsByTime"]
+    period.update(TimePeriod={"Start": start, "End": end}, MeanValue=amount)
+    return document
 
 
 def expect_forecast(

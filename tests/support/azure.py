@@ -1,20 +1,28 @@
-"""What the azure_cost_management tests share: payloads shaped as Cost Management and
-Microsoft Entra ID send them, a provider built with a test context, config files.
+"""What the azure_cost_management tests share: answers of Cost Management and Microsoft
+Entra ID, a provider built with a test context, config files.
 
 azure-identity sends its token requests through azure-core's ``RequestsTransport``
 (``requests`` underneath), so ``responses`` intercepts them exactly like the
 query calls; anything not registered fails with a ConnectionError instead of
-reaching the network.  Payloads follow /work/shared/provider-apis.md.
+reaching the network.
+
+The answers are recorded in ``tests/providers/azure_cost_management/fixtures/``, shaped as
+Microsoft's public references describe them: the Cost Management REST API's "Query - Usage"
+operation (api-version 2023-11-01: ``properties.columns``, positional ``properties.rows``,
+``properties.nextLink``) and the Microsoft identity platform's OpenID Connect discovery
+document and client-credentials token answer.  What the provider asks and reads is in
+docs/providers-azure.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -26,6 +34,7 @@ from budget_exporter.providers.azure_cost_management import (
     AzureCostManagementProvider,
 )
 from budget_exporter.providers.base import ProviderContext
+from tests.support.fixtures import load_fixture
 
 AUTHORITY = "https://login.example.test"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -34,7 +43,7 @@ SECRET = "kQ8~s3cret.Value_not-for-logs"
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 BASE = "https://management.example.test"
 QUERY_URL = f"{BASE}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.CostManagement/query"
-ACCESS_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.test-access-token.sig"
+ACCESS_TOKEN: str = load_fixture("azure_cost_management", "entra_token")["access_token"]
 ARM_SCOPE = "https://management.example.test/.default"
 
 _AZURE_ENV = (
@@ -62,6 +71,12 @@ def clean_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def answer(name: str, **options: Any) -> Any:
+    """The recorded answer ``name`` (``tests/providers/azure_cost_management/fixtures/``);
+    ``options`` go to :func:`tests.support.fixtures.load_fixture`."""
+    return load_fixture("azure_cost_management", name, **options)
+
+
 def cost_columns(*dimensions: str) -> list[tuple[str, str]]:
     """The columns of a grouped answer: the cost, one per grouping dimension, the currency."""
     return [("Cost", "Number"), *((name, "String") for name in dimensions), ("Currency", "String")]
@@ -72,21 +87,15 @@ def query_page(
     columns: list[tuple[str, str]] | None = None,
     next_link: str | None = None,
 ) -> dict[str, Any]:
-    columns = columns or cost_columns("ServiceName")
-    return {
-        "id": f"subscriptions/{SUBSCRIPTION}/providers/Microsoft.CostManagement/query/"
-        "9af9459d-441d-4055-9ed0-83d4c4a363fb",
-        "name": "9af9459d-441d-4055-9ed0-83d4c4a363fb",
-        "type": "Microsoft.CostManagement/query",
-        "location": None,
-        "sku": None,
-        "eTag": None,
-        "properties": {
-            "nextLink": next_link,
-            "columns": [{"name": n, "type": t} for n, t in columns],
-            "rows": rows,
-        },
-    }
+    """A variant of the recorded query answer ``by_service`` (cost by ServiceName): its
+    ``rows``, ``nextLink`` and, when given, ``columns`` replaced."""
+    page: dict[str, Any] = answer("by_service")
+    properties = page["properties"]
+    properties["rows"] = rows
+    properties["nextLink"] = next_link
+    if columns is not None:
+        properties["columns"] = [{"name": n, "type": t} for n, t in columns]
+    return page
 
 
 def arm_error(code: str, message: str) -> dict[str, Any]:
@@ -115,39 +124,20 @@ def mock_login(rs: Any, *, status: int = 200, body: dict[str, Any] | None = None
     """Tenant discovery (GET openid-configuration) and the client-credentials token POST."""
     rs.get(
         f"{AUTHORITY}/{TENANT}/v2.0/.well-known/openid-configuration",
-        json={
-            "token_endpoint": f"{AUTHORITY}/{TENANT}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": [
-                "client_secret_post",
-                "private_key_jwt",
-                "client_secret_basic",
-            ],
-            "jwks_uri": f"{AUTHORITY}/{TENANT}/discovery/v2.0/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{AUTHORITY}/{TENANT}/v2.0",
-            "request_uri_parameter_supported": False,
-            "authorization_endpoint": f"{AUTHORITY}/{TENANT}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{AUTHORITY}/{TENANT}/oauth2/v2.0/devicecode",
-            "end_session_endpoint": f"{AUTHORITY}/{TENANT}/oauth2/v2.0/logout",
-            "tenant_region_scope": "EU",
-            "cloud_instance_name": "microsoftonline.com",
-        },
+        json=openid_configuration(AUTHORITY),
     )
     rs.post(
         f"{AUTHORITY}/{TENANT}/oauth2/v2.0/token",
         status=status,
-        json=body
-        or {
-            "token_type": "Bearer",
-            "expires_in": 3599,
-            "ext_expires_in": 3599,
-            "access_token": ACCESS_TOKEN,
-        },
+        json=body or answer("entra_token"),
     )
+
+
+def openid_configuration(authority: str) -> dict[str, Any]:
+    """The recorded discovery document of :data:`TENANT` (``entra_openid_configuration``,
+    published at :data:`AUTHORITY`), its endpoints moved to ``authority``."""
+    text = json.dumps(answer("entra_openid_configuration"))
+    return cast(dict[str, Any], json.loads(text.replace(AUTHORITY, authority)))
 
 
 def context(requests: Counter[str], **overrides: Any) -> ProviderContext:

@@ -1,5 +1,6 @@
-"""Shared by the GCP provider tests: a service-account key, a provider context,
-rows of the Cloud Billing export table, and the exporter's samples by labels.
+"""Shared by the GCP provider tests: a service-account key, a provider context, and the
+exporter's samples by labels.  The APIs' answers are recorded in the providers' test
+folders (``tests/providers/gcp_*/fixtures/``).
 
 Nothing here reaches Google: the key is generated locally and its ``token_uri``
 is :data:`TOKEN_URI`, which the tests answer with ``responses``.
@@ -28,30 +29,6 @@ from budget_exporter.providers.base import Provider, ProviderContext
 from budget_exporter.runtime.engine import Engine
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
-
-EXPORT_SCHEMA = {
-    "fields": [
-        {"name": "project_id", "type": "STRING", "mode": "NULLABLE"},
-        {"name": "service_description", "type": "STRING", "mode": "NULLABLE"},
-        {"name": "currency", "type": "STRING", "mode": "NULLABLE"},
-        {"name": "net_cost", "type": "NUMERIC", "mode": "NULLABLE"},
-        {"name": "last_export_time", "type": "TIMESTAMP", "mode": "NULLABLE"},
-    ]
-}
-"""The columns gcp_billing_export's query selects, as BigQuery describes them."""
-
-EXPORTED = 1757928600 * 1_000_000
-"""2025-09-15T09:30:00Z in microseconds, as BigQuery sends TIMESTAMPs when asked
-for useInt64Timestamp (the client always asks)."""
-
-
-def export_row(
-    project: str | None, service: str, currency: str, cost: str, exported: int = EXPORTED
-) -> dict[str, Any]:
-    """One row of a query answer over :data:`EXPORT_SCHEMA`."""
-    return {
-        "f": [{"v": project}, {"v": service}, {"v": currency}, {"v": cost}, {"v": str(exported)}]
-    }
 
 
 @functools.cache

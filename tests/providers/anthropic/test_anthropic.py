@@ -1,9 +1,12 @@
-"""The ``anthropic`` provider against payloads shaped like Anthropic's Admin API."""
+"""The ``anthropic`` provider against answers of Anthropic's Admin API (cost report, messages
+usage report), recorded in ``fixtures/`` (buckets of November 2026, the month of
+:data:`tests.support.llm.NOW`)."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from budget_exporter.core.model import Period
 from budget_exporter.core.periods import window_at
 from tests.support import llm
 from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.fixtures import load_fixture, shifted
 from tests.support.llm import MONTH, make_provider, value
 
 BASE = "https://api.anthropic.test"
@@ -30,69 +34,16 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def bucket(day: int, results: list[dict[str, Any]], month: Any = MONTH) -> dict[str, Any]:
-    start = month.start + timedelta(days=day)
-    return {
-        "starting_at": rfc3339(start),
-        "ending_at": rfc3339(start + timedelta(days=1)),
-        "results": results,
-    }
-
-
-def cost(
-    cents: Any,
-    workspace: str | None,
-    model: str | None = None,
-    token_type: str | None = None,
-    cost_type: str | None = "tokens",
-) -> dict[str, Any]:
-    description = f"{model} Usage - {token_type}" if model else "Web Search"
-    return {
-        "currency": "USD",
-        "amount": cents,
-        "workspace_id": workspace,
-        "description": description,
-        "cost_type": cost_type,
-        "context_window": "0-200k",
-        "model": model,
-        "service_tier": "standard",
-        "token_type": token_type,
-    }
-
-
-def page(buckets: list[dict[str, Any]], next_page: str | None) -> dict[str, Any]:
-    return {"data": buckets, "has_more": next_page is not None, "next_page": next_page}
+def answer(name: str) -> Any:
+    """The recorded cost or usage report ``name`` (``fixtures/<name>.json``)."""
+    return load_fixture("anthropic", name)
 
 
 SONNET = "claude-sonnet-4-20250514"
-COST_PAGES = {
-    None: page(
-        [
-            bucket(
-                0,
-                [
-                    cost("123.78912", "wrkspc_01A", SONNET, "uncached_input_tokens"),
-                    cost("250", None, SONNET, "output_tokens"),
-                ],
-            ),
-            bucket(1, []),
-        ],
-        "page_Mg==",
-    ),
-    "page_Mg==": page(
-        [
-            bucket(
-                2,
-                [
-                    cost(76.21088, "wrkspc_01A", SONNET, "uncached_input_tokens"),
-                    cost("1000", None, None, None, cost_type="web_search"),
-                    cost("10.5", "wrkspc_01A", SONNET, "cache_creation.ephemeral_1h_input_tokens"),
-                ],
-            )
-        ],
-        None,
-    ),
-}
+# Two pages grouped by workspace and description, amounts in cents: input tokens of one
+# workspace on two days, output tokens and web search of the default workspace, a 1h
+# cache write.
+COST_PAGES = {None: answer("cost_report_page1"), "page_Mg==": answer("cost_report_page2")}
 
 
 def raw_query(call: Any) -> str:
@@ -148,11 +99,7 @@ def test_cost_report_in_cents_over_every_page() -> None:
 
 @responses.activate
 def test_without_description_grouping_there_is_only_the_workspace() -> None:
-    responses.add(
-        responses.GET,
-        COSTS,
-        json=page([bucket(0, [cost("99.5", None, None, None, None)])], None),
-    )
+    responses.add(responses.GET, COSTS, json=answer("cost_report_by_workspace"))
     provider = make_provider("anthropic", admin_key=KEY, base_url=BASE, group_by=["workspace_id"])
     result = provider.poll([MONTH])
     assert [(ln.dims, ln.amount) for ln in result.lines] == [
@@ -163,88 +110,69 @@ def test_without_description_grouping_there_is_only_the_workspace() -> None:
 
 @responses.activate
 def test_empty_month_gives_no_lines_and_no_error() -> None:
-    responses.add(responses.GET, COSTS, json=page([bucket(0, []), bucket(1, [])], None))
+    responses.add(responses.GET, COSTS, json=answer("cost_report_empty_days"))
     assert make_provider("anthropic", admin_key=KEY, base_url=BASE).poll([MONTH]).lines == ()
 
 
 @pytest.mark.parametrize("status", [401, 403])
 @responses.activate
 def test_non_admin_key_is_a_clear_error(status: int) -> None:
-    error = {
-        "type": "error",
-        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
-    }
+    error = answer("error_authentication")
     llm.assert_admin_key_refused("anthropic", COSTS, status, error, key=KEY, base_url=BASE)
 
 
 @responses.activate
 def test_429_with_retry_after_is_retried() -> None:
-    throttled = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    answer = page([bucket(0, [cost("500", None)])], None)
+    throttled = answer("error_rate_limit")
     result = llm.assert_429_retried(
-        "anthropic", COSTS, throttled, answer, admin_key=KEY, base_url=BASE, retries=3
+        "anthropic",
+        COSTS,
+        throttled,
+        answer("cost_report_web_search"),
+        admin_key=KEY,
+        base_url=BASE,
+        retries=3,
     )
     assert [ln.amount for ln in result.lines] == [Decimal(5)]
 
 
+def broken(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """``cost_report_web_search`` (one day, one result of 500 cents) after ``change``."""
+    document = answer("cost_report_web_search")
+    change(document)
+    return document
+
+
+def first_result(document: dict[str, Any]) -> dict[str, Any]:
+    return document["data"][0]["results"][0]
+
+
 @pytest.mark.parametrize(
-    ("document", "message"),
+    ("change", "message"),
     [
-        ({"has_more": False}, "no data list"),
-        (page([bucket(0, [cost("1.2.3", None)])], None), "not a number"),
-        (page([{"results": []}], None), "no starting_at"),
-        (page([{"starting_at": "yesterday", "results": []}], None), "RFC 3339"),
-        (page([bucket(0, [{**cost("1", None), "currency": None}])], None), "currency"),
+        (lambda d: d.pop("data"), "no data list"),
+        (lambda d: first_result(d).update(amount="1.2.3"), "not a number"),
+        (lambda d: d.update(data=[{"results": []}]), "no starting_at"),
+        (lambda d: d.update(data=[{"starting_at": "yesterday", "results": []}]), "RFC 3339"),
+        (lambda d: first_result(d).update(currency=None), "currency"),
     ],
 )
 @responses.activate
-def test_malformed_answers_fail_the_poll(document: dict[str, Any], message: str) -> None:
-    responses.add(responses.GET, COSTS, json=document)
+def test_malformed_answers_fail_the_poll(
+    change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    responses.add(responses.GET, COSTS, json=broken(change))
     with pytest.raises(SourceError, match=message):
         make_provider("anthropic", admin_key=KEY, base_url=BASE).poll([MONTH])
 
 
-def usage(model: str, uncached: int, read: int, w5m: int, w1h: int, out: int) -> dict[str, Any]:
-    return {
-        "uncached_input_tokens": uncached,
-        "cache_read_input_tokens": read,
-        "cache_creation": {"ephemeral_5m_input_tokens": w5m, "ephemeral_1h_input_tokens": w1h},
-        "output_tokens": out,
-        "server_tool_use": {"web_search_requests": 0},
-        "api_key_id": None,
-        "workspace_id": None,
-        "model": model,
-        "service_tier": None,
-        "context_window": None,
-    }
-
-
 @responses.activate
 def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) -> None:
-    responses.add(responses.GET, COSTS, json=page([], None))
-    responses.add_callback(
-        responses.GET,
-        USAGE,
-        callback=llm.paged(
-            {
-                None: page([bucket(0, [usage(SONNET, 500_000, 1_000_000, 0, 0, 50_000)])], "p2"),
-                "p2": page(
-                    [
-                        bucket(1, []),
-                        bucket(
-                            2,
-                            [
-                                usage(SONNET, 500_000, 0, 100_000, 100_000, 50_000),
-                                usage("claude-next-1", 10, 0, 0, 0, 10),
-                            ],
-                        ),
-                    ],
-                    None,
-                ),
-            },
-            BAD_PAGE,
-        ),
-    )
+    responses.add(responses.GET, COSTS, json=answer("cost_report_empty_days"))
+    # Messages usage by model over two pages: Sonnet 4 on two days (cache reads on the
+    # first, 5m and 1h cache writes on the second), and a model no price table knows.
+    usage_pages = {None: answer("usage_report_page1"), "p2": answer("usage_report_page2")}
+    responses.add_callback(responses.GET, USAGE, callback=llm.paged(usage_pages, BAD_PAGE))
     provider = make_provider(
         "anthropic",
         admin_key=KEY,
@@ -280,12 +208,9 @@ def test_usage_tokens_over_pages_and_estimate(caplog: pytest.LogCaptureFixture) 
 
 @responses.activate
 def test_a_failing_usage_request_keeps_the_cost_lines(caplog: pytest.LogCaptureFixture) -> None:
-    costs = page([bucket(0, [cost("250", "wrkspc_01A", SONNET, "output_tokens")])], None)
-    usage_page = page([bucket(0, [usage(SONNET, 100, 0, 0, 0, 10)])], None)
-    denied = {
-        "type": "error",
-        "error": {"type": "permission_error", "message": "not allowed to read usage"},
-    }
+    costs = answer("cost_report_one_line")
+    usage_page = answer("usage_report_one_model")
+    denied = answer("error_permission")
     llm.assert_usage_is_optional(
         "anthropic", COSTS, USAGE, costs, usage_page, denied, caplog, key=KEY, base_url=BASE
     )
@@ -297,14 +222,8 @@ def test_a_price_table_that_cannot_be_read_at_poll_time_only_loses_estimates(
 ) -> None:
     table = tmp_path / "prices.yml"
     table.write_text(f"taken: 2026-10-01\nmodels:\n  {SONNET}: {{input: 1, output: 1}}\n")
-    responses.add(
-        responses.GET,
-        COSTS,
-        json=page([bucket(0, [cost("250", "wrkspc_01A", SONNET, "output_tokens")])], None),
-    )
-    responses.add(
-        responses.GET, USAGE, json=page([bucket(0, [usage(SONNET, 100, 0, 0, 0, 10)])], None)
-    )
+    responses.add(responses.GET, COSTS, json=answer("cost_report_one_line"))
+    responses.add(responses.GET, USAGE, json=answer("usage_report_one_model"))
     provider = make_provider(
         "anthropic",
         admin_key=KEY,
@@ -323,20 +242,12 @@ def test_a_price_table_that_cannot_be_read_at_poll_time_only_loses_estimates(
 def test_whole_exporter_against_a_loopback_anthropic(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    month = window_at(Period.MONTHLY, datetime.now(UTC))
+    # The exporter asks for the real current month: move the recorded buckets to it.
+    by = window_at(Period.MONTHLY, datetime.now(UTC)).start - MONTH.start
     upstream.reply(
-        Reply(
-            json=page(
-                [bucket(0, [cost("4200", "wrkspc_ml", SONNET, "output_tokens")], month)],
-                "page_two",
-            )
-        ),
-        Reply(
-            json=page(
-                [bucket(0, [cost("800.5", None, SONNET, "uncached_input_tokens")], month)], None
-            )
-        ),
-        Reply(json=page([bucket(0, [usage(SONNET, 10, 20, 0, 0, 30)], month)], None)),
+        Reply(json=shifted(answer("cost_report_two_workspaces_page1"), by)),
+        Reply(json=shifted(answer("cost_report_two_workspaces_page2"), by)),
+        Reply(json=shifted(answer("usage_report_cached"), by)),
     )
     config = tmp_path / "anthropic.yml"
     config.write_text(

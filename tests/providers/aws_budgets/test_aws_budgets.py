@@ -1,5 +1,7 @@
 """aws_budgets against moto (budgets and notifications as AWS keeps them) and
-botocore's Stubber (pages moto does not produce, error answers).
+botocore's Stubber (pages moto does not produce, error answers).  The Stubber's pages are
+recorded in ``fixtures/`` as DescribeBudgets and DescribeNotificationsForBudget answer
+(amounts as strings, thresholds as numbers, ``NextToken`` while more pages exist).
 
 Fake credentials come from the environment and a socket guard refuses
 anything but loopback, so no test can reach real AWS.
@@ -26,6 +28,7 @@ from budget_exporter.core.periods import window_at
 from budget_exporter.providers.aws_budgets import BudgetsProvider, parse_budget, threshold_ratios
 from tests.support import aws
 from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
+from tests.support.fixtures import load_fixture
 
 NOW = datetime(2026, 8, 21, 12, 0, tzinfo=UTC)
 OTHER_ACCOUNT = "111122223333"
@@ -232,42 +235,26 @@ def test_assumed_role_reads_the_role_account() -> None:
 
 
 def test_every_page_is_read() -> None:
-    page_one = {
-        "Budgets": [
-            {"BudgetName": "a", "BudgetLimit": money("10"), "TimeUnit": "MONTHLY",
-             "BudgetType": "COST"},
-        ],
-        "NextToken": "page-2",
-    }  # fmt: skip
-    page_two = {
-        "Budgets": [
-            {"BudgetName": "b", "BudgetLimit": money("20"), "TimeUnit": "MONTHLY",
-             "BudgetType": "COST", "CalculatedSpend": {"ActualSpend": money("1.5")}},
-        ],
-    }  # fmt: skip
+    # Budget a (10 USD a month) on page one, then b (20 USD, 1.5 spent) on page two.
+    page_one = load_fixture("aws_budgets", "describe_budgets_page1")
+    page_two = load_fixture("aws_budgets", "describe_budgets_page2")
     with mock_aws():
         h = Harness(account_id=DEFAULT_ACCOUNT_ID)
         with Stubber(h.provider.aws.client("budgets")) as stubber:
             base = {"AccountId": DEFAULT_ACCOUNT_ID, "MaxResults": 100}
             stubber.add_response("describe_budgets", page_one, base)
-            stubber.add_response("describe_budgets", page_two, {**base, "NextToken": "page-2"})
-            notes = {
-                "Notifications": [
-                    {"NotificationType": "ACTUAL", "ComparisonOperator": "GREATER_THAN",
-                     "Threshold": 60.0, "ThresholdType": "PERCENTAGE"},
-                ],
-                "NextToken": "n-2",
-            }  # fmt: skip
-            more = {
-                "Notifications": [
-                    {"NotificationType": "ACTUAL", "ComparisonOperator": "GREATER_THAN",
-                     "Threshold": 90.0, "ThresholdType": "PERCENTAGE"},
-                ],
-            }  # fmt: skip
+            stubber.add_response(
+                "describe_budgets", page_two, {**base, "NextToken": page_one["NextToken"]}
+            )
+            # Budget a's notifications: actual spend over 60 %, then over 90 %.
+            notes = load_fixture("aws_budgets", "describe_notifications_page1")
+            more = load_fixture("aws_budgets", "describe_notifications_page2")
             for_a = {**base, "BudgetName": "a"}
             stubber.add_response("describe_notifications_for_budget", notes, for_a)
             stubber.add_response(
-                "describe_notifications_for_budget", more, {**for_a, "NextToken": "n-2"}
+                "describe_notifications_for_budget",
+                more,
+                {**for_a, "NextToken": notes["NextToken"]},
             )
             stubber.add_response(
                 "describe_notifications_for_budget",

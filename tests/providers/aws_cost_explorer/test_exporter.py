@@ -23,6 +23,7 @@ from tests.support import aws
 from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
 from tests.support.aws_cost_explorer import (
     NOW,
+    answer,
     expect_forecast,
     group,
     grouped,
@@ -33,26 +34,8 @@ from tests.support.net import free_port
 
 def test_whole_exporter_exports_spend_forecast_and_health(make_engine) -> None:
     with mock_aws():
-        queue(
-            grouped(
-                [
-                    group(["Amazon Elastic Compute Cloud - Compute", "team$ml"], "41.25"),
-                    group(["Amazon Simple Storage Service", "team$web"], "8.75"),
-                ],
-                definitions=[
-                    {"Type": "DIMENSION", "Key": "SERVICE"},
-                    {"Type": "TAG", "Key": "team"},
-                ],
-                token="next",
-            ),
-            grouped(
-                [group(["AWS Lambda", "team$ml"], "10.00")],
-                definitions=[
-                    {"Type": "DIMENSION", "Key": "SERVICE"},
-                    {"Type": "TAG", "Key": "team"},
-                ],
-            ),
-        )
+        # EC2 41.25 (ml) and S3 8.75 (web), then a token; Lambda 10.00 (ml).
+        queue(answer("by_service_and_team_page1"), answer("by_service_and_team_page2"))
         engine = aws.engine_without_retries(
             make_engine,
             """
@@ -162,12 +145,12 @@ def test_exporter_once_against_moto_server(moto_server: str, write_config) -> No
         start=month_start.isoformat(),
         end=today.isoformat(),
     )
-    answer = requests.post(
+    posted = requests.post(
         f"{moto_server}/moto-api/static/ce/cost-and-usage-results",
         json={"results": [page]},
         timeout=5,
     )
-    assert answer.status_code == 201
+    assert posted.status_code == 201
     budgets = boto3.client("budgets", region_name="us-east-1", endpoint_url=moto_server)
     budgets.create_budget(
         AccountId=DEFAULT_ACCOUNT_ID,

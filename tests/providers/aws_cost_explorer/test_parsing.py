@@ -1,7 +1,9 @@
 """aws_cost_explorer: GetCostAndUsage answers (queued in moto) turned into spend lines.
 
-Payloads are shaped as in shared/provider-apis.md: amounts are strings, tag
-keys come as ``Key$Value``, pages carry ``NextPageToken``.
+The answers are recorded in ``fixtures/`` as Cost Explorer sends them: amounts are
+strings, tag keys come as ``Key$Value``, pages carry ``NextPageToken``.  Tests that only
+need a service or two derive their answer from the recorded ``by_service`` with
+:func:`tests.support.aws_cost_explorer.grouped`.
 """
 
 from __future__ import annotations
@@ -20,37 +22,20 @@ from tests.support.aws import offline_aws  # noqa: F401 (autouse fixture)
 from tests.support.aws_cost_explorer import (
     SERVICE_AND_TAG,
     Harness,
+    answer,
     by_dims,
     group,
     grouped,
     queue,
     sample,
     sent,
-    total,
 )
 
 
 def test_every_page_groups_tags_and_estimated_flag() -> None:
     with mock_aws():
-        queue(
-            grouped(
-                [
-                    group(["Amazon Simple Storage Service", "Environment$Dev"], "0.2682364644"),
-                    group(["Amazon Elastic Compute Cloud - Compute", "Environment$Prod"], "812.5"),
-                ],
-                definitions=SERVICE_AND_TAG,
-                token="page-2-token",
-            ),
-            grouped(
-                [
-                    group(
-                        ["Amazon Elastic Compute Cloud - Compute", "Environment$"], "40.0000000001"
-                    ),
-                    group(["Tax", "Environment$"], "-3.10"),
-                ],
-                definitions=SERVICE_AND_TAG,
-            ),
-        )
+        # Page 1: S3 (Dev) and EC2 (Prod), then "page-2-token"; page 2: EC2 and Tax untagged.
+        queue(answer("by_service_and_tag_page1"), answer("by_service_and_tag_page2"))
         h = Harness(group_by=["SERVICE", "TAG:Environment"])
         result = h.poll()
         bodies = sent()
@@ -83,19 +68,8 @@ def test_every_page_groups_tags_and_estimated_flag() -> None:
 
 
 def test_ungrouped_total_with_final_figures_and_other_metric() -> None:
-    page = {
-        "ResultsByTime": [
-            {
-                "TimePeriod": {"Start": "2026-08-01", "End": "2026-08-21"},
-                "Total": {"AmortizedCost": {"Amount": "4.1294931175", "Unit": "USD"}},
-                "Groups": [],
-                "Estimated": False,
-            }
-        ],
-        "DimensionValueAttributes": [],
-    }
     with mock_aws():
-        queue(page)
+        queue(answer("ungrouped_amortized"))
         h = Harness(group_by=[], metric="AmortizedCost")
         result = h.poll()
         (body,) = sent()
@@ -106,26 +80,9 @@ def test_ungrouped_total_with_final_figures_and_other_metric() -> None:
 
 
 def test_linked_accounts_get_names_and_regions() -> None:
-    definitions = [
-        {"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"},
-        {"Type": "DIMENSION", "Key": "REGION"},
-    ]
-    attributes = [
-        {"Value": "111111111111", "Attributes": {"description": "production"}},
-        {"Value": "222222222222", "Attributes": {"description": "staging"}},
-    ]
     with mock_aws():
-        queue(
-            grouped(
-                [
-                    group(["111111111111", "eu-west-1"], "10.5"),
-                    group(["222222222222", "us-east-1"], "2"),
-                    group(["222222222222", "global"], "0.25"),
-                ],
-                definitions=definitions,
-                attributes=attributes,
-            )
-        )
+        # 111111111111 (production) in eu-west-1; 222222222222 (staging) in us-east-1, global.
+        queue(answer("by_linked_account_and_region"))
         result = Harness(group_by=["LINKED_ACCOUNT", "REGION"]).poll()
     assert by_dims(result) == {
         (
@@ -148,12 +105,7 @@ def test_linked_accounts_get_names_and_regions() -> None:
 
 def test_cost_category_values_lose_their_prefix() -> None:
     with mock_aws():
-        queue(
-            grouped(
-                [group(["Team$Platform"], "7.5"), group(["Team$"], "1.25")],
-                definitions=[{"Type": "COST_CATEGORY", "Key": "Team"}],
-            )
-        )
+        queue(answer("by_cost_category"))  # Team$Platform 7.5, Team$ 1.25
         result = Harness(group_by=["COST_CATEGORY:Team"]).poll()
     assert by_dims(result) == {
         (("x_cost_category_team", "Platform"),): Decimal("7.5"),
@@ -174,17 +126,7 @@ BY_RECORD_TYPE = [
 def test_credits_included_by_default() -> None:
     # Grouped by record type, as AWS answers it: a promotional credit is its own negative line.
     with mock_aws():
-        queue(
-            grouped(
-                [
-                    group(["Amazon EC2", "Usage"], "100.00"),
-                    group(["Amazon EC2", "Credit"], "-30.00"),
-                    group(["AWS Support", "Usage"], "5.00"),
-                    group(["Tax", "Tax"], "1.50"),
-                ],
-                definitions=RECORD_TYPES,
-            )
-        )
+        queue(answer("by_service_and_record_type"))
         result = Harness(group_by=BY_RECORD_TYPE).poll()
         (body,) = sent()
     assert "Filter" not in body, "nothing is left out by default"
@@ -197,16 +139,7 @@ def test_credits_included_by_default() -> None:
 def test_credits_excluded_on_request() -> None:
     # With the Not RECORD_TYPE filter AWS leaves the credit out of its answer.
     with mock_aws():
-        queue(
-            grouped(
-                [
-                    group(["Amazon EC2", "Usage"], "100.00"),
-                    group(["AWS Support", "Usage"], "5.00"),
-                    group(["Tax", "Tax"], "1.50"),
-                ],
-                definitions=RECORD_TYPES,
-            )
-        )
+        queue(answer("by_service_and_record_type_without_credits"))
         result = Harness(group_by=BY_RECORD_TYPE, include_credits=False).poll()
         (body,) = sent()
     assert body["Filter"] == {"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit"]}}}
@@ -288,15 +221,8 @@ def test_settle_lag_over_the_whole_window_asks_nothing_more() -> None:
 
 
 def test_month_and_quarter_come_from_one_request() -> None:
-    page = {
-        "ResultsByTime": [
-            total("300.00", start="2026-07-01", end="2026-08-01", estimated=False),
-            total("120.50", start="2026-08-01", end="2026-08-21", estimated=True),
-        ],
-        "DimensionValueAttributes": [],
-    }
     with mock_aws():
-        queue(page)
+        queue(answer("month_and_quarter_ungrouped"))  # July: 300.00 final; August: 120.50
         h = Harness(group_by=[])
         result = h.poll(Period.MONTHLY, Period.QUARTERLY)
         (body,) = sent()

@@ -23,11 +23,11 @@ from tests.support.azure import (
     SECRET,
     SUBSCRIPTION,
     TENANT,
+    answer,
     clean_azure_env,  # noqa: F401 (autouse fixture)
-    cost_columns,
     mock_login,
+    openid_configuration,
     query_calls,
-    query_page,
     refuse_query,
 )
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt and braces)
@@ -76,14 +76,9 @@ def test_whole_exporter_exports_azure_spend(
     rs: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     mock_login(rs)
-    second = f"{QUERY_URL}?api-version=2023-11-01&$skiptoken=AQAAAA%3D%3D"
-    rs.post(
-        QUERY_URL,
-        json=query_page(
-            [[19.54, "Storage", "USD"], [100.46, "Virtual Machines", "USD"]], next_link=second
-        ),
-    )
-    rs.post(second, json=query_page([[30, "Azure OpenAI", "USD"]]))
+    first = answer("spend_page1")  # Storage 19.54, Virtual Machines 100.46, then a nextLink
+    rs.post(QUERY_URL, json=first)
+    rs.post(first["properties"]["nextLink"], json=answer("spend_page2"))  # Azure OpenAI 30
     engine = Engine(load_config(_write_config(tmp_path)))
     assert engine.poll_all_once()
     text = engine.snapshot.rendered.text
@@ -170,33 +165,17 @@ def test_example_config_runs_against_mocked_azure(rs: Any, tmp_path: Path) -> No
     login = "https://login.microsoftonline.com"
     rs.get(
         f"{login}/{TENANT}/v2.0/.well-known/openid-configuration",
-        json={
-            "token_endpoint": f"{login}/{TENANT}/oauth2/v2.0/token",
-            "authorization_endpoint": f"{login}/{TENANT}/oauth2/v2.0/authorize",
-            "issuer": f"{login}/{TENANT}/v2.0",
-        },
+        json=openid_configuration(login),
     )
-    rs.post(
-        f"{login}/{TENANT}/oauth2/v2.0/token",
-        json={"token_type": "Bearer", "expires_in": 3599, "access_token": ACCESS_TOKEN},
-    )
+    rs.post(f"{login}/{TENANT}/oauth2/v2.0/token", json=answer("entra_token"))
     arm = "https://management.azure.com/subscriptions"
+    # prod: Virtual Machines 1200 (rg-web), Azure OpenAI 150.25 (rg-ml), Storage 80
+    # (rg-ml-data), Azure Monitor 12.5 (no resource group); dev: Azure OpenAI 40, Storage 9.75.
     rs.post(
         f"{arm}/{prod}/providers/Microsoft.CostManagement/query",
-        json=query_page(
-            [
-                [1200, "Virtual Machines", "rg-web", "USD"],
-                [150.25, "Azure OpenAI", "rg-ml", "USD"],
-                [80, "Storage", "rg-ml-data", "USD"],
-                [12.5, "Azure Monitor", None, "USD"],
-            ],
-            columns=cost_columns("ServiceName", "ResourceGroup"),
-        ),
+        json=answer("prod_by_service_and_resource_group"),
     )
-    rs.post(
-        f"{arm}/{dev}/providers/Microsoft.CostManagement/query",
-        json=query_page([[40, "Azure OpenAI", "USD"], [9.75, "Storage", "USD"]]),
-    )
+    rs.post(f"{arm}/{dev}/providers/Microsoft.CostManagement/query", json=answer("dev_by_service"))
     engine = Engine(config)
     assert engine.poll_all_once()
     samples = _samples(engine.snapshot.rendered.text)

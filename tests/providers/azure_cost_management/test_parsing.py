@@ -1,4 +1,7 @@
-"""azure_cost_management: Cost Management query answers turned into spend lines."""
+"""azure_cost_management: Cost Management query answers turned into spend lines.
+
+The answers are read as the provider reads them, numbers as ``Decimal``.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +11,28 @@ from typing import Any
 import pytest
 
 from budget_exporter.core.errors import SourceError
+from budget_exporter.core.model import Period
 from budget_exporter.providers.azure_cost_management import parse_query_result
 from tests.support.azure import (
     SUBSCRIPTION,
+    answer,
     clean_azure_env,  # noqa: F401 (autouse fixture)
-    cost_columns,
     query_page,
 )
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt and braces)
 
 
+def rows(page: Any, *args: Any) -> list[tuple[dict[str, str], Decimal, str]]:
+    """``(dimensions, amount, currency)`` of each spend line parsed from ``page``."""
+    result = parse_query_result(page, *args)
+    assert all(line.period is Period.MONTHLY for line in result.lines)
+    return [(line.dims, line.amount, line.currency) for line in result.lines]
+
+
 def test_parse_reads_rows_through_columns() -> None:
-    page = query_page(
-        [
-            ["USD", "rg-ml", Decimal("12.5"), SUBSCRIPTION],
-            ["USD", None, Decimal("0.25"), SUBSCRIPTION],
-        ],
-        columns=[
-            ("Currency", "String"),
-            ("ResourceGroupName", "String"),
-            ("PreTaxCost", "Number"),
-            ("SubscriptionId", "String"),
-        ],
-    )
-    rows = parse_query_result(page, ["ResourceGroup", "SubscriptionId"])
-    assert rows == [
+    # Columns Currency, ResourceGroupName, PreTaxCost, SubscriptionId, in that order.
+    page = answer("pretax_cost_by_resource_group_and_subscription", parse_float=Decimal)
+    assert rows(page, ["ResourceGroup", "SubscriptionId"]) == [
         (
             {"x_resource_group_name": "rg-ml", "sub_account_id": SUBSCRIPTION},
             Decimal("12.5"),
@@ -43,23 +43,15 @@ def test_parse_reads_rows_through_columns() -> None:
 
 
 def test_parse_cost_usd_is_in_usd_whatever_the_currency_column() -> None:
-    page = query_page(
-        [[Decimal("3.75"), "Virtual Machines", "EUR"]],
-        columns=[("CostUSD", "Number"), ("ServiceName", "String"), ("Currency", "String")],
-    )
-    assert parse_query_result(page, ["ServiceName"], "CostUSD") == [
+    page = answer("cost_usd", parse_float=Decimal)  # CostUSD 3.75, Currency EUR
+    assert rows(page, ["ServiceName"], "CostUSD") == [
         ({"service_name": "Virtual Machines"}, Decimal("3.75"), "USD")
     ]
 
 
 def test_parse_prefers_the_requested_cost_column() -> None:
-    page = query_page(
-        [[Decimal("3.75"), Decimal("4.10"), "Storage", "EUR"]],
-        columns=[("CostUSD", "Number"), *cost_columns("ServiceName")],
-    )
-    assert parse_query_result(page, ["ServiceName"]) == [
-        ({"service_name": "Storage"}, Decimal("4.10"), "EUR")
-    ]
+    page = answer("cost_usd_and_cost", parse_float=Decimal)  # CostUSD 3.75, Cost 4.10 EUR
+    assert rows(page, ["ServiceName"]) == [({"service_name": "Storage"}, Decimal("4.10"), "EUR")]
 
 
 @pytest.mark.parametrize(
@@ -89,5 +81,5 @@ def test_parse_rejects_malformed_answers(page: Any, message: str) -> None:
 
 
 def test_parse_empty_month() -> None:
-    assert parse_query_result(query_page([]), ["ServiceName"]) == []
-    assert parse_query_result({"properties": None}, ["ServiceName"]) == []
+    assert rows(answer("empty_month"), ["ServiceName"]) == []
+    assert rows({"properties": None}, ["ServiceName"]) == []

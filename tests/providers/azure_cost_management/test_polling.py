@@ -29,10 +29,10 @@ from tests.support.azure import (
     QUERY_URL,
     SECRET,
     SUBSCRIPTION,
+    answer,
     arm_error,
     by_dims,
     clean_azure_env,  # noqa: F401 (autouse fixture)
-    cost_columns,
     make_provider,
     mock_login,
     monthly,
@@ -48,14 +48,10 @@ from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt
 def test_poll_follows_next_link_with_the_same_body(rs: Any) -> None:
     mock_login(rs)
     second = f"{QUERY_URL}?api-version=2023-11-01&$skiptoken=AQAAAA%3D%3D"
-    rs.post(
-        QUERY_URL,
-        json=query_page([[19.54, "Storage", "USD"], [0.1, "Bandwidth", "USD"]], next_link=second),
-    )
-    rs.post(
-        second,
-        json=query_page([[120.0, "Virtual Machines", "USD"], [0.2, "Bandwidth", "USD"]]),
-    )
+    first = answer("next_link_page1")  # Storage 19.54, Bandwidth 0.1
+    assert first["properties"]["nextLink"] == second
+    rs.post(QUERY_URL, json=first)
+    rs.post(second, json=answer("next_link_page2"))  # Virtual Machines 120.0, Bandwidth 0.2
     requests: Counter[str] = Counter()
     provider = make_provider(requests)
     result = provider.poll(monthly())
@@ -103,17 +99,8 @@ def test_token_is_cached_between_polls(rs: Any) -> None:
 @pytest.mark.extra("azure")
 def test_two_groupings_and_currencies(rs: Any) -> None:
     mock_login(rs)
-    rs.post(
-        QUERY_URL,
-        json=query_page(
-            [
-                [10, "Storage", SUBSCRIPTION, "EUR"],
-                [2.5, "Storage", "99999999-1111-2222-3333-444444444444", "EUR"],
-                [7, "Storage", SUBSCRIPTION, "USD"],
-            ],
-            columns=cost_columns("ServiceName", "SubscriptionId"),
-        ),
-    )
+    # Storage in two subscriptions: EUR 10 and USD 7 in ours, EUR 2.5 in another.
+    rs.post(QUERY_URL, json=answer("by_service_and_subscription"))
     result = make_provider(group_by=["ServiceName", "SubscriptionId"]).poll(monthly())
     other = "99999999-1111-2222-3333-444444444444"
     # the EUR and USD lines of one subscription stay apart

@@ -2,6 +2,13 @@
 
 Credentials are a service-account key generated for the test (its token
 endpoint is mocked too), so the real auth path runs and nothing reaches Google.
+
+BigQuery's answers are recorded in ``fixtures/`` as its REST reference describes them
+(``jobs.query``, ``jobs.get``, ``jobs.getQueryResults``): the columns the provider's query
+selects, rows as ``{"f": [{"v": ...}]}`` with every value a string, ``totalRows`` as an
+int64 string, TIMESTAMPs in microseconds (the client asks for ``useInt64Timestamp``).
+The month's rows: shop-prod's Compute Engine 812.4312 and Cloud Storage 40.01 (exported an
+hour earlier), data-lake's BigQuery 377.5, and an account-level Support credit of -12.25.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from budget_exporter.providers.gcp_billing_export import (
 )
 from budget_exporter.runtime.engine import Engine
 from tests.support import gcp
+from tests.support.fixtures import load_fixture
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
 from tests.support.paths import ROOT
 
@@ -38,50 +46,11 @@ ACCESS_TOKEN = "ya29.test-access-token"
 TABLE = "billing-admin.billing_export.gcp_billing_export_v1_0A1B2C_3D4E5F_6A7B8C"
 BQ = "https://bigquery.googleapis.com/bigquery/v2/projects/billing-admin"
 NOW = datetime(2025, 9, 15, 12, 0, tzinfo=UTC)
-JOB_REF = {"projectId": "billing-admin", "jobId": "job_Qx7f2", "location": "US"}
-
-ROWS = [
-    gcp.export_row("shop-prod", "Compute Engine", "USD", "812.431200000"),
-    gcp.export_row(
-        "shop-prod", "Cloud Storage", "USD", "40.010000000", gcp.EXPORTED - 3600_000_000
-    ),
-    gcp.export_row("data-lake", "BigQuery", "USD", "377.500000000"),
-    gcp.export_row(None, "Support", "USD", "-12.250000000"),
-]
 
 
-def query_response(rows, **extra):
-    body = {
-        "kind": "bigquery#queryResponse",
-        "schema": gcp.EXPORT_SCHEMA,
-        "jobReference": JOB_REF,
-        "totalRows": str(len(rows)),
-        "rows": rows,
-        "totalBytesProcessed": "52428800",
-        "jobComplete": True,
-        "cacheHit": False,
-        "queryId": "job_Qx7f2",
-    }
-    body.update(extra)
-    return body
-
-
-def job_resource(state):
-    body = {
-        "kind": "bigquery#job",
-        "id": "billing-admin:US.job_Qx7f2",
-        "jobReference": JOB_REF,
-        "configuration": {"jobType": "QUERY", "query": {"query": "SELECT", "useLegacySql": False}},
-        "status": {"state": state},
-        "statistics": {"creationTime": "1757937600000", "startTime": "1757937600100"},
-    }
-    if state == "DONE":
-        body["statistics"].update(
-            endTime="1757937601200",
-            totalBytesProcessed="52428800",
-            query={"totalBytesProcessed": "52428800", "totalBytesBilled": "52428800"},
-        )
-    return body
+def answer(name):
+    """The recorded BigQuery answer ``name`` (``fixtures/<name>.json``)."""
+    return load_fixture("gcp_billing_export", name)
 
 
 def error_body(code, status, reason, message):
@@ -319,7 +288,7 @@ def test_sdk_broken_after_loading_fails_the_poll_not_the_exporter(key_file, monk
 
 @pytest.mark.extra("gcp")
 def test_poll_sums_net_spend_by_project_and_service(mock, key_file):
-    mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
+    mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query"))
     provider, counts = make(key_file)
     result = provider.poll(september())
     provider.close()
@@ -351,38 +320,18 @@ def test_poll_sums_net_spend_by_project_and_service(mock, key_file):
 
 @pytest.mark.extra("gcp")
 def test_poll_follows_every_page(mock, key_file):
-    first = query_response(ROWS[:2], pageToken="BFQ2xpZW50UGFnZVRva2Vu", totalRows="4")
+    first = answer("jobs_query_page1")  # two rows of four, and a pageToken
     mock.add(responses.POST, f"{BQ}/queries", json=first)
-    mock.add(
-        responses.GET,
-        f"{BQ}/jobs/job_Qx7f2",
-        json={
-            "kind": "bigquery#job",
-            "id": "billing-admin:US.job_Qx7f2",
-            "jobReference": JOB_REF,
-            "configuration": {
-                "jobType": "QUERY",
-                "query": {"query": "SELECT", "useLegacySql": False},
-            },
-            "status": {"state": "DONE"},
-            "statistics": {
-                "creationTime": "1757937600000",
-                "startTime": "1757937600100",
-                "endTime": "1757937601200",
-                "totalBytesProcessed": "52428800",
-                "query": {"totalBytesProcessed": "52428800", "totalBytesBilled": "52428800"},
-            },
-        },
-    )
+    mock.add(responses.GET, f"{BQ}/jobs/job_Qx7f2", json=answer("job_done"))
     mock.add(
         responses.GET,
         f"{BQ}/queries/job_Qx7f2",
         match=[
             responses.matchers.query_param_matcher(
-                {"pageToken": "BFQ2xpZW50UGFnZVRva2Vu"}, strict_match=False
+                {"pageToken": first["pageToken"]}, strict_match=False
             )
         ],
-        json={"jobReference": JOB_REF, "totalRows": "4", "rows": ROWS[2:]},
+        json=answer("get_query_results_page2"),
     )
     provider, counts = make(key_file)
     result = provider.poll(september())
@@ -394,14 +343,10 @@ def test_poll_follows_every_page(mock, key_file):
 @pytest.mark.extra("gcp")
 def test_slow_query_is_waited_for(mock, key_file):
     # jobs.query gives up waiting after timeoutMs: the client polls the job, then reads rows.
-    mock.add(
-        responses.POST,
-        f"{BQ}/queries",
-        json={"kind": "bigquery#queryResponse", "jobReference": JOB_REF, "jobComplete": False},
-    )
-    mock.add(responses.GET, f"{BQ}/jobs/job_Qx7f2", json=job_resource("RUNNING"))
-    mock.add(responses.GET, f"{BQ}/jobs/job_Qx7f2", json=job_resource("DONE"))
-    mock.add(responses.GET, f"{BQ}/queries/job_Qx7f2", json=query_response(ROWS))
+    mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query_not_complete"))
+    mock.add(responses.GET, f"{BQ}/jobs/job_Qx7f2", json=answer("job_running"))
+    mock.add(responses.GET, f"{BQ}/jobs/job_Qx7f2", json=answer("job_done"))
+    mock.add(responses.GET, f"{BQ}/queries/job_Qx7f2", json=answer("get_query_results"))
     provider, counts = make(key_file)
     result = provider.poll(september())
     assert sum(ln.amount for ln in result.lines) == Decimal("1217.6912")
@@ -410,7 +355,7 @@ def test_slow_query_is_waited_for(mock, key_file):
 
 @pytest.mark.extra("gcp")
 def test_empty_month_gives_no_lines_and_no_freshness(mock, key_file):
-    mock.add(responses.POST, f"{BQ}/queries", json=query_response([], totalRows="0"))
+    mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query_empty"))  # no rows key
     provider, _ = make(key_file)
     result = provider.poll(september())
     assert result.lines == ()
@@ -460,7 +405,7 @@ def test_bytes_billed_cap_explains_itself(mock, key_file):
 def test_transient_errors_are_retried_and_counted(mock, key_file):
     refuse_query(mock, 403, "PERMISSION_DENIED", "rateLimitExceeded", "Exceeded rate limits")
     refuse_query(mock, 503, "UNAVAILABLE", "backendError", "Backend error")
-    mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
+    mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query"))
     provider, counts = make(key_file, retries=2)
     result = provider.poll(september())
     assert len(result.lines) == 4
@@ -503,7 +448,7 @@ def test_unreachable_endpoint_fails_fast(mock, key_file):
     ],
 )
 def test_query_goes_where_configured(mock, key_file, options, url):
-    mock.add(responses.POST, url, json=query_response(ROWS))
+    mock.add(responses.POST, url, json=answer("jobs_query"))
     provider, counts = make(key_file, **options)
     assert len(provider.poll(september()).lines) == 4
     assert counts == Counter({"ok": 1})
@@ -556,7 +501,7 @@ def test_unusable_credentials_file(tmp_path, key_info, content, words):
 @pytest.mark.extra("gcp")
 def test_application_default_credentials(mock, key_file, monkeypatch):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
-    mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
+    mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query"))
     provider, _ = make(key_file)
     provider.config = provider.config.model_copy(update={"credentials_file": None})
     assert len(provider.poll(september()).lines) == 4
@@ -589,7 +534,7 @@ def test_other_periods_are_not_polled(key_file):
 
 @pytest.mark.extra("gcp")
 def test_whole_exporter_exports_gcp_spend(mock, key_file, tmp_path):
-    mock.add(responses.POST, f"{BQ}/queries", json=query_response(ROWS))
+    mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query"))
     path = write_config(
         tmp_path,
         billing_source(key_file),

@@ -1,13 +1,15 @@
 """gcp_budgets: the real Budget and Cloud Billing clients (REST transport) against `responses`.
 
-The Budget API's answers are shaped as its REST reference documents them
-(camelCase, ``units`` as an int64 string, ``nanos``); one test uses the integer
-enums the server sends back when the client asks for ``enum-encoding=int``.
-Credentials are a service-account key generated for the test.
+The Budget and Cloud Billing APIs' answers are recorded in ``fixtures/`` as their REST
+references document them (camelCase, ``units`` as an int64 string, ``nanos``,
+``nextPageToken``); tests that need other budgets derive them from the recorded ones in
+code.  One test uses the integer enums the server sends back when the client asks for
+``enum-encoding=int``.  Credentials are a service-account key generated for the test.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import textwrap
@@ -31,6 +33,7 @@ from budget_exporter.providers.gcp_budgets import (
 )
 from budget_exporter.runtime.engine import Engine
 from tests.support import gcp
+from tests.support.fixtures import load_fixture
 from tests.support.net import loopback_only  # noqa: F401 (autouse fixture)
 
 ACCOUNT = "01A2B3-C4D5E6-F7A8B9"
@@ -41,63 +44,28 @@ NOW = datetime(2025, 9, 15, 12, 0, tzinfo=UTC)
 TABLE = "billing-admin.billing_export.gcp_billing_export_v1_01A2B3_C4D5E6_F7A8B9"
 
 
-def budget(budget_id, display_name, *, amount, period="MONTH", rules=(), projects=()):
-    body = {
-        "name": f"billingAccounts/{ACCOUNT}/budgets/{budget_id}",
-        "displayName": display_name,
-        "budgetFilter": {"creditTypesTreatment": "INCLUDE_ALL_CREDITS"},
-        "amount": amount,
-        "thresholdRules": [
-            {"thresholdPercent": p, "spendBasis": basis} if basis else {"thresholdPercent": p}
-            for p, basis in rules
-        ],
-        "notificationsRule": {"disableDefaultIamRecipients": False},
-        "etag": "b2f1e3",
-    }
-    if projects:
-        body["budgetFilter"]["projects"] = list(projects)
-    if isinstance(period, dict):
-        body["budgetFilter"]["customPeriod"] = period
-    elif period:
-        body["budgetFilter"]["calendarPeriod"] = period
-    return body
+def answer(name):
+    """The recorded Budget or Cloud Billing API answer ``name`` (``fixtures/<name>.json``)."""
+    return load_fixture("gcp_budgets", name)
 
 
-def specified(units, nanos=0, currency="USD"):
-    body = {"specifiedAmount": {"currencyCode": currency, "units": str(units)}}
-    if nanos:
-        body["specifiedAmount"]["nanos"] = nanos
-    return body
+# Team A: monthly, 1000.5 USD (units and nanos), one project, thresholds 50 % and 100 % on
+# current spend, 90 % without a spend basis, 120 % on forecast.
+(TEAM_A,) = answer("budgets_page1")["budgets"]
+# Platform: quarterly, 25000 USD, 80 % on current spend.
+(PLATFORM,) = answer("budgets_page2")["budgets"]
+# Follow last month: monthly, the amount is last period's spend (no figure in the answer).
+(LAST_PERIOD,) = answer("budgets_follow_last_period")["budgets"]
+ACCOUNT_BODY = answer("billing_account")
 
 
-TEAM_A = budget(
-    "6f1c9e12-8a2b-4c3d-9e4f-5a6b7c8d9e0f",
-    "Team A",
-    amount=specified(1000, 500_000_000),
-    rules=[(0.5, "CURRENT_SPEND"), (0.9, None), (1.0, "CURRENT_SPEND"), (1.2, "FORECASTED_SPEND")],
-    projects=["projects/482913570134"],
-)
-PLATFORM = budget(
-    "0b7d3e55-1c2a-4f6e-8d9c-7a6b5c4d3e2f",
-    "Platform",
-    amount=specified(25000, currency="USD"),
-    period="QUARTER",
-    rules=[(0.8, "CURRENT_SPEND")],
-)
-LAST_PERIOD = budget(
-    "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
-    "Follow last month",
-    amount={"lastPeriodAmount": {}},
-    rules=[(1.0, "CURRENT_SPEND")],
-)
-ACCOUNT_BODY = {
-    "name": f"billingAccounts/{ACCOUNT}",
-    "open": True,
-    "displayName": "Acme main billing",
-    "masterBillingAccount": "",
-    "parent": "organizations/731952468013",
-    "currencyCode": "USD",
-}
+def variant(base, **changes):
+    """A copy of the recorded budget ``base`` with top-level fields replaced."""
+    return {**copy.deepcopy(base), **changes}
+
+
+def budget_name(budget_id):
+    return f"billingAccounts/{ACCOUNT}/budgets/{budget_id}"
 
 
 def refuse(rsps, url, code, status, message, details=()):
@@ -140,6 +108,8 @@ def add_account(rsps, **changes):
 
 
 def add_budget_pages(rsps, *pages):
+    """The budgets list answered over ``pages`` (lists of budgets), paged as the recorded
+    ``budgets_page1`` and ``budgets_page2``: ``nextPageToken`` ``page-2``, ``page-3``..."""
     for index, items in enumerate(pages):
         body = {"budgets": items}
         if index + 1 < len(pages):
@@ -318,15 +288,18 @@ def test_last_period_amount_is_reported_not_guessed(mock, key_file, caplog):
 
 @pytest.mark.extra("gcp")
 def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, caplog):
-    custom = budget(
-        "c0ffee00-0000-4000-8000-000000000001",
-        "Launch",
-        amount=specified(5000),
-        period={"startDate": {"year": 2025, "month": 9, "day": 1}},
+    custom = variant(
+        PLATFORM,
+        name=budget_name("c0ffee00-0000-4000-8000-000000000001"),
+        displayName="Launch",
+        budgetFilter={
+            "creditTypesTreatment": "INCLUDE_ALL_CREDITS",
+            "customPeriod": {"startDate": {"year": 2025, "month": 9, "day": 1}},
+        },
+        amount={"specifiedAmount": {"currencyCode": "USD", "units": "5000"}},
+        thresholdRules=[],
     )
-    twin = dict(
-        TEAM_A, name=f"billingAccounts/{ACCOUNT}/budgets/1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
-    )
+    twin = variant(TEAM_A, name=budget_name("1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f"))
     add_account(mock)
     add_budget_pages(mock, [TEAM_A, twin, custom])
     provider, _ = make(key_file)
@@ -341,7 +314,14 @@ def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, c
 
 @pytest.mark.extra("gcp")
 def test_missing_budget_currency_falls_back_to_the_account(mock, key_file):
-    bare = budget("e1", "EU team", amount={"specifiedAmount": {"units": "800"}})
+    bare = variant(
+        PLATFORM,
+        name=budget_name("e1"),
+        displayName="EU team",
+        budgetFilter={"creditTypesTreatment": "INCLUDE_ALL_CREDITS", "calendarPeriod": "MONTH"},
+        amount={"specifiedAmount": {"units": "800"}},  # no currencyCode
+        thresholdRules=[],
+    )
     add_account(mock, currencyCode="EUR")
     add_budget_pages(mock, [bare])
     provider, _ = make(key_file)
@@ -354,26 +334,14 @@ def test_configured_projects_are_checked_against_the_account(mock, key_file, cap
     add_account(mock)
     add_budget_pages(mock, [TEAM_A])
     projects = f"{BILLING}/projects"
-    info = lambda project, enabled=True: {  # noqa: E731
-        "name": f"projects/{project}/billingInfo",
-        "projectId": project,
-        "billingAccountName": f"billingAccounts/{ACCOUNT}",
-        "billingEnabled": enabled,
-    }
+    # shop-prod billed, sandbox on the account with billing disabled; then data-lake billed.
+    first = answer("projects_page1")
+    mock.add(responses.GET, projects, match=page_matcher(), json=first)
     mock.add(
         responses.GET,
         projects,
-        match=page_matcher(),
-        json={
-            "projectBillingInfo": [info("shop-prod"), info("sandbox", False)],
-            "nextPageToken": "p2",
-        },
-    )
-    mock.add(
-        responses.GET,
-        projects,
-        match=page_matcher("p2"),
-        json={"projectBillingInfo": [info("data-lake")]},
+        match=page_matcher(first["nextPageToken"]),
+        json=answer("projects_page2"),
     )
     provider, counts = make(key_file, projects=["shop-prod", "data-lake", "sandbox", "elsewhere-1"])
     with caplog.at_level(logging.WARNING, logger="test.gcp_budgets"):
@@ -483,21 +451,11 @@ def test_whole_exporter_takes_the_limit_from_gcp_and_spend_from_the_export(
 ):
     add_account(mock)
     add_budget_pages(mock, [TEAM_A, PLATFORM])
+    # The export's month: shop-prod's Compute Engine 600.25, data-lake's BigQuery 99.75.
     mock.add(
         responses.POST,
         "https://bigquery.googleapis.com/bigquery/v2/projects/billing-admin/queries",
-        json={
-            "kind": "bigquery#queryResponse",
-            "jobReference": {"projectId": "billing-admin", "jobId": "job_a1", "location": "US"},
-            "jobComplete": True,
-            "totalRows": "2",
-            "totalBytesProcessed": "1048576",
-            "schema": gcp.EXPORT_SCHEMA,
-            "rows": [
-                gcp.export_row("shop-prod", "Compute Engine", "USD", "600.25"),
-                gcp.export_row("data-lake", "BigQuery", "USD", "99.75"),
-            ],
-        },
+        json=load_fixture("gcp_billing_export", "jobs_query_two_projects"),
     )
     path = tmp_path / "config.yml"
     path.write_text(

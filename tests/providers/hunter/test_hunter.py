@@ -1,8 +1,14 @@
-"""The ``hunter`` provider: credit quotas, their cost, and a key kept out of sight."""
+"""The ``hunter`` provider: credit quotas, their cost, and a key kept out of sight.
+
+Answers of Hunter's account endpoint are recorded in ``fixtures/``: a plan with a quota per
+kind of request (searches, verifications, and the deprecated ``calls`` sum), a plan with one
+``credits`` quota and a credit pack (``remaining``), an old plan with ``calls`` only.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,36 +25,15 @@ from budget_exporter.core.logformat import LogfmtFormatter
 from tests.support import llm
 from tests.support.clock import Clock
 from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.fixtures import load_fixture
 from tests.support.llm import MONTH, NOW, make_provider, parse_metrics, value
 
 BASE = "https://api.hunter.test/v2"
 ACCOUNT = f"{BASE}/account"
 KEY = "hunterkey0123456789abcdef0123456789abcdef"
 
-PER_BUCKET = {
-    "data": {
-        "first_name": "Ada",
-        "email": "ada@example.com",
-        "plan_name": "Starter",
-        "plan_level": 1,
-        "reset_date": "2026-12-01",
-        "team_id": 123456,
-        "requests": {
-            "searches": {"used": 320, "available": 500},
-            "verifications": {"used": 140, "available": 1000},
-        },
-        "calls": {"used": 460, "available": 1500},
-    }
-}
-CREDITS = {
-    "data": {
-        "plan_name": "Growth",
-        "plan_level": 2,
-        "reset_date": "2026-12-14",
-        "team_id": 42,
-        "requests": {"credits": {"used": "1200.5", "available": 5000, "remaining": 6000}},
-    }
-}
+PER_BUCKET = load_fixture("hunter", "account_per_bucket")
+CREDITS = load_fixture("hunter", "account_credits")
 
 
 def quotas(result: Any) -> dict[tuple[str, str], float]:
@@ -115,11 +100,7 @@ def test_per_quota_prices_and_a_quota_without_price(caplog: pytest.LogCaptureFix
 
 @responses.activate
 def test_only_the_deprecated_calls_bucket_is_still_a_quota() -> None:
-    responses.add(
-        responses.GET,
-        ACCOUNT,
-        json={"data": {"reset_date": None, "calls": {"used": 10, "available": 50}}},
-    )
+    responses.add(responses.GET, ACCOUNT, json=load_fixture("hunter", "account_calls_only"))
     result = make_provider("hunter", api_key=KEY, base_url=BASE, price_per_credit=0).poll([MONTH])
     assert quotas(result) == {
         ("used", "calls"): 10,
@@ -129,17 +110,25 @@ def test_only_the_deprecated_calls_bucket_is_still_a_quota() -> None:
     assert [ln.amount for ln in result.lines] == [Decimal(0)]
 
 
+def credits_bucket(document: dict[str, Any]) -> dict[str, Any]:
+    return document["data"]["requests"]["credits"]
+
+
 @pytest.mark.parametrize(
-    ("document", "message"),
+    ("change", "message"),
     [
-        ({"errors": [{"id": "x"}]}, "no data object"),
-        ({"data": {"plan_name": "Free"}}, "no quota"),
-        ({"data": {"requests": {"credits": {"used": "many", "available": 5}}}}, "credits.used"),
-        ({"data": {"requests": {"credits": {"used": 1}}}}, "credits.available is missing"),
+        (lambda d: d.update(errors=[{"id": "x"}]) or d.pop("data"), "no data object"),
+        (lambda d: d["data"].pop("requests"), "no quota"),
+        (lambda d: credits_bucket(d).update(used="many"), "credits.used"),
+        (lambda d: credits_bucket(d).pop("available"), "credits.available is missing"),
     ],
 )
 @responses.activate
-def test_malformed_answers_fail_the_poll(document: dict[str, Any], message: str) -> None:
+def test_malformed_answers_fail_the_poll(
+    change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    document = load_fixture("hunter", "account_credits")
+    change(document)
     responses.add(responses.GET, ACCOUNT, json=document)
     with pytest.raises(SourceError, match=message):
         make_provider("hunter", api_key=KEY, base_url=BASE, price_per_credit=1).poll([MONTH])

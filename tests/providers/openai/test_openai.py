@@ -1,9 +1,11 @@
-"""The ``openai`` provider against payloads shaped like OpenAI's Costs and Usage APIs."""
+"""The ``openai`` provider against answers of OpenAI's Costs and Usage APIs, recorded in
+``fixtures/`` (buckets of November 2026, the month of :data:`tests.support.llm.NOW`)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +23,8 @@ from budget_exporter.core.periods import window_at
 from budget_exporter.providers.openai import split_line_item
 from tests.support import llm
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.llm import DAY, MONTH, MONTH_START, make_provider, samples, value
+from tests.support.fixtures import load_fixture, shifted
+from tests.support.llm import MONTH, MONTH_START, make_provider, samples, value
 
 BASE = "https://api.openai.test/v1"
 COSTS = f"{BASE}/organization/costs"
@@ -30,57 +33,14 @@ KEY = "sk-admin-test-0123456789abcdef"
 BAD_PAGE = {"error": {"message": "bad page"}}
 
 
-def cost(value: Any, line_item: str | None, project_id: str | None) -> dict[str, Any]:
-    return {
-        "object": "organization.costs.result",
-        "amount": {"value": value, "currency": "usd"},
-        "line_item": line_item,
-        "project_id": project_id,
-    }
+def answer(name: str) -> Any:
+    """The recorded Costs or Usage API answer ``name`` (``fixtures/<name>.json``)."""
+    return load_fixture("openai", name)
 
 
-def bucket(day: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    start = MONTH_START + day * DAY
-    return {"object": "bucket", "start_time": start, "end_time": start + DAY, "results": results}
-
-
-def page(buckets: list[dict[str, Any]], next_page: str | None) -> dict[str, Any]:
-    return {
-        "object": "page",
-        "data": buckets,
-        "has_more": next_page is not None,
-        "next_page": next_page,
-    }
-
-
-COST_PAGES = {
-    None: page(
-        [
-            bucket(
-                0,
-                [
-                    cost(0.06, "gpt-4o-2024-08-06, input", "proj_a"),
-                    cost("12.50", "gpt-4o-2024-08-06, output", "proj_a"),
-                ],
-            ),
-            bucket(1, []),  # an empty day
-        ],
-        "page_AAA",
-    ),
-    "page_AAA": page(
-        [
-            bucket(
-                2,
-                [
-                    cost("0.5", "gpt-4o-2024-08-06, input", "proj_a"),
-                    cost(1.25, "web search tool calls", "proj_b"),
-                    cost(0.02, None, None),
-                ],
-            )
-        ],
-        None,
-    ),
-}
+# Two pages grouped by project and line item: amounts as numbers and as strings, an empty
+# day, a line with neither project nor line item.
+COST_PAGES = {None: answer("costs_page1"), "page_AAA": answer("costs_page2")}
 
 
 def query(call: Any) -> dict[str, list[str]]:
@@ -132,7 +92,7 @@ def test_costs_follow_every_page_and_sum_string_and_number_amounts() -> None:
 
 @responses.activate
 def test_project_filter_and_grouping_are_sent() -> None:
-    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost(3, None, "proj_x")])], None))
+    responses.add(responses.GET, COSTS, json=answer("costs_proj_x"))
     provider = make_provider(
         "openai",
         admin_key=KEY,
@@ -149,17 +109,15 @@ def test_project_filter_and_grouping_are_sent() -> None:
 
 @responses.activate
 def test_buckets_outside_the_month_are_ignored() -> None:
-    earlier = {**bucket(0, [cost(99, None, None)]), "start_time": MONTH_START - DAY}
-    responses.add(
-        responses.GET, COSTS, json=page([earlier, bucket(3, [cost(1, None, None)])], None)
-    )
+    # 99 on October 31st, 1 on November 4th.
+    responses.add(responses.GET, COSTS, json=answer("costs_with_last_month"))
     result = make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
     assert [ln.amount for ln in result.lines] == [Decimal(1)]
 
 
 @responses.activate
 def test_no_cost_at_all_is_a_real_zero_not_missing_data() -> None:
-    responses.add(responses.GET, COSTS, json=page([bucket(0, []), bucket(1, [])], None))
+    responses.add(responses.GET, COSTS, json=answer("costs_empty_days"))
     result = make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
     assert result.lines == ()
 
@@ -167,16 +125,21 @@ def test_no_cost_at_all_is_a_real_zero_not_missing_data() -> None:
 @pytest.mark.parametrize("status", [401, 403])
 @responses.activate
 def test_non_admin_key_is_a_clear_error(status: int) -> None:
-    error = {"error": {"message": "You have insufficient permissions for this operation."}}
+    error = answer("error_insufficient_permissions")
     llm.assert_admin_key_refused("openai", COSTS, status, error, key=KEY, base_url=BASE)
 
 
 @responses.activate
 def test_429_is_retried_then_succeeds() -> None:
-    throttled = {"error": {"message": "Rate limit reached"}}
-    answer = page([bucket(0, [cost("2.5", None, None)])], None)
+    throttled = answer("error_rate_limit")
     result = llm.assert_429_retried(
-        "openai", COSTS, throttled, answer, admin_key=KEY, base_url=BASE, retries=2
+        "openai",
+        COSTS,
+        throttled,
+        answer("costs_ungrouped_string"),
+        admin_key=KEY,
+        base_url=BASE,
+        retries=2,
     )
     assert [ln.amount for ln in result.lines] == [Decimal("2.5")]
 
@@ -192,8 +155,8 @@ def test_429_until_retries_run_out_fails_the_poll() -> None:
 
 def test_retry_after_is_waited_for_on_a_real_connection(upstream: FakeUpstream) -> None:
     upstream.reply(
-        Reply(status=429, headers={"Retry-After": "1"}, json={"error": {}}),
-        Reply(json=page([bucket(0, [cost(1, None, None)])], None)),
+        Reply(status=429, headers={"Retry-After": "1"}, json=answer("error_rate_limit")),
+        Reply(json=answer("costs_ungrouped")),
     )
     provider = make_provider("openai", admin_key=KEY, base_url=f"{upstream.url}/v1", retries=2)
     started = time.monotonic()
@@ -205,74 +168,57 @@ def test_retry_after_is_waited_for_on_a_real_connection(upstream: FakeUpstream) 
     assert provider.requests_seen == ["throttled", "ok"]
 
 
+def broken(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """``costs_ungrouped`` (one day, one result of 1 USD) after ``change``."""
+    document = answer("costs_ungrouped")
+    change(document)
+    return document
+
+
+def first_result(document: dict[str, Any]) -> dict[str, Any]:
+    return document["data"][0]["results"][0]
+
+
 @pytest.mark.parametrize(
-    ("document", "message"),
+    ("change", "message"),
     [
-        ({"object": "page", "has_more": False}, "no data list"),
-        (page([bucket(0, [cost("12,5", None, None)])], None), "not a number"),
-        (page([bucket(0, [cost(None, None, None)])], None), "missing"),
-        (page([bucket(0, [{"amount": {"value": 1, "currency": "dollars"}}])], None), "currency"),
-        ({"object": "page", "data": [], "has_more": True, "next_page": None}, "no next_page"),
+        (lambda d: d.pop("data"), "no data list"),
+        (lambda d: first_result(d)["amount"].update(value="12,5"), "not a number"),
+        (lambda d: first_result(d)["amount"].update(value=None), "missing"),
+        (
+            lambda d: d["data"][0].update(
+                results=[{"amount": {"value": 1, "currency": "dollars"}}]
+            ),
+            "currency",
+        ),
+        (lambda d: d.update(data=[], has_more=True, next_page=None), "no next_page"),
     ],
 )
 @responses.activate
-def test_malformed_answers_fail_the_poll(document: dict[str, Any], message: str) -> None:
-    responses.add(responses.GET, COSTS, json=document)
+def test_malformed_answers_fail_the_poll(
+    change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    responses.add(responses.GET, COSTS, json=broken(change))
     with pytest.raises(SourceError, match=message):
         make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
 
 
 @responses.activate
 def test_a_cursor_that_repeats_is_caught() -> None:
-    responses.add(responses.GET, COSTS, json=page([], "same"))
+    repeating = broken(lambda d: d.update(data=[], has_more=True, next_page="same"))
+    responses.add(responses.GET, COSTS, json=repeating)
     with pytest.raises(SourceError, match="same next_page twice"):
         make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
 
 
-def usage(model: str | None, inp: int, out: int, cached: int) -> dict[str, Any]:
-    return {
-        "object": "organization.usage.completions.result",
-        "input_tokens": inp,
-        "output_tokens": out,
-        "input_cached_tokens": cached,
-        "input_audio_tokens": 0,
-        "output_audio_tokens": 0,
-        "num_model_requests": 7,
-        "project_id": None,
-        "user_id": None,
-        "api_key_id": None,
-        "model": model,
-        "batch": None,
-    }
-
-
-USAGE_PAGES = {
-    None: page(
-        [
-            bucket(0, [usage("gpt-4o-2024-08-06", 600_000, 60_000, 200_000)]),
-            bucket(1, []),
-        ],
-        "page_U2",
-    ),
-    "page_U2": page(
-        [
-            bucket(
-                2,
-                [
-                    usage("gpt-4o-2024-08-06", 400_000, 40_000, 0),
-                    usage("gpt-4o-mini-2024-07-18", 1_000_000, 0, 0),
-                    usage("ft:gpt-4o-mini:acme::abc", 1000, 1000, 0),
-                ],
-            )
-        ],
-        None,
-    ),
-}
+# Completions usage grouped by model over two pages: gpt-4o on two days (cached input on
+# the first), gpt-4o-mini, and a fine-tuned model no price table knows.
+USAGE_PAGES = {None: answer("usage_page1"), "page_U2": answer("usage_page2")}
 
 
 @responses.activate
 def test_usage_tokens_and_labelled_estimate(caplog: pytest.LogCaptureFixture) -> None:
-    responses.add(responses.GET, COSTS, json=page([bucket(0, [cost(4, None, "proj_a")])], None))
+    responses.add(responses.GET, COSTS, json=answer("costs_proj_a"))
     responses.add_callback(responses.GET, USAGE, callback=llm.paged(USAGE_PAGES, BAD_PAGE))
     provider = make_provider(
         "openai",
@@ -326,15 +272,8 @@ def test_price_overrides_and_default_from_config(tmp_path: Path) -> None:
     table.write_text(
         "taken: 2026-10-01\ncurrency: USD\nmodels:\n  gpt-4o: {input: 5, output: 20}\n"
     )
-    responses.add(responses.GET, COSTS, json=page([], None))
-    responses.add(
-        responses.GET,
-        USAGE,
-        json=page(
-            [bucket(0, [usage("gpt-4o", 1_000_000, 0, 0), usage("ft:x", 1_000_000, 0, 0)])],
-            None,
-        ),
-    )
+    responses.add(responses.GET, COSTS, json=answer("costs_empty_days"))
+    responses.add(responses.GET, USAGE, json=answer("usage_base_and_unknown_model"))
     provider = make_provider(
         "openai",
         admin_key=KEY,
@@ -378,23 +317,7 @@ def test_line_items_name_models(line_item: str, expected: tuple[str | None, str 
 
 @responses.activate
 def test_a_model_without_digits_gets_its_model_label() -> None:
-    responses.add(
-        responses.GET,
-        COSTS,
-        json=page(
-            [
-                bucket(
-                    0,
-                    [
-                        cost("3", "computer-use-preview, input", "proj_a"),
-                        cost("2", "omni-moderation-latest, input", "proj_a"),
-                        cost("1", "web search tool calls", "proj_a"),
-                    ],
-                )
-            ],
-            None,
-        ),
-    )
+    responses.add(responses.GET, COSTS, json=answer("costs_models_without_digits"))
     result = make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
     models = {ln.dims["charge_category"]: ln.dims.get("model") for ln in result.lines}
     assert models == {
@@ -406,11 +329,9 @@ def test_a_model_without_digits_gets_its_model_label() -> None:
 
 @responses.activate
 def test_a_failing_usage_request_keeps_the_cost_lines(caplog: pytest.LogCaptureFixture) -> None:
-    costs = page([bucket(0, [cost("4", "gpt-4o-2024-08-06, input", "proj_a")])], None)
-    usage_page = page([bucket(0, [usage("gpt-4o-2024-08-06", 1000, 10, 0)])], None)
-    denied = {
-        "error": {"message": "Missing scopes: api.usage.read", "type": "invalid_request_error"}
-    }
+    costs = answer("costs_one_line")
+    usage_page = answer("usage_one_model")
+    denied = answer("error_missing_usage_scope")
     llm.assert_usage_is_optional(
         "openai", COSTS, USAGE, costs, usage_page, denied, caplog, key=KEY, base_url=BASE
     )
@@ -495,26 +416,15 @@ def test_a_relative_price_table_is_relative_to_the_config_file(
         load_config(path)
 
 
+def this_month(document: dict[str, Any]) -> dict[str, Any]:
+    """A recorded answer moved to the real current month, which the exporter asks for."""
+    return shifted(document, window_at(Period.MONTHLY, datetime.now(UTC)).start - MONTH.start)
+
+
 def test_whole_exporter_against_a_loopback_openai(tmp_path: Path, upstream: FakeUpstream) -> None:
-    # The exporter asks for the real current month: shape the buckets for it.
-    start = int(window_at(Period.MONTHLY, datetime.now(UTC)).start.timestamp())
-
-    def day(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "object": "bucket",
-            "start_time": start + n * DAY,
-            "end_time": start + (n + 1) * DAY,
-            "results": results,
-        }
-
     upstream.reply(
-        Reply(
-            json=page(
-                [day(0, [cost("100.25", "gpt-4o-2024-08-06, output", "proj_a")]), day(0, [])],
-                "p2",
-            )
-        ),
-        Reply(json=page([day(0, [cost(20, "web search tool calls", "proj_b")])], None)),
+        Reply(json=this_month(answer("costs_two_projects_page1"))),
+        Reply(json=this_month(answer("costs_two_projects_page2"))),
     )
     config = tmp_path / "openai.yml"
     config.write_text(
@@ -551,11 +461,9 @@ budgets:
 def test_whole_exporter_keeps_a_source_up_when_only_usage_is_refused(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    start = int(window_at(Period.MONTHLY, datetime.now(UTC)).start.timestamp())
-    day0 = {"object": "bucket", "start_time": start, "end_time": start + DAY}
     upstream.reply(
-        Reply(json=page([{**day0, "results": [cost("42", None, "proj_a")]}], None)),
-        Reply(status=403, json={"error": {"message": "Missing scopes: api.usage.read"}}),
+        Reply(json=this_month(answer("costs_proj_a_string"))),
+        Reply(status=403, json=answer("error_missing_usage_scope")),
     )
     config = tmp_path / "openai.yml"
     config.write_text(
@@ -585,7 +493,7 @@ budgets:
 def test_whole_exporter_reports_a_refused_key_as_source_down(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    upstream.default = Reply(status=401, json={"error": {"message": "Incorrect API key"}})
+    upstream.default = Reply(status=401, json=answer("error_invalid_api_key"))
     config = tmp_path / "openai.yml"
     config.write_text(
         f"""

@@ -19,11 +19,12 @@ import responses
 from budget_exporter.config.loader import load_config
 from budget_exporter.core.errors import ConfigError, SourceError
 from budget_exporter.core.redaction import MASK, redactor
+from tests.support.fixtures import load_fixture
 from tests.support.llm import MONTH, make_provider
 
 URL = "https://mimir.test/prometheus"
 QUERY_URL = f"{URL}/api/v1/query"
-EMPTY = {"status": "success", "data": {"resultType": "vector", "result": []}}
+EMPTY = load_fixture("prometheus", "empty_vector")
 
 
 def load_source(tmp_path: Path, auth: str) -> Any:

@@ -1,6 +1,7 @@
-"""The ``prometheus`` provider against answers shaped like the Prometheus HTTP query API.
+"""The ``prometheus`` provider against answers of the Prometheus HTTP query API.
 
-Answers follow https://prometheus.io/docs/prometheus/latest/querying/api/:
+The answers are recorded in ``fixtures/`` (evaluated at :data:`tests.support.llm.NOW`) and
+follow https://prometheus.io/docs/prometheus/latest/querying/api/:
 ``{"status": "success", "data": {"resultType": "vector", "result": [{"metric": {...},
 "value": [<unix time>, "<value as string>"]}]}, "warnings": [...]}`` and, on errors,
 ``{"status": "error", "errorType": "bad_data", "error": "..."}`` with a 4xx/5xx code.
@@ -25,6 +26,7 @@ from budget_exporter.config.loader import load_config
 from budget_exporter.core.errors import ConfigError, SourceError
 from budget_exporter.core.model import Period
 from budget_exporter.providers.prometheus import fill, metered_start, promql_duration
+from tests.support.fixtures import load_fixture
 from tests.support.llm import MONTH, NOW, make_provider
 
 URL = "https://prometheus.test"
@@ -36,23 +38,18 @@ OTEL = (
 )
 
 
-def vector(*series: tuple[dict[str, str], str], warnings: list[str] | None = None) -> Any:
-    answer: dict[str, Any] = {
-        "status": "success",
-        "data": {
-            "resultType": "vector",
-            "result": [
-                {"metric": labels, "value": [NOW.timestamp(), value]} for labels, value in series
-            ],
-        },
-    }
-    if warnings is not None:
-        answer["warnings"] = warnings
-    return answer
+def answer(name: str) -> Any:
+    """The recorded query API answer ``name`` (``fixtures/<name>.json``)."""
+    return load_fixture("prometheus", name)
 
 
-def error(kind: str, message: str) -> dict[str, str]:
-    return {"status": "error", "errorType": kind, "error": message}
+def one_series(labels: dict[str, str], value: str) -> Any:
+    """The recorded one-series vector ``spend_total`` with its labels and value replaced."""
+    document = answer("spend_total")
+    (series,) = document["data"]["result"]
+    series["metric"] = labels
+    series["value"][1] = value
+    return document
 
 
 def provider(**fields: Any) -> Any:
@@ -66,14 +63,7 @@ def sent(call: Any) -> dict[str, list[str]]:
 
 @responses.activate
 def test_query_covers_the_window_and_maps_dimensions() -> None:
-    responses.get(
-        QUERY_URL,
-        json=vector(
-            ({"model": "gpt-4o", "team": "search"}, "12.5"),
-            ({"model": "gpt-4o-mini", "team": "search"}, "0.25"),
-            ({"model": "gpt-4o", "team": "ads"}, "3"),
-        ),
-    )
+    responses.get(QUERY_URL, json=answer("spend_by_model_and_team"))
     result = provider(dimensions={"model": "model", "sub_account_id": "team"}).poll([MONTH])
     params = sent(responses.calls[0])
     seconds = int((NOW - MONTH.start).total_seconds())
@@ -94,11 +84,8 @@ def test_query_covers_the_window_and_maps_dimensions() -> None:
 
 @responses.activate
 def test_unmapped_labels_are_summed_and_an_empty_answer_is_no_spend() -> None:
-    responses.get(
-        QUERY_URL,
-        json=vector(({"model": "a", "team": "x"}, "1.5"), ({"model": "b", "team": "x"}, "2")),
-    )
-    responses.get(QUERY_URL, json=vector())
+    responses.get(QUERY_URL, json=answer("spend_one_team"))
+    responses.get(QUERY_URL, json=answer("empty_vector"))
     p = provider(dimensions={"sub_account_id": "team"})
     [line] = p.poll([MONTH]).lines
     assert (line.dims, line.amount) == ({"sub_account_id": "x"}, Decimal("3.5"))
@@ -107,17 +94,14 @@ def test_unmapped_labels_are_summed_and_an_empty_answer_is_no_spend() -> None:
 
 @responses.activate
 def test_a_scalar_answer_is_one_line() -> None:
-    responses.get(
-        QUERY_URL,
-        json={"status": "success", "data": {"resultType": "scalar", "result": [1.0, "42.5"]}},
-    )
+    responses.get(QUERY_URL, json=answer("scalar"))
     [line] = provider(query="scalar(sum(increase(x_total[{range}])))").poll([MONTH]).lines
     assert line.amount == Decimal("42.5") and line.dims == {}
 
 
 @responses.activate
 def test_the_metered_window_starts_at_the_billed_horizon() -> None:
-    responses.get(QUERY_URL, json=vector(({}, "4")))
+    responses.get(QUERY_URL, json=answer("spend_total"))
     horizon = NOW - timedelta(hours=3)
     p = provider(metered_after="openai", query="sum(increase(spend_total[{range}])) @ {end_unix}")
     p.context = dataclasses.replace(p.context, horizon=lambda: horizon)
@@ -142,7 +126,7 @@ def test_window_arithmetic() -> None:
 
 @responses.activate
 def test_auth_tenant_and_custom_headers_are_sent() -> None:
-    responses.get(QUERY_URL, json=vector())
+    responses.get(QUERY_URL, json=answer("empty_vector"))
     provider(username="budget", password="s3cret", tenant="team-a", headers={"X-Extra": "1"}).poll(
         [MONTH]
     )
@@ -160,10 +144,7 @@ def test_auth_tenant_and_custom_headers_are_sent() -> None:
 
 @responses.activate
 def test_warnings_mean_a_partial_answer_and_fail_the_poll() -> None:
-    responses.get(
-        QUERY_URL,
-        json=vector(({}, "5"), warnings=["store 10.0.0.7:10901 unavailable, partial response"]),
-    )
+    responses.get(QUERY_URL, json=answer("partial_answer"))
     with pytest.raises(SourceError, match=r"partial answer.*store 10\.0\.0\.7:10901 unavailable"):
         provider().poll([MONTH])
 
@@ -171,11 +152,7 @@ def test_warnings_mean_a_partial_answer_and_fail_the_poll() -> None:
 @responses.activate
 @pytest.mark.parametrize("status", [400, 422])
 def test_error_json_is_explained(status: int) -> None:
-    responses.get(
-        QUERY_URL,
-        status=status,
-        json=error("bad_data", '1:5: parse error: unexpected "]"'),
-    )
+    responses.get(QUERY_URL, status=status, json=answer("error_bad_data"))
     with pytest.raises(SourceError) as caught:
         provider().poll([MONTH])
     message = str(caught.value)
@@ -186,7 +163,7 @@ def test_error_json_is_explained(status: int) -> None:
 @responses.activate
 def test_server_errors_are_retried_then_fail() -> None:
     for _ in range(3):
-        responses.get(QUERY_URL, status=503, json=error("unavailable", "too many queries"))
+        responses.get(QUERY_URL, status=503, json=answer("error_unavailable"))
     p = provider()
     p.http = make_provider("prometheus", url=URL, query=LITELLM, currency="USD", retries=2).http
     with pytest.raises(SourceError, match=r"HTTP 503.*unavailable: too many queries"):
@@ -208,7 +185,7 @@ def test_unreachable_and_slow_servers_fail_the_poll() -> None:
 
 @responses.activate
 def test_unauthorized_and_missing_tenant_have_hints() -> None:
-    responses.get(QUERY_URL, status=401, json=error("unauthorized", "bad credentials"))
+    responses.get(QUERY_URL, status=401, json=answer("error_unauthorized"))
     with pytest.raises(SourceError, match=r"HTTP 401.*check username/password"):
         provider().poll([MONTH])
     responses.replace(responses.GET, QUERY_URL, status=401, body="no org id\n")
@@ -218,36 +195,26 @@ def test_unauthorized_and_missing_tenant_have_hints() -> None:
 
 @responses.activate
 @pytest.mark.parametrize(
-    ("answer", "why"),
+    ("document", "why"),
     [
-        (
-            {"status": "success", "data": {"resultType": "matrix", "result": []}},
-            "returned a matrix, not an instant vector",
-        ),
-        (error("execution", "query timed out in expression evaluation"), "query failed: execution"),
-        (vector(({"model": "a"}, "NaN")), r'series \{model="a"\}: value is NaN'),
-        (vector(({}, "+Inf")), "value is"),
-        (vector(({}, "1e20")), "not a plausible amount"),
+        (answer("empty_matrix"), "returned a matrix, not an instant vector"),
+        (answer("error_execution"), "query failed: execution"),
+        (one_series({"model": "a"}, "NaN"), r'series \{model="a"\}: value is NaN'),
+        (one_series({}, "+Inf"), "value is"),
+        (one_series({}, "1e20"), "not a plausible amount"),
         ({"status": "success"}, "no data object"),
         (["not", "an", "object"], "not a JSON object"),
     ],
 )
-def test_unusable_answers_fail_the_poll(answer: Any, why: str) -> None:
-    responses.get(QUERY_URL, json=answer)
+def test_unusable_answers_fail_the_poll(document: Any, why: str) -> None:
+    responses.get(QUERY_URL, json=document)
     with pytest.raises(SourceError, match=why):
         provider().poll([MONTH])
 
 
 @responses.activate
 def test_tokens_are_priced_with_the_price_table() -> None:
-    responses.get(
-        QUERY_URL,
-        json=vector(
-            ({"gen_ai_request_model": "gpt-4o", "gen_ai_token_type": "input"}, "2000000"),
-            ({"gen_ai_request_model": "gpt-4o", "gen_ai_token_type": "output"}, "1000000"),
-            ({"gen_ai_request_model": "house-model", "gen_ai_token_type": "input"}, "1000000"),
-        ),
-    )
+    responses.get(QUERY_URL, json=answer("gen_ai_tokens"))
     p = provider(
         query=OTEL,
         currency=None,
@@ -274,7 +241,7 @@ def test_tokens_are_priced_with_the_price_table() -> None:
     ],
 )
 def test_tokens_never_become_a_silent_zero(labels: dict[str, str], why: str) -> None:
-    responses.get(QUERY_URL, json=vector((labels, "10")))
+    responses.get(QUERY_URL, json=one_series(labels, "10"))
     p = provider(
         query="sum by (model, token_type) (increase(t[{range}]))", currency=None, mode="tokens"
     )
