@@ -196,3 +196,37 @@ budgets:{budgets}
     CountingLines.walks = 0
     assert budget_feeds(engine.config, states, indexes) == feeds
     assert CountingLines.walks == 0
+
+
+def test_a_budget_without_a_usable_provider_limit_feeds_nothing(make_engine) -> None:
+    """A GCP budget whose limit is last period's spend has no amount: its budget-exporter budget
+    has no series, so budget_source_info must not offer it to the dashboards either."""
+    from budget_exporter.core.model import PollResult, ProviderBudget
+
+    engine = make_engine(
+        """
+        sources:
+          - {name: llm, provider: static, currency: USD, amount: 5}
+          - {name: gcp-budgets, provider: static, currency: USD, amount: 0}
+        budgets:
+          - {name: imported, limit_from: {source: gcp-budgets, budget: team}, currency: USD,
+             sources: [llm]}
+          - {name: plain, limit: 10, currency: USD, sources: [llm]}
+        """
+    )
+    limit = Decimal(0)
+
+    def poll(windows):
+        budget = ProviderBudget("team", Period.MONTHLY, limit, "USD")
+        return PollResult(budgets=(budget,))
+
+    engine.runners["gcp-budgets"].provider.poll = poll
+    assert engine.poll_all_once()
+    shown = {name for name, *_ in info(engine)}
+    assert engine.snapshot.budget("imported") is None
+    assert shown == {"plain"}
+    limit = Decimal(50)  # the provider budget gets an amount: the budget and its feeds appear
+    engine.runners["gcp-budgets"].poll()
+    assert engine.snapshot.budget("imported") is not None
+    assert ("imported", "USD", "monthly", "gcp-budgets", "static") in info(engine)
+    assert ("imported", "USD", "monthly", "llm", "static") in info(engine)

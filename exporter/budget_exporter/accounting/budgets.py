@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
 from budget_exporter.accounting.lineindex import LineIndex, match_pattern
 from budget_exporter.accounting.nowcast import SpendPart, has_data, joined_part, plain_part
-from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.config.loader import BudgetConfig, Config
+from budget_exporter.accounting.sourcestate import ConfiguredSource, SourceState
+from budget_exporter.config.schema import BudgetConfig, Config
 from budget_exporter.config.tuning import AlertTuning
 from budget_exporter.core.model import PollResult, ProviderBudget, SpendLine, Window
 from budget_exporter.core.periods import elapsed_fraction, forecast_floor_fraction, window_at
-from budget_exporter.providers.base import SourceConfig
 
 _WIDE = Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
@@ -128,7 +127,7 @@ def _compute(
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
-    external = _provider_budget(budget, states, window) if budget.limit_from else None
+    external = provider_budget(budget, states, window) if budget.limit_from else None
     if budget.limit_from is not None and external is None:
         return None
     spend = forecast = Decimal(0)
@@ -183,7 +182,7 @@ def _compute(
     )
 
 
-def _joined_meters(sources: list[SourceConfig]) -> dict[str, list[str]]:
+def _joined_meters(sources: Sequence[ConfiguredSource]) -> dict[str, list[str]]:
     """Billed source -> the metered sources of the same budget joined to it."""
     names = {s.name for s in sources}
     found: dict[str, list[str]] = {}
@@ -208,7 +207,7 @@ def _sum(lines: Iterable[SpendLine], budget: BudgetConfig) -> Decimal:
     )
 
 
-def _provider_budget(
+def provider_budget(
     budget: BudgetConfig, states: Mapping[str, SourceState], window: Window
 ) -> ProviderBudget | None:
     """The provider budget named by ``limit_from``, if polled for this window and usable."""

@@ -1,28 +1,13 @@
-"""Which sources feed which budget: the rows of ``budget_source_info``.
-
-A source feeds a budget when the budget's figures come from it:
-
-* one of the budget's ``sources`` (all sources when unset), unless the budget
-  has a ``match`` and the source's last result has lines for the budget's
-  period of which none passes the match (then it cannot contribute: its lines
-  are all filtered out).  A source with no lines for that period yet, or not
-  polled yet, is kept: it could contribute as soon as it has spend;
-* the source named by ``limit_from`` (the budget's limit, and without
-  ``sources`` its spend too, come from it).
-
-Lines in another currency than the budget's still count as "could contribute":
-they are left out of the sum and counted by ``budget_currency_mismatch_lines``,
-which is the place to see that.
-"""
+"""Which sources feed which budget: the rows of ``budget_source_info`` (see docs/metrics.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from budget_exporter.accounting.budgets import IndexCache, LineIndexes
+from budget_exporter.accounting.budgets import IndexCache, LineIndexes, provider_budget
 from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.config.loader import BudgetConfig, Config
+from budget_exporter.config.schema import BudgetConfig, Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +34,8 @@ def budget_feeds(
     feeds = []
     lookup = LineIndexes(indexes)
     for budget in config.budgets:
+        if _never_shown(budget, states):
+            continue
         for source in _feeding_sources(config, budget, states, lookup):
             feeds.append(
                 Feed(
@@ -77,6 +64,18 @@ def _feeding_sources(
     if budget.limit_from is not None and budget.limit_from.source not in names:
         names.append(budget.limit_from.source)
     return names
+
+
+def _never_shown(budget: BudgetConfig, states: Mapping[str, SourceState]) -> bool:
+    """A budget taking its limit from a provider budget that its source, polled, could not
+    give (none by that name, another period or currency, no limit): it has no series, so it
+    feeds nothing (a dashboard's budget list would offer a budget without data)."""
+    ref = budget.limit_from
+    state = states.get(ref.source) if ref is not None else None
+    if state is None or state.result is None:
+        return False  # not polled yet: it may still be shown
+    window = state.window(budget.period)
+    return window is not None and provider_budget(budget, states, window) is None
 
 
 def _could_contribute(budget: BudgetConfig, state: SourceState | None, lookup: LineIndexes) -> bool:
