@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-import pytest
-
 from budget_exporter.accounting.budgets import compute_budgets
-from budget_exporter.config.loader import load_config
 from budget_exporter.core.model import (
     Forecast,
     Period,
@@ -18,30 +15,14 @@ from budget_exporter.core.model import (
     SpendLine,
     Window,
 )
+from tests.accounting import test_budgets
 from tests.accounting.test_budgets import NOW, by_name, line, state
 from tests.accounting.test_nowcast import CONFIG, H0, Bill, seconds, spend
 from tests.accounting.test_nowcast import NOW as NOWCAST_NOW
 from tests.accounting.test_nowcast import RATE as METER_RATE
 from tests.conftest import Clock
 
-
-@pytest.fixture
-def config(write_config):
-    return load_config(
-        write_config(
-            """
-            sources:
-              - {name: a, provider: static, amount: 0, currency: USD}
-              - {name: b, provider: static, amount: 0, currency: USD}
-              - {name: aws-budgets, provider: static, amount: 0, currency: USD}
-            budgets:
-              - {name: both, limit: 100, currency: USD, sources: [a, b]}
-              - {name: imported, limit_from: {source: aws-budgets, budget: Monthly}, currency: USD}
-              - {name: imported-own-spend, limit_from: {source: aws-budgets, budget: Monthly},
-                 currency: USD, sources: [a]}
-            """
-        )
-    )
+config = test_budgets.config  # the same sources and budgets (a fixture)
 
 
 def test_a_provider_budget_in_another_currency_sets_no_limit(config) -> None:
@@ -75,7 +56,7 @@ def test_a_forecast_below_the_spend_is_raised_to_it_per_source(config) -> None:
         "b": state("b", line("10")),
         "aws-budgets": state("aws-budgets"),
     }
-    both = by_name(compute_budgets(config, states, NOW))["both"]
+    both = by_name(compute_budgets(config, states, NOW))["all"]
     assert both.spend == 40
     assert both.forecast == 50
 
