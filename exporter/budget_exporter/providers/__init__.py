@@ -1,9 +1,5 @@
-"""Provider registry.
-
-A provider named ``foo`` lives in ``budget_exporter.providers.foo`` and is
-imported only when a configured source uses it, so the base install never
-loads a cloud SDK.  Third-party providers can register through the
-``budget_exporter.providers`` entry-point group.
+"""Provider registry: the built-in providers, imported on first use, and the
+``budget_exporter.providers`` entry-point group for providers of other packages.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
-"""Plumbing shared by the AWS providers: sessions, role assumption, retries,
-request accounting and error messages.
+"""Plumbing shared by the AWS providers: sessions, role assumption, request counting, errors.
 
-boto3 is imported only when a source first needs a client, so the base install
-never loads it.  Each source gets its own boto3 session: credentials come from
-the default chain (environment, shared profile, IRSA web identity, container
-or instance role), optionally from a named ``profile``, and then, with
-``role_arn``, from a role assumed on top of them.  Assumed-role credentials are
-refreshed by botocore before they expire, so a long-running exporter never
-polls with stale keys.
-
-Every HTTP attempt (retries included) is counted through botocore's
-``response-received`` event, which fires once per request actually sent.
+Reads nothing itself; :class:`AwsSession` builds the boto3 clients of ``aws_cost_explorer``
+and ``aws_budgets`` and counts every request they send in
+``budget_source_api_requests_total``.  Why it is built this way:
+docs/providers-aws.md#credentials-and-accounts-both-providers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -23,17 +15,19 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from budget_exporter import __version__
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.messages import excerpt
+from budget_exporter.providers import _extras
 from budget_exporter.providers._http import (
+    USER_AGENT,
     RequestStatus,
     require_tls_off_loopback,
     status_of_response,
 )
 from budget_exporter.providers.base import ProviderContext, SourceConfig
 
-AWS_EXTRA_HINT = "install the aws extra: pip install 'budget-exporter[aws]'"
+EXTRA = "aws"
+SDK_MODULES = ("boto3",)
 
 ROLE_SESSION_SECONDS = 3600
 
@@ -78,7 +72,8 @@ IAM_ACTIONS = {
 
 
 def boto3_installed() -> bool:
-    return importlib.util.find_spec("boto3") is not None
+    """Whether boto3 can be imported (found, not imported)."""
+    return _extras.installed("boto3")
 
 
 class AwsSourceConfig(SourceConfig):
@@ -112,8 +107,9 @@ class AwsSourceConfig(SourceConfig):
     def _aws_consistent(self) -> AwsSourceConfig:
         if self.external_id is not None and self.role_arn is None:
             raise ValueError("external_id needs role_arn")
-        if not boto3_installed():
-            raise ValueError(f"provider {self.provider} needs boto3: {AWS_EXTRA_HINT}")
+        problem = _extras.missing(self.provider, EXTRA, *SDK_MODULES)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -178,7 +174,7 @@ class AwsSession:
             connect_timeout=timeout,
             read_timeout=timeout,
             retries={"mode": "adaptive", "total_max_attempts": self.context.retries + 1},
-            user_agent_extra=f"budget-exporter/{__version__}",
+            user_agent_extra=USER_AGENT,
         )
 
     def _make_client(self, session: Any, service: str, **credentials: Any) -> Any:
@@ -203,12 +199,9 @@ class AwsSession:
 
     def _base_session(self) -> Any:
         if self._base is None:
-            try:
-                import boto3
-            except ImportError:
-                raise SourceError(
-                    f"provider needs boto3, which is not installed: {AWS_EXTRA_HINT}"
-                ) from None
+            _extras.require(self.config.provider, EXTRA, *SDK_MODULES)
+            import boto3
+
             self._base = boto3.session.Session(
                 profile_name=self.config.profile, region_name=self.config.region_name
             )

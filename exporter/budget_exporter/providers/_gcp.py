@@ -1,58 +1,16 @@
-"""Plumbing shared by the GCP providers: SDK import, credentials, counting, retries, errors.
+"""Plumbing shared by the GCP providers: credentials, request counting, retries and errors.
 
-The SDK (the ``gcp`` extra)
-    A configuration naming a GCP provider is checked for the modules it needs
-    when it is loaded (:func:`missing_sdk`, which finds them without importing
-    them), so a missing extra fails the load with one line naming it, as for
-    AWS and Azure.  The Google libraries are imported at the first poll.
-
-Endpoints
-    ``endpoint_url`` overrides must use https, or plain http to a loopback
-    address only: every request carries a bearer token.
-
-Credentials
-    ``credentials_file`` (a service-account JSON key) or else Application
-    Default Credentials (any credential type google-auth supports):
-    ``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth application-default
-    login``, or the metadata server (Workload Identity on GKE, a VM's service
-    account).  Scope: ``cloud-platform``.
-
-Request counting (``budget_source_api_requests_total``)
-    Every Google client used here talks JSON over HTTP through a google-auth
-    ``AuthorizedSession``, which is a ``requests.Session``.  :func:`count_requests`
-    mounts a :class:`CountingAdapter` on that session: an ``HTTPAdapter`` whose
-    ``send`` records the outcome of each request it sends (each page, each
-    retried attempt, the 401-then-refresh replay included) through
-    ``context.record_request``.  BigQuery is handed a session we build (the
-    client's ``_http`` argument); the Budgets and Cloud Billing REST transports
-    build their own, which we reach as ``transport._session`` (the transports'
-    only HTTP path; a test fails if a library update moves it).  OAuth token
-    requests go through a separate session inside google-auth and are not
-    counted: they are not calls to the billing APIs and cost nothing.
-
-Retries
-    The libraries' own retry objects are switched off (``retry=None``,
-    ``job_retry=None``); :func:`call` retries transient failures (429, 5xx,
-    BigQuery's ``rateLimitExceeded``/``backendError``, connection errors and
-    timeouts) itself, so ``global.retries``, ``retry_backoff`` and
-    ``max_retry_after`` mean the same here as for every other source.
-
-Errors
-    :func:`source_error` turns any failure into a one-line
-    :class:`~budget_exporter.core.errors.SourceError` that names the API, the HTTP
-    status, Google's own explanation (which names the missing permission) and,
-    for 403/404, the role or setting to check.  Nothing from the credentials
-    ever reaches a message.
+Reads nothing itself; :func:`call` wraps each Google API call of ``gcp_billing_export``
+and ``gcp_budgets``, and :class:`CountingAdapter` counts every request they send in
+``budget_source_api_requests_total``.  Why it is built this way:
+docs/providers-gcp.md#how-the-gcp-providers-talk-to-google.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
 import json
+import logging
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -71,6 +29,8 @@ from budget_exporter.providers._http import (
 )
 from budget_exporter.providers.base import ProviderContext
 
+log = logging.getLogger(__name__)
+
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 BILLING_ACCOUNT_ID = re.compile(r"^[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}-[0-9A-Fa-f]{6}$")
 RETRY_CODES = RETRY_STATUSES  # the same rule as every other HTTP API
@@ -84,56 +44,9 @@ _MAX_MESSAGE = 400
 T = TypeVar("T")
 
 
-GCP_EXTRA_HINT = "install the gcp extra: pip install 'budget-exporter[gcp]'"
+EXTRA = "gcp"
 BASE_MODULES = ("google.auth", "google.api_core")
-DISTRIBUTIONS = {
-    "google.auth": "google-auth",
-    "google.api_core": "google-api-core",
-    "google.cloud.bigquery": "google-cloud-bigquery",
-    "google.cloud.billing_v1": "google-cloud-billing",
-    "google.cloud.billing.budgets_v1": "google-cloud-billing-budgets",
-}
-"""The PyPI package (all in the ``gcp`` extra) that brings each module."""
-
-
-def module_installed(name: str) -> bool:
-    """Whether module ``name`` can be imported, found without importing it or its parents.
-
-    ``importlib.util.find_spec`` imports the parent packages of a dotted name
-    (``google.cloud.billing.budgets_v1`` would load the whole Cloud Billing
-    client), so only the top-level name goes through it and each further level
-    is looked up with the path finder in its parent's directories: checking a
-    configuration imports no SDK.  A ``None`` entry in ``sys.modules`` (an
-    import blocked on purpose) counts as missing.
-    """
-    return _spec_without_import(name) is not None
-
-
-def _spec_without_import(name: str) -> Any:
-    if name in sys.modules:
-        module = sys.modules[name]
-        return None if module is None else getattr(module, "__spec__", None) or module
-    parent, _, child = name.rpartition(".")
-    if not parent:
-        return importlib.util.find_spec(name)  # a top-level name: nothing is imported
-    spec = _spec_without_import(parent)
-    locations = getattr(spec, "submodule_search_locations", None) or getattr(spec, "__path__", None)
-    if locations is None:
-        return None
-    return importlib.machinery.PathFinder.find_spec(child, list(locations))
-
-
-def missing_sdk(provider: str, *modules: str) -> str | None:
-    """Why ``provider`` cannot run here (a module of the ``gcp`` extra is missing), or None.
-
-    Called when the configuration is validated, so a missing extra fails the
-    load with one clear line; nothing is imported until the first poll.
-    """
-    for module in (*BASE_MODULES, *modules):
-        if not module_installed(module):
-            package = DISTRIBUTIONS.get(module, module)
-            return f"provider {provider} needs {package}: {GCP_EXTRA_HINT}"
-    return None
+"""Modules every GCP provider needs; each provider adds its own client library."""
 
 
 def endpoint_url(value: str | None) -> str | None:
@@ -144,22 +57,6 @@ def endpoint_url(value: str | None) -> str | None:
     if value is not None:
         require_tls_off_loopback(value)
     return value
-
-
-def require_sdk(provider: str, *modules: str) -> None:
-    """Fail the poll clearly if the SDK cannot be imported after all.
-
-    The configuration check (:func:`missing_sdk`) normally catches a missing
-    extra; this covers an installation broken after the configuration loaded.
-    """
-    for module in (*BASE_MODULES, *modules):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            package = DISTRIBUTIONS.get(module, module)
-            raise SourceError(
-                f"provider {provider} needs {package}, which cannot be imported: {GCP_EXTRA_HINT}"
-            ) from None
 
 
 def load_credentials(credentials_file: str | None, quota_project: str | None = None) -> Any:
@@ -319,7 +216,7 @@ def call(
             if after is not None:
                 delay = max(delay, after)
             delay = min(delay, context.max_retry_after.total_seconds())
-            context.logger.info(
+            log.getChild(context.source).info(
                 "%s: transient error (%s), retrying in %.1fs", api, _kind(exc), delay
             )
             sleep(delay)

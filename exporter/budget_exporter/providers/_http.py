@@ -1,19 +1,8 @@
-"""The HTTP client every HTTP-based provider uses.
+"""The HTTP client every HTTP-based provider uses (``ProviderContext.http_client()``).
 
-``requests`` with urllib3's :class:`~urllib3.util.Retry` does the retrying
-(429 and every 5xx that can succeed on a retry -- see :data:`RETRY_STATUSES` --
-honouring ``Retry-After``, timeouts, connection errors, exponential
-backoff).  A small :class:`Retry` subclass reports each attempt that gets
-retried, so ``budget_source_api_requests_total`` counts every request the
-exporter really sent, the monitor's own API bill included.
-
-What one request may cost is bounded: every attempt (connecting, sending,
-the headers and the whole body) must finish within ``timeout`` — a watchdog
-closes the socket of an attempt that overruns, so a server trickling its
-headers or body cannot hold a poll — and an answer may hold at most
-``max_response_size`` bytes once decompressed, expand at most
-:data:`MAX_DECOMPRESSION_RATIO` times and, when it is JSON, hold at most one
-item per :data:`JSON_BYTES_PER_ITEM` bytes of that cap.
+``requests`` with a counting urllib3 :class:`~urllib3.util.Retry`: every attempt is counted
+in ``budget_source_api_requests_total``, bounded in time (a watchdog) and in size.  The
+rules: docs/how-it-works.md and docs/security.md#what-a-poll-may-cost.
 """
 
 from __future__ import annotations
@@ -43,11 +32,9 @@ from urllib3.util.retry import Retry
 from budget_exporter import __version__
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.messages import excerpt, shorten
+from budget_exporter.core.model import RequestStatus
 from budget_exporter.core.redaction import redactor
 
-RequestStatus = str
-"""One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""
-REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
 NEVER_RETRIED_5XX = frozenset({501, 505, 506, 508, 510, 511})
 """5xx answers a retry of the same request cannot change: 501 Not Implemented,
 505 HTTP Version Not Supported, 506 Variant Also Negotiates, 508 Loop Detected,

@@ -1,9 +1,8 @@
-"""Pieces shared by the LLM providers (``openai``, ``anthropic``).
+"""Shared by ``openai`` and ``anthropic``: pages of daily buckets, cost lines and their horizon,
+token counts and their estimate.
 
-Both APIs answer with pages of daily buckets (``data``, ``has_more``,
-``next_page``); both need an organization Admin key; both have a usage API
-whose token counts can be priced with :mod:`budget_exporter.pricing` for an
-estimate.
+Both APIs answer with pages of daily buckets (``data``, ``has_more``, ``next_page``) and
+need an organization Admin key; docs/providers-llm-saas.md.
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ import logging
 import re
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -21,11 +20,19 @@ from typing import Any, ClassVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
+from budget_exporter.core.model import Period, PollResult, Sample, Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
 from budget_exporter.providers._http import HttpClient, HttpStatusError
-from budget_exporter.providers.base import BaseUrl, Provider, ProviderContext, SourceConfig
+from budget_exporter.providers.base import (
+    BaseUrl,
+    LineSum,
+    Provider,
+    ProviderContext,
+    SourceConfig,
+)
+
+log = logging.getLogger(__name__)
 
 USAGE_TOKENS = "budget_source_usage_tokens"
 USAGE_TOKENS_HELP = (
@@ -131,35 +138,9 @@ def count(value: Any, where: str) -> int:
     return int(amount)
 
 
-@dataclass(frozen=True)
-class Costs:
-    """Cost lines of a window, the part of them at or after the horizon, and the horizon."""
-
-    lines: tuple[SpendLine, ...]
-    unsettled: tuple[SpendLine, ...]
-    data_through: datetime
-
-
 def bucket_end(start: datetime, end: datetime | None) -> datetime:
     """A bucket's end, or a day after its start when the API leaves it out."""
     return end if end is not None and end > start else start + timedelta(days=1)
-
-
-class LineSum:
-    """Sums amounts of identical (currency, dimensions) across daily buckets."""
-
-    def __init__(self) -> None:
-        self._sums: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = defaultdict(Decimal)
-
-    def add(self, amount: Decimal, currency: str, dims: Mapping[str, str]) -> None:
-        key = tuple(sorted((k, v) for k, v in dims.items() if v))
-        self._sums[(currency, key)] += amount
-
-    def lines(self, period: Period) -> tuple[SpendLine, ...]:
-        return tuple(
-            SpendLine.of(period, amount, currency, dict(dims))
-            for (currency, dims), amount in sorted(self._sums.items())
-        )
 
 
 def token_samples(tokens: Tokens) -> list[Sample]:
@@ -220,6 +201,7 @@ class LlmProvider(Provider):
 
     def __init__(self, config: LlmSourceConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self.http = context.http_client()
         self.table: PriceTable | None = None
         # The month (window start) and samples of the last successful usage request.
@@ -243,8 +225,8 @@ class LlmProvider(Provider):
         return window.start <= self.bounds(bucket)[0] < window.end
 
     @abstractmethod
-    def costs(self, window: Window) -> Costs:
-        """Month-to-date cost lines and their horizon (through :meth:`cost_lines`)."""
+    def costs(self, window: Window) -> PollResult:
+        """Month-to-date cost lines, their unsettled part and horizon (:meth:`cost_lines`)."""
 
     @abstractmethod
     def tokens(self, window: Window) -> Tokens:
@@ -274,15 +256,9 @@ class LlmProvider(Provider):
             if exc.status in (401, 403):
                 raise admin_key_error(exc, self.api) from None
             raise
-        samples: tuple[Sample, ...] = ()
-        if self.config.usage_tokens or self.config.estimate_cost:
-            samples = self.usage_samples(window)
-        return PollResult(
-            lines=costs.lines,
-            samples=samples,
-            data_through=costs.data_through,
-            unsettled=costs.unsettled,
-        )
+        if not (self.config.usage_tokens or self.config.estimate_cost):
+            return costs
+        return replace(costs, samples=self.usage_samples(window))
 
     def usage_samples(self, window: Window) -> tuple[Sample, ...]:
         """Token counts and estimates for ``window``.
@@ -300,14 +276,14 @@ class LlmProvider(Provider):
             if self.config.estimate_cost:
                 if self.table is None:
                     self.table = self.config.price_table()
-                samples.extend(estimate_samples(tokens, self.table, self.context.logger))
+                samples.extend(estimate_samples(tokens, self.table, self.log))
         except (SourceError, PricingError) as exc:
             last = self._usage
             kept = last[1] if last is not None and last[0] == window.start else None
             hint = ""
             if isinstance(exc, HttpStatusError) and exc.status in (401, 403):
                 hint = " (the Admin key may lack access to the usage API)"
-            self.context.logger.warning(
+            self.log.warning(
                 "token usage not updated: %s%s; cost lines are still reported, %s",
                 exc,
                 hint,
@@ -331,9 +307,16 @@ class LlmProvider(Provider):
 
     def cost_lines(
         self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str
-    ) -> Costs:
-        """The cost results in ``window``, summed by currency and dimensions; ``what``
-        names the results in errors.
+    ) -> PollResult:
+        """Every page of the cost endpoint, read by :meth:`parse_costs`."""
+        found = pages(self.http, url, params, self.headers, self.config.max_pages)
+        return self.parse_costs(found, window, what)
+
+    def parse_costs(
+        self, found: Iterable[list[dict[str, Any]]], window: Window, what: str
+    ) -> PollResult:
+        """The cost results of the pages' buckets in ``window``, summed by currency and
+        dimensions; ``what`` names the results in errors.
 
         The data horizon is the start of the newest bucket still open (ending after
         now), or the end of the newest closed bucket when none is open; the lines of
@@ -341,7 +324,7 @@ class LlmProvider(Provider):
         """
         now = self.context.now()
         buckets: list[tuple[datetime, datetime, list[tuple[Decimal, str, dict[str, str]]]]] = []
-        for data in pages(self.http, url, params, self.headers, self.config.max_pages):
+        for data in found:
             for bucket in data:
                 if not self.in_window(bucket, window):
                     continue
@@ -361,7 +344,11 @@ class LlmProvider(Provider):
                 sums.add(amount, currency, dims)
                 if start >= horizon:
                     unsettled.add(amount, currency, dims)
-        return Costs(sums.lines(window.period), unsettled.lines(window.period), horizon)
+        return PollResult(
+            lines=sums.lines(window.period),
+            unsettled=unsettled.lines(window.period),
+            data_through=horizon,
+        )
 
     def token_counts(
         self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str

@@ -1,13 +1,16 @@
 """``anthropic``: month-to-date organization costs from Anthropic's Admin API.
 
-``GET {base_url}/v1/organizations/cost_report`` with an Admin key
-(``x-api-key``, ``anthropic-version``), daily buckets from the first of the
-month (UTC), every page followed, ``group_by[]=workspace_id`` and
-``group_by[]=description``.  Amounts come in **cents** as decimal strings and
-are converted to dollars.  The default workspace (``workspace_id: null``)
-shows as ``sub_account_id="default"``.  Optionally, month-to-date tokens per
-model from ``/v1/organizations/usage_report/messages`` and an estimated cost
-per model from the price table.
+Reads ``GET {base_url}/v1/organizations/cost_report`` (daily buckets from the first of the
+month, every page; amounts in cents) and, for token figures,
+``/v1/organizations/usage_report/messages``.  Emits::
+
+    budget_source_cost_amount{period="monthly", currency,
+        sub_account_id, charge_category, model, token_type}
+    budget_source_data_through_timestamp_seconds
+    budget_source_usage_tokens{model, token_type}                       usage_tokens: true
+    budget_source_estimated_cost_amount{model, currency, price_table_date}   estimate_cost: true
+
+Workspaces, the data horizon and estimates: docs/providers-llm-saas.md#anthropic.
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.model import Window
+from budget_exporter.core.model import PollResult, Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import (
-    Costs,
     LlmProvider,
     LlmSourceConfig,
     Tokens,
@@ -71,7 +73,7 @@ class AnthropicProvider(LlmProvider):
             ("limit", str(self.config.page_size)),
         ]
 
-    def costs(self, window: Window) -> Costs:
+    def costs(self, window: Window) -> PollResult:
         config: AnthropicConfig = self.config
         params = self._params(window) + [("group_by[]", g) for g in config.group_by]
         url = f"{config.base_url}/v1/organizations/cost_report"

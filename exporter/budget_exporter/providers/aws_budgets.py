@@ -1,21 +1,14 @@
-"""``aws_budgets``: import the budgets kept in AWS Budgets.
+"""``aws_budgets``: the budgets kept in AWS Budgets, as limits for budget-exporter budgets.
 
-Each COST budget with a daily, monthly, quarterly or annual period becomes a
-:class:`~budget_exporter.core.model.ProviderBudget` keyed by its name: the limit of
-the current period (``BudgetLimit``, or the matching ``PlannedBudgetLimits``
-entry), AWS's own actual and forecasted spend (``CalculatedSpend``), and the
-warning/stop ratios from its ``PERCENTAGE`` notifications on actual spend.  A
-budget-exporter budget picks one with
-``limit_from: {source: <this source>, budget: <AWS budget name>}``.
-
-Other budget types (usage, RI/Savings Plans coverage and utilisation) and
-custom periods carry no spend limit comparable to a calendar budget and are
-skipped.  ``DescribeBudgets`` is followed over every page.  The Budgets API has
-no per-request fee; AWS refreshes its figures a few times a day.
+Reads ``DescribeBudgets`` (every page) and, per budget, ``DescribeNotificationsForBudget``.
+Emits no series of its own: each COST budget with a calendar period becomes a provider
+budget (limit, AWS's actual and forecast spend, warning and stop ratios) that a budget takes
+with ``limit_from``.  Which budgets and thresholds count: docs/providers-aws.md#aws_budgets.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,6 +23,8 @@ from budget_exporter.core.periods import window_at
 from budget_exporter.providers import register
 from budget_exporter.providers._aws import AwsSession, AwsSourceConfig, aws_errors
 from budget_exporter.providers.base import Provider
+
+log = logging.getLogger(__name__)
 
 TIME_UNITS = {
     "DAILY": Period.DAILY,
@@ -141,6 +136,7 @@ class BudgetsProvider(Provider):
 
     def __init__(self, config: BudgetsConfig, context: Any) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self.aws = AwsSession(config, context)
         self._account_id: str | None = config.account_id
 
@@ -159,7 +155,7 @@ class BudgetsProvider(Provider):
                     continue
                 parsed = parse_budget(raw, now)
                 if isinstance(parsed, str):
-                    self.context.logger.debug("skipped: %s", parsed)
+                    self.log.debug("skipped: %s", parsed)
                     continue
                 if config.notifications:
                     warning, stop = threshold_ratios(self.notifications(account, name))

@@ -1,29 +1,21 @@
-"""``aws_cost_explorer``: period-to-date spend and AWS's own forecast from Cost Explorer.
+"""``aws_cost_explorer``: period-to-date AWS spend and AWS's forecast from Cost Explorer.
 
-One ``GetCostAndUsage`` query per poll covers every period asked for (monthly
-granularity from the earliest window start up to today, exclusive); its
-``ResultsByTime`` entries are then summed per window.  Cost Explorer is billed
-per request ($0.01, and every page is a request), so each page is counted in
-``budget_source_api_requests_total`` and the default poll interval is hours:
-the data itself is refreshed only a few times a day.
+Reads ``GetCostAndUsage`` (one query for every period asked, every page) and, on its own
+interval, ``GetCostForecast``.  Emits::
 
-Spend runs through yesterday (UTC): ``End`` is exclusive and today's figures
-are incomplete anyway; that ``End`` (today, 00:00 UTC) is the data horizon.
-On the first day of a period that range is empty; the provider then sends no
-request and reports no spend for that window.  With ``settle_lag`` (whole
-days), the horizon is that much earlier and one more query (billed like any)
-asks for the costs of those days, reported as unsettled: a meter joined to the
-source counts them instead, until they have settled.
+    budget_source_cost_amount{period, currency, service_name, sub_account_id,
+        sub_account_name, region_id, tag_<key>, x_cost_category_<name>}   per group_by
+    budget_source_data_through_timestamp_seconds                  today 00:00 UTC - settle_lag
+    budget_source_cost_estimated                                  1 if AWS marks it Estimated
+    budget_source_forecast_available{period}                      with forecast: true
 
-The forecast (``GetCostForecast``, today until the end of the window) is
-fetched on its own, longer interval and prorated between fetches.  When AWS
-has too little history (``DataUnavailableException``) or the forecast call
-fails, no forecast is returned and budgets fall back to the linear projection;
-the source itself stays up.
+plus AWS's forecast for budgets.  Time range, settle_lag and what it costs:
+docs/providers-aws.md#aws_cost_explorer.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +41,8 @@ from budget_exporter.providers._aws import (
 )
 from budget_exporter.providers.base import Provider
 
+log = logging.getLogger(__name__)
+
 Metric = Literal["UnblendedCost", "AmortizedCost", "NetUnblendedCost", "NetAmortizedCost"]
 FORECAST_METRICS: dict[str, str] = {
     "UnblendedCost": "UNBLENDED_COST",
@@ -67,6 +61,10 @@ _UNUSABLE_LABELS = frozenset(
     {"source", "provider", "currency", "service", "region", "instance", "job", "cluster", "env"}
 )
 _SUPPORTED = frozenset({Period.MONTHLY, Period.QUARTERLY, Period.YEARLY})
+ESTIMATED = "budget_source_cost_estimated"
+ESTIMATED_HELP = (
+    "1 if the provider marks the current month's spend as estimated (not yet final), else 0."
+)
 
 
 def _label_for(text: str) -> str:
@@ -283,6 +281,7 @@ class CostExplorerProvider(Provider):
 
     def __init__(self, config: CostExplorerConfig, context: Any) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self.aws = AwsSession(config, context)
         self._forecasts: dict[Period, _CachedForecast] = {}
 
@@ -311,22 +310,12 @@ class CostExplorerProvider(Provider):
         samples: list[Sample] = []
         forecasts: list[Forecast] = []
         for window in windows:
-            window_lines = self.lines_for(data, window, today)
-            lines.extend(window_lines)
-            unsettled.extend(self.lines_for(unsettled_data, window, today))
-            if window.period == Period.MONTHLY:
-                flags = [v for d, v in data.estimated.items() if d >= window.start.date()]
-                if flags:
-                    samples.append(
-                        Sample.of(
-                            "budget_source_cost_estimated",
-                            "1 if the provider marks the current month's spend as estimated "
-                            "(not yet final), else 0.",
-                            1 if any(flags) else 0,
-                        )
-                    )
+            spend = self.parse(data, unsettled_data, window, today)
+            lines.extend(spend.lines)
+            unsettled.extend(spend.unsettled)
+            samples.extend(spend.samples)
             if config.forecast:
-                forecast = self.forecast_for(window, window_lines, now)
+                forecast = self.forecast_for(window, spend.lines, now)
                 if forecast is not None:
                     forecasts.append(forecast)
                 samples.append(
@@ -385,7 +374,22 @@ class CostExplorerProvider(Provider):
             "each page is billed: narrow group_by or filter, or raise max_pages"
         )
 
-    def lines_for(self, data: CostData, window: Window, today: date) -> list[SpendLine]:
+    def parse(self, data: CostData, unsettled: CostData, window: Window, today: date) -> PollResult:
+        """The spend of ``window`` in the merged answers: its lines, the part of them not
+        settled yet (from the query of the days still arriving) and, for the month,
+        whether AWS marks the figures as estimated."""
+        samples: tuple[Sample, ...] = ()
+        if window.period == Period.MONTHLY:
+            flags = [v for d, v in data.estimated.items() if d >= window.start.date()]
+            if flags:
+                samples = (Sample.of(ESTIMATED, ESTIMATED_HELP, 1 if any(flags) else 0),)
+        return PollResult(
+            lines=self.lines_for(data, window, today),
+            unsettled=self.lines_for(unsettled, window, today),
+            samples=samples,
+        )
+
+    def lines_for(self, data: CostData, window: Window, today: date) -> tuple[SpendLine, ...]:
         config: CostExplorerConfig = self.config
         first, last = window.start.date(), min(window.end.date(), today)
         sums: dict[tuple[tuple[str, ...], str], Decimal] = defaultdict(Decimal)
@@ -402,7 +406,7 @@ class CostExplorerProvider(Provider):
                     if name:
                         dims[ACCOUNT_NAME_LABEL] = name
             lines.append(SpendLine.of(window.period, amount, unit, dims))
-        return lines
+        return tuple(lines)
 
     # -- forecast ------------------------------------------------------------------
 
@@ -459,7 +463,7 @@ class CostExplorerProvider(Provider):
                 exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
             )
             if code == "DataUnavailableException":
-                self.context.logger.info(
+                self.log.info(
                     "Cost Explorer has no forecast for the %s period yet (not enough history); "
                     "budgets use a linear projection",
                     window.period,
@@ -471,16 +475,14 @@ class CostExplorerProvider(Provider):
         try:
             rest = parse_amount(total.get("Amount"), "GetCostForecast Total.Amount")
         except SourceError as exc:
-            self.context.logger.warning("forecast ignored: %s", exc)
+            self.log.warning("forecast ignored: %s", exc)
             return None
         unit = str(total.get("Unit") or "").strip().upper()
         if not re.fullmatch(r"[A-Z]{3}", unit):
-            self.context.logger.warning("forecast ignored: Total.Unit is not a currency code")
+            self.log.warning("forecast ignored: Total.Unit is not a currency code")
             return None
         return _CachedForecast(window, now, today, max(rest, Decimal(0)), unit)
 
     def _forecast_failed(self, exc: BaseException) -> None:
         message = describe_error(exc, self.config.role_arn) or type(exc).__name__
-        self.context.logger.warning(
-            "forecast unavailable, budgets use a linear projection: %s", message
-        )
+        self.log.warning("forecast unavailable, budgets use a linear projection: %s", message)

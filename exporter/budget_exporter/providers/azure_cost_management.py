@@ -1,53 +1,20 @@
 """``azure_cost_management``: month-to-date Azure spend from the Cost Management Query API.
 
-One ``POST {scope}/providers/Microsoft.CostManagement/query`` per poll asks for
-``ActualCost`` (or ``AmortizedCost``) over ``MonthToDate`` with no time
-granularity, grouped by up to two dimensions.  The answer is a table: a
-``columns`` list and positional ``rows``, so every row is read through the
-column names (the cost column is called ``Cost``, ``PreTaxCost`` or ``CostUSD``
-depending on the account type, whatever alias the request gave it).  Further
-pages come from ``properties.nextLink``, which takes the same POST body; a
-``204 No Content`` answer means no cost yet.
+Reads ``POST {base_url}/{scope}/providers/Microsoft.CostManagement/query`` (``MonthToDate``,
+no time granularity, every ``nextLink`` page), with a token from Microsoft Entra ID
+(``azure-identity``, the ``azure`` extra).  Emits monthly spend lines::
 
-Why plain ``requests`` (through :meth:`ProviderContext.http_client`) for the
-query and not the ``azure-mgmt-costmanagement`` SDK:
+    budget_source_cost_amount{period="monthly", currency,
+        service_name, x_resource_group_name, sub_account_id, sub_account_name, region_id}
 
-* one HTTP stack for every provider: the same timeouts, retries and backoff
-  settings (``global.retries``...) as the other sources, and no second retry
-  layer stacked on the first;
-* request accounting for free: the shared client counts every request it
-  sends, each page and each retried attempt, in
-  ``budget_source_api_requests_total`` -- the SDK pipeline would need its own
-  hooks;
-* Cost Management's throttling headers
-  (``x-ms-ratelimit-microsoft.costmanagement-*-retry-after``) are honoured by a
-  small subclass of the shared urllib3 ``Retry`` instead of by a second
-  policy stack; the SDK only knows the standard ``Retry-After``;
-* the query is a single POST whose answer is positional rows anyway; the SDK
-  would add a large dependency to hand back the same table.
-
-Only tokens come from ``azure-identity`` (imported lazily, on the first poll;
-the configuration check only makes sure it is installed):
-a client secret, workload identity (AKS federated token) or a managed
-identity.  Its own azure-core pipeline (``requests`` underneath) talks to
-Microsoft Entra ID; a response hook counts those requests in the same metric,
-and its timeouts and retry count follow the source's settings.
-
-Dimensions use FOCUS column names in snake_case: ``ServiceName`` ->
-``service_name``, ``SubscriptionId`` -> ``sub_account_id``,
-``SubscriptionName`` -> ``sub_account_name``, ``ResourceLocation`` ->
-``region_id`` and ``ResourceGroup`` -> ``x_resource_group_name``.  FOCUS has no
-resource-group column; Microsoft's own FOCUS cost export carries it as the
-provider extension column ``x_ResourceGroupName`` (the ``x_`` prefix is how
-FOCUS marks provider-specific columns), so the label is that name in
-snake_case and lines up with FOCUS exports of the same account.
+(the dimensions of ``group_by``, at most two).  Why the query skips the Azure SDK, and how
+rows are read: docs/providers-azure.md.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -63,7 +30,7 @@ from budget_exporter.core.messages import first_line, shorten
 from budget_exporter.core.model import Period, PollResult, SpendLine, Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.core.redaction import redactor
-from budget_exporter.providers import register
+from budget_exporter.providers import _extras, register
 from budget_exporter.providers._http import (
     CountingRetry,
     HttpStatusError,
@@ -71,7 +38,9 @@ from budget_exporter.providers._http import (
     require_tls_off_loopback,
     status_of_response,
 )
-from budget_exporter.providers.base import Provider, SourceConfig
+from budget_exporter.providers.base import Provider, SourceConfig, label_value
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-11-01"
@@ -105,16 +74,8 @@ _SCOPES = (
     ),
 )
 _TENANT = re.compile(r"^[A-Za-z0-9.-]+$")
-AZURE_EXTRA_HINT = "install the azure extra: pip install 'budget-exporter[azure]'"
-
-
-def azure_identity_installed() -> bool:
-    """Whether azure-identity can be imported, without importing it (``azure`` is a
-    namespace package, so finding the module loads no SDK code)."""
-    try:
-        return importlib.util.find_spec("azure.identity") is not None
-    except (ImportError, ValueError):
-        return False
+EXTRA = "azure"
+SDK_MODULES = ("azure.identity",)
 
 
 _RETRY_AFTER_HEADER = re.compile(
@@ -224,8 +185,9 @@ class AzureCostManagementConfig(SourceConfig):
             raise ValueError("token_file is only used with auth: workload_identity")
         if self.auth == "managed_identity" and (self.tenant_id or self.authority):
             raise ValueError("managed_identity uses neither tenant_id nor authority")
-        if not azure_identity_installed():
-            raise ValueError(f"provider {self.provider} needs azure-identity: {AZURE_EXTRA_HINT}")
+        problem = _extras.missing(self.provider, EXTRA, *SDK_MODULES)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -332,8 +294,8 @@ def _reason(text: str) -> str:
 
 def parse_query_result(
     document: Any, group_by: Sequence[str], cost_column: str = "Cost"
-) -> list[tuple[dict[str, str], Decimal, str]]:
-    """Rows of one Cost Management query page as ``(dimensions, amount, currency)``.
+) -> PollResult:
+    """One Cost Management query page as monthly spend lines, one per row.
 
     Rows are positional: each value is found through ``properties.columns``.
     """
@@ -341,12 +303,12 @@ def parse_query_result(
         raise SourceError("Cost Management answer is not a JSON object")
     properties = document.get("properties")
     if properties is None:
-        return []
+        return PollResult()
     if not isinstance(properties, dict):
         raise SourceError("Cost Management answer: properties is not an object")
     rows = properties.get("rows") or []
     if not rows:
-        return []
+        return PollResult()
     columns = properties.get("columns")
     if not isinstance(columns, list) or not isinstance(rows, list):
         raise SourceError("Cost Management answer has rows but no columns list")
@@ -376,7 +338,7 @@ def parse_query_result(
             raise SourceError(f"Cost Management answer has no {name} column for group_by")
         dims_at[DIMENSIONS[name]] = found[1]
 
-    out: list[tuple[dict[str, str], Decimal, str]] = []
+    lines: list[SpendLine] = []
     for number, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
             raise SourceError(f"Cost Management row {number} does not match the columns")
@@ -388,13 +350,12 @@ def parse_query_result(
             if not isinstance(value, str) or not _CURRENCY.match(value.strip()):
                 raise SourceError(f"Cost Management row {number} has no 3-letter currency")
             currency = value.strip().upper()
-        dims = {label: _text(row[at]) for label, at in dims_at.items()}
-        out.append((dims, amount, currency))
-    return out
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+        dims = {
+            label: label_value(row[at], f"Cost Management row {number}, column {at}")
+            for label, at in dims_at.items()
+        }
+        lines.append(SpendLine.of(Period.MONTHLY, amount, currency, dims))
+    return PollResult(lines=tuple(lines))
 
 
 @register
@@ -410,6 +371,7 @@ class AzureCostManagementProvider(Provider):
 
     def __init__(self, config: AzureCostManagementConfig, context: Any) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self.http = context.http_client()
         for adapter in self.http.session.adapters.values():
             adapter.max_retries = _CostManagementRetry.adopt(adapter.max_retries)
@@ -426,7 +388,7 @@ class AzureCostManagementProvider(Provider):
             try:
                 credential.close()
             except Exception as exc:  # closing must never fail a reload
-                self.context.logger.debug("closing the Azure credential failed: %s", exc)
+                self.log.debug("closing the Azure credential failed: %s", exc)
 
     # -- credentials -------------------------------------------------------------
 
@@ -437,15 +399,10 @@ class AzureCostManagementProvider(Provider):
 
     def _build_credential(self) -> Any:
         config: AzureCostManagementConfig = self.config
-        try:
-            identity = importlib.import_module("azure.identity")
-            core = importlib.import_module("azure.core.exceptions")
-        except ImportError:
-            # The configuration check found it; the installation broke since.
-            raise SourceError(
-                f"provider {self.name} needs azure-identity, which cannot be imported: "
-                f"{AZURE_EXTRA_HINT}"
-            ) from None
+        _extras.require(self.name, EXTRA, *SDK_MODULES, "azure.core.exceptions")
+        from azure import identity
+        from azure.core import exceptions as core
+
         timeout = self.context.timeout.total_seconds()
         pipeline: dict[str, Any] = {
             "raw_request_hook": self._tokens.on_request,
@@ -528,13 +485,12 @@ class AzureCostManagementProvider(Provider):
         token = self.token()
         totals: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = {}
         for document in self.pages(token):
-            for dims, amount, currency in parse_query_result(
-                document, config.group_by, config.cost_column
-            ):
-                key = (currency, tuple(sorted(dims.items())))
-                totals[key] = totals.get(key, Decimal(0)) + amount
+            page = parse_query_result(document, config.group_by, config.cost_column)
+            for line in page.lines:  # the same dimensions on two pages are one line
+                key = (line.currency, line.dimensions)
+                totals[key] = totals.get(key, Decimal(0)) + line.amount
         lines = tuple(
-            SpendLine.of(Period.MONTHLY, amount, currency, dict(dims))
+            SpendLine(Period.MONTHLY, amount, currency, dims)
             for (currency, dims), amount in totals.items()
         )
         return PollResult(lines=lines)

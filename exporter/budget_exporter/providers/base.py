@@ -1,26 +1,26 @@
-"""The provider contract: how a source is configured and polled.
+"""The provider contract: a source's config model, its context, and :class:`Provider`.
 
-A provider is a class registered under the name users write in
-``sources[].provider``.  It declares a pydantic config model (derived from
-:class:`SourceConfig`) and turns one poll into a :class:`PollResult`.  The
-core never imports provider SDKs; a provider imports its SDK lazily, when a
-configured source needs it.
+A provider declares a pydantic config model (a :class:`SourceConfig`) and turns one poll
+into a :class:`~budget_exporter.core.model.PollResult`.  docs/writing-a-provider.md.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import ByteSize, Duration, Name, Timeout
-from budget_exporter.core.model import Period, PollResult, Window
+from budget_exporter.core.model import Period, PollResult, SpendLine, Window
 from budget_exporter.providers._http import (
     DEFAULT_MAX_RESPONSE_SIZE,
     HttpClient,
@@ -51,6 +51,36 @@ def checked_base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def label_value(value: Any, what: str) -> str:
+    """A dimension's value from a JSON scalar (``None`` is empty, booleans are lower case);
+    a list or an object is a configuration mistake, reported naming ``what``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | dict):
+        raise SourceError(f"{what} selected a JSON {type(value).__name__}, not a single value")
+    return str(value)
+
+
+class LineSum:
+    """Sums amounts of identical (currency, dimensions) into spend lines, in a stable order;
+    a dimension with an empty value is left out (daily buckets, series of a query)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = defaultdict(Decimal)
+
+    def add(self, amount: Decimal, currency: str, dims: Mapping[str, str]) -> None:
+        key = tuple(sorted((k, v) for k, v in dims.items() if v))
+        self._sums[(currency, key)] += amount
+
+    def lines(self, period: Period) -> tuple[SpendLine, ...]:
+        return tuple(
+            SpendLine.of(period, amount, currency, dict(dims))
+            for (currency, dims), amount in sorted(self._sums.items())
+        )
+
+
 BaseUrl = Annotated[str, Field(pattern=r"^https?://"), AfterValidator(checked_base_url)]
 """An API's base URL in a source's config: http(s), a host, no trailing slash."""
 
@@ -69,7 +99,7 @@ class SourceConfig(BaseModel):
     """The largest answer (decompressed) a request of this source may get."""
     max_data_age: Duration | None = None
     """How old this source's figures may be before the check API calls a budget
-    counting it stale (see :meth:`budget_exporter.config.loader.Config.max_data_age`)."""
+    counting it stale (see :meth:`budget_exporter.config.schema.Config.max_data_age`)."""
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields holding credentials: each also accepts a ``<field>_file`` twin,
@@ -123,10 +153,10 @@ class Provider(ABC):
     """Spend grows through the period (usage); False for fixed amounts (invoices,
     commitments), which are their own forecast instead of being projected."""
     reports_horizon: ClassVar[bool] = False
+    """Its results carry ``data_through`` (see :meth:`has_horizon`)."""
     metered: ClassVar[bool] = False
     """Its figures are metered (current to the last scrape, polled often), not billed:
     its data goes stale after a few of its own poll intervals, not after hours."""
-    """Its results carry ``data_through`` (see :meth:`has_horizon`)."""
     max_polls_per_second: ClassVar[float | None] = None
     """At most this many polls of the provider's sources start per second, all sources
     together (None: no limit beyond ``global.poll_workers``).  Spreads the start-up and

@@ -1,8 +1,11 @@
-"""``demo``: simulated spend that grows through the period.
+"""``demo``: simulated spend that grows through the period; no credentials, no network.
 
-Deterministic for a given ``seed`` and time, needs no credentials and no
-network.  Each dimension value gets a fixed share of ``monthly_spend`` and a
-day-to-day wobble; spend in a window is the sum over the elapsed days.
+Reads nothing: each value gets a fixed share of ``monthly_spend`` with a day-to-day wobble,
+deterministic for a ``seed`` and a time.  Emits::
+
+    budget_source_cost_amount{period, currency, <dimension>}
+
+docs/providers-generic.md#demo.
 """
 
 from __future__ import annotations

@@ -1,32 +1,21 @@
-"""``gcp_billing_export``: month-to-date GCP spend from the BigQuery billing export.
+"""``gcp_billing_export``: month-to-date Google Cloud spend from the BigQuery billing export.
 
-Google has no API that returns spend; the standard usage cost export
-(``gcp_billing_export_v1_<BILLING_ACCOUNT_ID>``) is the programmatic source.
-One query per poll sums the net cost -- ``cost`` plus every credit, all cost
-types (regular, tax, adjustment, rounding error), so the total matches the
-invoice -- of the current invoice month, grouped by project
-(``sub_account_id``) and service (``service_name``), and returns
-``MAX(export_time)`` as a freshness gauge (``budget_source_data_timestamp_seconds``).
+Reads the standard usage cost table with one ``jobs.query`` per poll (net cost of the
+invoice month, partitions of that month only, ``maximum_bytes_billed`` as a cap).  Emits::
 
-Invoice months run midnight to midnight in the billing account's time zone
-(US Pacific unless configured).  The monthly window the exporter asks for is
-a UTC calendar month; its invoice month is the one with the same name, so for
-the first hours of a UTC month (until midnight in the account's time zone)
-the new month shows what GCP has booked to it so far: nothing.  The time zone
-sets where the partition filter starts: the table is partitioned by export
-day (``_PARTITIONTIME``, UTC), and only partitions from the day before the
-invoice month began are scanned, which keeps the bytes billed small.
+    budget_source_cost_amount{period="monthly", currency, sub_account_id, service_name}
+    budget_source_data_timestamp_seconds      MAX(export_time) of the invoice month
+    budget_source_query_processed_bytes       bytes the last query scanned
 
-Amounts are summed as ``NUMERIC`` in BigQuery and read as ``Decimal``.  The
-query runs through ``jobs.query`` (one request; results with more rows than a
-page continue through ``jobs.get`` and ``jobs.getQueryResults``), with
-``maximum_bytes_billed`` as a hard cap on what one poll can cost.
+Invoice months, time zones and what a query costs: docs/providers-gcp.md#gcp_billing_export.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,8 +27,10 @@ from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import ConfigPath, Duration
 from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
 from budget_exporter.core.money import parse_amount
-from budget_exporter.providers import _gcp, register
+from budget_exporter.providers import _extras, _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
+
+log = logging.getLogger(__name__)
 
 API = "BigQuery"
 FRESHNESS = "budget_source_data_timestamp_seconds"
@@ -53,7 +44,7 @@ _PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _TABLE = re.compile(r"^[A-Za-z0-9_-]{1,1024}$")
 _PARTITION_MARGIN = timedelta(days=1)
-SDK_MODULES = ("google.cloud.bigquery",)
+SDK_MODULES = (*_gcp.BASE_MODULES, "google.cloud.bigquery")
 
 
 def split_table(value: str) -> tuple[str, str, str]:
@@ -98,7 +89,7 @@ class GcpBillingExportConfig(SourceConfig):
 
     @model_validator(mode="after")
     def _sdk_installed(self) -> GcpBillingExportConfig:
-        problem = _gcp.missing_sdk(self.provider, *SDK_MODULES)
+        problem = _extras.missing(self.provider, _gcp.EXTRA, *SDK_MODULES)
         if problem:
             raise ValueError(problem)
         return self
@@ -166,8 +157,8 @@ def build_query(config: GcpBillingExportConfig) -> str:
     )
 
 
-def parse_rows(rows: Any, period: Period) -> tuple[list[SpendLine], datetime | None]:
-    """Spend lines and the newest ``export_time`` from the query's rows."""
+def parse_rows(rows: Any, period: Period) -> PollResult:
+    """The query's rows as spend lines, with the newest ``export_time`` as a freshness sample."""
     lines: list[SpendLine] = []
     newest: datetime | None = None
     for index, row in enumerate(rows):
@@ -184,7 +175,8 @@ def parse_rows(rows: Any, period: Period) -> tuple[list[SpendLine], datetime | N
         exported = row.get("last_export_time")
         if isinstance(exported, datetime) and (newest is None or exported > newest):
             newest = exported
-    return lines, newest
+    samples = () if newest is None else (Sample.of(FRESHNESS, FRESHNESS_DOC, newest.timestamp()),)
+    return PollResult(lines=tuple(lines), samples=samples)
 
 
 _HINTS: dict[int | str, str] = {
@@ -210,6 +202,7 @@ class GcpBillingExportProvider(Provider):
 
     def __init__(self, config: GcpBillingExportConfig, context: Any) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self._client: Any = None
 
     def close(self) -> None:
@@ -219,7 +212,7 @@ class GcpBillingExportProvider(Provider):
 
     def client(self) -> Any:
         if self._client is None:
-            _gcp.require_sdk(self.name, *SDK_MODULES)
+            _extras.require(self.name, _gcp.EXTRA, *SDK_MODULES)
             from google.auth.transport.requests import AuthorizedSession
             from google.cloud import bigquery
 
@@ -245,16 +238,16 @@ class GcpBillingExportProvider(Provider):
         rows, processed = _gcp.call(
             self.context, lambda: self.run_query(client, month), api=API, hints=_HINTS
         )
-        lines, newest = parse_rows(rows, window.period)
-        samples = []
-        if newest is not None:
-            samples.append(Sample.of(FRESHNESS, FRESHNESS_DOC, newest.timestamp()))
-        if processed is not None:
-            samples.append(Sample.of(BYTES, BYTES_DOC, processed))
-        self.context.logger.debug(
-            "invoice month %s: %d lines, %s bytes processed", month, len(lines), processed
+        parsed = parse_rows(rows, window.period)
+        self.log.debug(
+            "invoice month %s: %d lines, %s bytes processed",
+            month,
+            len(parsed.lines),
+            processed,
         )
-        return PollResult(lines=tuple(lines), samples=tuple(samples))
+        if processed is None:
+            return parsed
+        return replace(parsed, samples=(*parsed.samples, Sample.of(BYTES, BYTES_DOC, processed)))
 
     def run_query(self, client: Any, month: str) -> tuple[list[Any], int | None]:
         """Run the query and read every page; raises the library's exceptions."""

@@ -1,38 +1,22 @@
 """``gcp_budgets``: budgets kept in Cloud Billing, as limits for budget-exporter budgets.
 
-Reads every budget of one billing account from the Cloud Billing Budget API
-(``billingbudgets.googleapis.com``, all pages) and returns each as a
-:class:`~budget_exporter.core.model.ProviderBudget`, so a budget can say
-``limit_from: {source: <this source>, budget: <display name>}``:
+Reads the Cloud Billing Budget API (every budget of the account, every page) and the Cloud
+Billing API (the account; with ``projects``, its project billing info).  Emits::
 
-- limit: ``specifiedAmount`` (``units`` + ``nanos`` / 10^9, exact ``Decimal``);
-  a ``lastPeriodAmount`` budget (last period's spend, which the API does not
-  report) is returned with no limit, so a budget that points at it is not
-  exported and the log says why;
-- period: ``calendarPeriod`` MONTH/QUARTER/YEAR (unset means MONTH); budgets
-  with a custom date range are skipped;
-- thresholds: the ``thresholdRules`` on current spend below 100 %: the lowest
-  becomes the warning ratio and, when there are two or more, the highest the
-  stop ratio (forecast-based rules are left out);
-- key: the budget's display name, or its ID when the name is empty or shared
-  by several budgets.
+    budget_source_billing_account_info{billing_account_id, billing_account_name, currency}
+    budget_source_project_billing_enabled{sub_account_id}       per configured project
 
-A GCP budget carries no spend: pair it with a ``gcp_billing_export`` source
-(``sources`` and ``match`` on the budget) for the actual spend.
-
-The Cloud Billing API (``cloudbilling.googleapis.com``) supplies the account's
-display name and currency (``budget_source_billing_account_info``; also the
-currency of budgets that carry none) and, for the configured ``projects``,
-whether each is billed to this account (``budget_source_project_billing_enabled``).
-Both APIs are free.  Requests go through the REST transports (see ``_gcp``
-for credentials, counting and retries).
+and one provider budget per GCP budget with a calendar period, for ``limit_from``.  How a
+GCP budget maps onto one: docs/providers-gcp.md#gcp_budgets.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,8 +26,10 @@ from pydantic import Field, field_validator, model_validator
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import ConfigPath
 from budget_exporter.core.model import Period, PollResult, ProviderBudget, Sample, Window
-from budget_exporter.providers import _gcp, register
+from budget_exporter.providers import _extras, _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
+
+log = logging.getLogger(__name__)
 
 BUDGET_API = "Cloud Billing Budget API"
 BILLING_API = "Cloud Billing API"
@@ -54,7 +40,7 @@ PROJECT_BILLED = "budget_source_project_billing_enabled"
 PROJECT_BILLED_DOC = "1 if a configured project is billed to the source's billing account, else 0."
 _PROJECT_ID = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _ENDPOINT = r"^https?://[^\s/?#]+[^\s?#]*$"
-SDK_MODULES = ("google.cloud.billing_v1", "google.cloud.billing.budgets_v1")
+SDK_MODULES = (*_gcp.BASE_MODULES, "google.cloud.billing_v1", "google.cloud.billing.budgets_v1")
 
 
 class GcpBudgetsConfig(SourceConfig):
@@ -79,7 +65,7 @@ class GcpBudgetsConfig(SourceConfig):
 
     @model_validator(mode="after")
     def _sdk_installed(self) -> GcpBudgetsConfig:
-        problem = _gcp.missing_sdk(self.provider, *SDK_MODULES)
+        problem = _extras.missing(self.provider, _gcp.EXTRA, *SDK_MODULES)
         if problem:
             raise ValueError(problem)
         return self
@@ -182,6 +168,7 @@ class GcpBudgetsProvider(Provider):
 
     def __init__(self, config: GcpBudgetsConfig, context: Any) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self._budgets_client: Any = None
         self._billing_client: Any = None
         self._reported: set[str] = set()
@@ -194,7 +181,7 @@ class GcpBudgetsProvider(Provider):
 
     def clients(self) -> tuple[Any, Any]:
         if self._budgets_client is None or self._billing_client is None:
-            _gcp.require_sdk(self.name, *SDK_MODULES)
+            _extras.require(self.name, _gcp.EXTRA, *SDK_MODULES)
             from google.cloud import billing_v1
             from google.cloud.billing import budgets_v1
 
@@ -252,7 +239,7 @@ class GcpBudgetsProvider(Provider):
             )
         ]
         if not account.open_:
-            self.context.logger.warning("billing account %s is closed", config.billing_account_id)
+            self.log.warning("billing account %s is closed", config.billing_account_id)
         if config.projects:
             billed = _gcp.call(
                 self.context,
@@ -263,7 +250,7 @@ class GcpBudgetsProvider(Provider):
             for project in config.projects:
                 on_account = project in billed
                 if not on_account:
-                    self.context.logger.warning(
+                    self.log.warning(
                         "project %s is not billed to billing account %s",
                         project,
                         config.billing_account_id,
@@ -276,8 +263,8 @@ class GcpBudgetsProvider(Provider):
                         {"sub_account_id": project},
                     )
                 )
-        found = self.provider_budgets(budgets, account.currency_code)
-        return PollResult(budgets=tuple(found), samples=tuple(samples))
+        parsed = self.parse_budgets(budgets, account.currency_code)
+        return replace(parsed, samples=tuple(samples))
 
     def list_budgets(self, client: Any, timeout: float) -> list[Any]:
         pager = client.list_budgets(
@@ -296,9 +283,9 @@ class GcpBudgetsProvider(Provider):
             if info.billing_enabled
         }
 
-    def provider_budgets(
-        self, budgets: Sequence[Any], account_currency: str
-    ) -> list[ProviderBudget]:
+    def parse_budgets(self, budgets: Sequence[Any], account_currency: str) -> PollResult:
+        """The budgets with a calendar period as provider budgets; what keeps one from
+        backing a limit is logged once."""
         found = []
         for budget, key in zip(budgets, budget_keys(budgets), strict=True):
             if key != budget.display_name and budget.display_name:
@@ -350,13 +337,13 @@ class GcpBudgetsProvider(Provider):
                     stop_ratio=stop,
                 )
             )
-        return found
+        return PollResult(budgets=tuple(found))
 
     def report(self, key: str, message: str, *args: Any) -> None:
         """Log a fact about a budget once per provider instance (polls repeat hourly)."""
         if key not in self._reported:
             self._reported.add(key)
-            self.context.logger.warning(message, *args)
+            self.log.warning(message, *args)
 
 
 def _all_items(pager: Any, field: str) -> list[Any]:

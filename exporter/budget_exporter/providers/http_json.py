@@ -1,11 +1,12 @@
-"""``http_json``: any JSON usage endpoint, fields picked with JMESPath.
+"""``http_json``: spend from any JSON usage endpoint, fields picked with JMESPath.
 
-Either ``amount`` selects one number from the document, or ``lines`` selects a
-list and ``amount``/``dimensions``/``currency_path`` are read from each item.
-Pagination follows ``next_page`` (a URL, or a token sent as ``page_param``).
-Strings in ``url``, ``params`` and ``body`` may use the period placeholders
-``{start}``/``{end}`` (dates), ``{start_time}``/``{end_time}`` (RFC 3339) and
-``{start_unix}``/``{end_unix}`` of the current window.
+Reads ``GET`` or ``POST {url}`` (placeholders of the current window filled in, pages
+followed through ``next_page``).  Emits::
+
+    budget_source_cost_amount{period, currency, <configured dimensions>}
+    budget_source_data_through_timestamp_seconds                  with data_through
+
+Settings and an example: docs/providers-generic.md#http_json.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from budget_exporter.core.model import (
 from budget_exporter.core.money import NUMBER, parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._http import describe_url
-from budget_exporter.providers.base import Provider, SourceConfig, checked_url
+from budget_exporter.providers.base import Provider, SourceConfig, checked_url, label_value
 
 _RESERVED = frozenset({"source", "provider", "currency"})
 
@@ -152,10 +153,10 @@ class HttpJsonProvider(Provider):
             return PollResult()
         lines: list[SpendLine] = []
         horizon: datetime | None = None
-        for document in self.pages(window):
-            if config.data_through is not None and horizon is None:
-                horizon = _moment(jmespath.search(config.data_through, document), config)
-            lines.extend(self.parse(document, window.period))
+        for number, document in enumerate(self.pages(window)):
+            page = self.parse(document, window.period, first_page=number == 0)
+            lines.extend(page.lines)
+            horizon = horizon or page.data_through
         return PollResult(lines=tuple(lines), data_through=horizon)
 
     @classmethod
@@ -184,7 +185,15 @@ class HttpJsonProvider(Provider):
                 params = {}
         raise SourceError(f"more than max_pages ({config.max_pages}) pages")
 
-    def parse(self, document: Any, period: Period) -> list[SpendLine]:
+    def parse(self, document: Any, period: Period, *, first_page: bool = True) -> PollResult:
+        """One page as spend lines; the data horizon is read from the first page only."""
+        config: HttpJsonConfig = self.config
+        horizon = None
+        if first_page and config.data_through is not None:
+            horizon = _moment(jmespath.search(config.data_through, document), config)
+        return PollResult(lines=tuple(self.lines(document, period)), data_through=horizon)
+
+    def lines(self, document: Any, period: Period) -> list[SpendLine]:
         config: HttpJsonConfig = self.config
         scale = config.amount_scale
         if config.lines is None:
@@ -201,7 +210,7 @@ class HttpJsonProvider(Provider):
                 jmespath.search(config.amount, item), f"lines[{index}] amount ({config.amount})"
             )
             dims = {
-                label: _text(jmespath.search(expr, item), f"lines[{index}] {label} ({expr})")
+                label: label_value(jmespath.search(expr, item), f"lines[{index}] {label} ({expr})")
                 for label, expr in config.dimensions.items()
             }
             out.append(SpendLine.of(period, amount * scale, self.currency(item, document), dims))
@@ -236,14 +245,3 @@ def _moment(value: Any, config: HttpJsonConfig) -> datetime:
         return datetime.fromtimestamp(float(seconds), UTC)
     except (OverflowError, OSError, ValueError):
         raise SourceError(f"{what} is not a plausible time") from None
-
-
-def _text(value: Any, what: str) -> str:
-    """A label value from a JSON scalar; lists and objects are a configuration mistake."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | dict):
-        raise SourceError(f"{what} selected a JSON {type(value).__name__}, not a single value")
-    return str(value)

@@ -1,22 +1,19 @@
 """``hunter``: Hunter.io credit quotas, and their cost against a money budget.
 
-``GET {base_url}/account?api_key=…`` (free: it uses no credits).  Each quota
-bucket under ``data.requests`` (``searches``/``verifications`` on older plans,
-a single ``credits`` bucket on newer ones) becomes
-``budget_source_quota_used``/``budget_source_quota_limit{quota}``; the reset
-date becomes ``budget_source_quota_reset_timestamp_seconds``.  Used x the
-configured ``price_per_credit`` (or per-quota ``prices``) is reported as
-spend, ``charge_category`` = the quota.
+Reads ``GET {base_url}/account`` (free: it uses no credits).  Emits::
 
-Hunter's quotas run from reset date to reset date, not by calendar month: the
-spend reported in the monthly window is the current credit cycle's.
+    budget_source_quota_used{quota}
+    budget_source_quota_limit{quota}
+    budget_source_quota_warning_threshold_ratio{quota}
+    budget_source_quota_reset_timestamp_seconds
+    budget_source_cost_amount{period="monthly", currency, charge_category}   used x price
 
-The key travels in the query string; :func:`~budget_exporter.providers._http.describe_url`
-keeps it out of errors and the redactor out of logs.
+Quota buckets and credit cycles: docs/providers-llm-saas.md#hunter.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +28,8 @@ from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._http import HttpStatusError
 from budget_exporter.providers.base import BaseUrl, Provider, SourceConfig
+
+log = logging.getLogger(__name__)
 
 QUOTA_USED = "budget_source_quota_used"
 QUOTA_LIMIT = "budget_source_quota_limit"
@@ -91,6 +90,7 @@ class HunterProvider(Provider):
 
     def __init__(self, config: HunterConfig, context: Any) -> None:
         super().__init__(config, context)
+        self.log = log.getChild(context.source)
         self.http = context.http_client()
 
     def close(self) -> None:
@@ -106,6 +106,12 @@ class HunterProvider(Provider):
             if exc.status in (401, 403):
                 raise SourceError(f"{exc} -- check the Hunter API key") from None
             raise
+        return self.parse(document, windows)
+
+    def parse(self, document: Any, windows: Sequence[Window]) -> PollResult:
+        """The ``/account`` answer as quota gauges and, for the monthly window, the credits
+        used priced as spend."""
+        config: HunterConfig = self.config
         data = document.get("data") if isinstance(document, dict) else None
         if not isinstance(data, dict):
             raise SourceError("unexpected answer from /account: no data object")
@@ -124,7 +130,7 @@ class HunterProvider(Provider):
         if reset is not None:
             samples.append(Sample.of(QUOTA_RESET, _HELP[QUOTA_RESET], reset))
         elif data.get("reset_date") is not None:
-            self.context.logger.warning("ignoring a reset_date that is not a YYYY-MM-DD date")
+            self.log.warning("ignoring a reset_date that is not a YYYY-MM-DD date")
         lines = []
         for window in windows:
             if window.period != Period.MONTHLY:
@@ -132,7 +138,7 @@ class HunterProvider(Provider):
             for quota, (used, _) in sorted(quotas.items()):
                 price = config.price(quota)
                 if price is None:
-                    self.context.logger.warning(
+                    self.log.warning(
                         "no price for Hunter quota %r (set price_per_credit or prices.%s): "
                         "its use is not counted as spend",
                         quota,

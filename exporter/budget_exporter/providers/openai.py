@@ -1,12 +1,15 @@
 """``openai``: month-to-date organization costs from OpenAI's Costs API.
 
-``GET {base_url}/organization/costs`` with an Admin key, daily buckets from
-the first of the month (UTC), every page followed, grouped by project and
-line item.  Line items of the form ``"<model>, <kind>"`` (such as
-``"gpt-4o-2024-08-06, input"`` or ``"computer-use-preview, input"``) also give
-the ``model`` and ``token_type`` dimensions.  Optionally, month-to-date tokens
-per model from ``/organization/usage/completions`` and an estimated cost per
-model from the price table.
+Reads ``GET {base_url}/organization/costs`` (daily buckets from the first of the month,
+every page) and, for token figures, ``/organization/usage/completions``.  Emits::
+
+    budget_source_cost_amount{period="monthly", currency,
+        sub_account_id, charge_category, model, token_type}
+    budget_source_data_through_timestamp_seconds
+    budget_source_usage_tokens{model, token_type}                       usage_tokens: true
+    budget_source_estimated_cost_amount{model, currency, price_table_date}   estimate_cost: true
+
+Line items, the data horizon and estimates: docs/providers-llm-saas.md#openai.
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.model import Window
+from budget_exporter.core.model import PollResult, Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import (
-    Costs,
     LlmProvider,
     LlmSourceConfig,
     Tokens,
@@ -74,7 +76,7 @@ class OpenAIProvider(LlmProvider):
             ("limit", str(limit)),
         ]
 
-    def costs(self, window: Window) -> Costs:
+    def costs(self, window: Window) -> PollResult:
         config: OpenAIConfig = self.config
         params = self._params(window, config.page_size)
         params += [("group_by", g) for g in config.group_by]

@@ -1,25 +1,12 @@
 """``prometheus``: metered spend from PromQL, through the Prometheus HTTP query API.
 
-``GET {url}/api/v1/query`` with ``query`` (a template) and ``time``.  Works with
-anything that serves that API: Prometheus, Thanos Query, Mimir and Cortex (the
-``tenant`` setting sends ``X-Scope-OrgID``), VictoriaMetrics.
+Reads ``GET {url}/api/v1/query`` (Prometheus, Thanos, Mimir, Cortex, VictoriaMetrics), the
+query template filled with the window its figures must cover.  Emits metered spend lines::
 
-The template gets the window the figures must cover:
+    budget_source_cost_amount{period, currency, <configured dimensions>}
+    budget_source_cost_amount{period, currency, <dimensions>, model, token_type}   mode: tokens
 
-* ``{range}`` -- the seconds from the window start (or, for a source with
-  ``metered_after``, from the billed source's data horizon when that is later)
-  to now, as a PromQL duration such as ``86400s``;
-* ``{start_unix}`` and ``{end_unix}`` -- the same start, and the evaluation time
-  (now), as Unix seconds.
-
-The query is evaluated at now.  Each series of the (instant vector or scalar)
-answer becomes a spend line; ``dimensions`` names the FOCUS dimensions taken
-from its labels.  In ``mode: tokens`` the answer is token counts instead, by
-model and token type, priced with the price table (:mod:`budget_exporter.pricing`).
-
-Failure rules are the usual ones: an error answer, a ``warnings`` list (partial
-data, e.g. a Thanos store or a Mimir querier that did not answer), a timeout or
-an unreachable server fail the poll; the last good figures stay.
+Placeholders, token pricing, failures and joining a billed source: docs/realtime.md.
 """
 
 from __future__ import annotations
@@ -52,8 +39,13 @@ from budget_exporter.core.secretfiles import SecretFileError, read_secret_file, 
 from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, UnknownModelError
 from budget_exporter.providers import register
 from budget_exporter.providers._http import HttpStatusError, describe_url, is_loopback
-from budget_exporter.providers._llm import LineSum
-from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig, checked_url
+from budget_exporter.providers.base import (
+    LineSum,
+    Provider,
+    ProviderContext,
+    SourceConfig,
+    checked_url,
+)
 
 QUERY_PATH = "/api/v1/query"
 TENANT_HEADER = "X-Scope-OrgID"
@@ -265,7 +257,7 @@ class PrometheusProvider(Provider):
             end = min(now, window.end)
             start = metered_start(window, horizon, end)
             answer = self.query(fill(config.query, start, end), end, credentials)
-            lines.extend(self.lines(answer, window.period))
+            lines.extend(self.parse(answer, window.period).lines)
         return PollResult(lines=tuple(lines), polled_at=now, metered_from=horizon, metered=True)
 
     def query(
@@ -290,16 +282,16 @@ class PrometheusProvider(Provider):
             raise _api_error(exc, url) from None
         return parse_answer(document)
 
-    def lines(
-        self, answer: list[tuple[dict[str, str], Decimal]], period: Period
-    ) -> tuple[SpendLine, ...]:
+    def parse(self, answer: list[tuple[dict[str, str], Decimal]], period: Period) -> PollResult:
+        """The series of an answer as spend lines: amounts, or (``mode: tokens``) token
+        counts priced with the price table."""
         config: PrometheusConfig = self.config
         sums = LineSum()
         if config.mode == "cost":
             assert config.currency is not None
             for labels, value in answer:
                 sums.add(value, config.currency, self.dimensions(labels))
-            return sums.lines(period)
+            return PollResult(lines=sums.lines(period))
         if self.table is None:
             self.table = config.price_table()
         for labels, value in answer:
@@ -314,7 +306,7 @@ class PrometheusProvider(Provider):
                 ) from None
             dims = {**self.dimensions(labels), "model": model, "token_type": kind}
             sums.add(cost, self.table.currency, dims)
-        return sums.lines(period)
+        return PollResult(lines=sums.lines(period))
 
     def dimensions(self, labels: Mapping[str, str]) -> dict[str, str]:
         config: PrometheusConfig = self.config

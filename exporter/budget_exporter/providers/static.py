@@ -1,7 +1,10 @@
-"""``static``: a fixed amount, or fixed lines with dimensions.
+"""``static``: a fixed amount, or fixed lines with dimensions (invoices, commitments, tests).
 
-For invoices, manual entries, commitments and tests.  The same lines count
-toward every period window a budget asks for.
+Reads nothing.  Emits the same lines for every period window a budget asks for::
+
+    budget_source_cost_amount{period, currency, <the lines' dimensions>}
+
+docs/providers-generic.md#static.
 """
 
 from __future__ import annotations
