@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter import providers
 from budget_exporter.config.loader import load_config
+from budget_exporter.core.errors import ConfigError
 from budget_exporter.runtime.engine import Engine
 from tests.support.paths import ROOT
 
@@ -83,3 +84,38 @@ def test_entry_point_provider_is_found_configured_and_polled(
 def test_builtin_names_do_not_list_entry_points(tally_distribution: None) -> None:
     assert providers.get_provider("tally").name == "tally"
     assert "tally" not in providers.builtin_names()
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            "tally = tally_exporter.provider:TallyProvider",
+            "loads a provider named 'tally': the entry point's name and the class's name",
+        ),
+        ("tally = tally_exporter.provider:nothing_here", "cannot be loaded: AttributeError"),
+        ("tally = tally_exporter.provider:Sequence", "is not a Provider subclass"),
+    ],
+)
+def test_a_broken_entry_point_is_one_line_naming_it(
+    tally_distribution: None, tmp_path: Path, entry: str, expected: str
+) -> None:
+    """The entry point is registered as ``counter`` (first case) or points at something that
+    is not a provider class: configuration loading says so in one line, no traceback."""
+    dist = next((tmp_path / "site").glob("*.dist-info"))
+    name = "counter" if "TallyProvider" in entry else "tally"
+    (dist / "entry_points.txt").write_text(
+        f"[budget_exporter.providers]\n{entry.replace('tally =', f'{name} =', 1)}\n"
+    )
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"sources:\n  - {{name: s, provider: {name}}}\n"
+        "budgets:\n  - {name: b, limit: 1, currency: USD}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert f"sources[0].provider: entry point {name} = tally_exporter.provider:" in message
+    assert expected in message
+    providers._REGISTRY.pop(name, None)

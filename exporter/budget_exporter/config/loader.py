@@ -1,8 +1,5 @@
-"""Load and validate the YAML configuration.
-
-Everything wrong with a file ends as one :class:`ConfigError` line naming the
-file, the path of the field (``budgets[2].limit``) and what is wrong, without
-echoing the offending value (it may be a secret).
+"""Read the YAML configuration, expand it and build a :class:`Config`; every problem
+becomes one :class:`ConfigError` line naming the file and the field, never the value.
 """
 
 from __future__ import annotations
@@ -11,37 +8,24 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
-from decimal import Decimal
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, get_args, get_origin
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ValidationError
 
-from budget_exporter.config.tuning import (
-    AlertTuning,
-    BudgetTuning,
-    GlobalTuning,
-    horizon_problem,
-    resolve,
-)
+from budget_exporter.config.checks import check_config
+from budget_exporter.config.schema import BudgetConfig, Config, GlobalConfig
 from budget_exporter.core.errors import ConfigError
-from budget_exporter.core.fields import Currency, Duration, Money, Ratio, Timeout
-from budget_exporter.core.model import Period, label_clash
 from budget_exporter.core.secretfiles import SecretFileError, read_secret_file, secrets_of
-from budget_exporter.providers import UnknownProviderError, builtin_names, get_provider
-from budget_exporter.providers.base import Provider, SourceConfig
+from budget_exporter.providers import (
+    BrokenProviderError,
+    UnknownProviderError,
+    builtin_names,
+    get_provider,
+)
+from budget_exporter.providers.base import SourceConfig
 
 
 class _StrictYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -72,261 +56,7 @@ _StrictYamlLoader.add_constructor(
 )
 _ENV = re.compile(r"\$(\$)?\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_SMALLEST_LIMIT = Decimal("0.000001")
-# Labels the exporter sets on budget series (budget_source_info adds source and provider).
-_BUDGET_LABELS = frozenset({"budget", "currency", "period", "source", "provider"})
-METERED_POLLS_BEFORE_STALE = 3
-"""A metered source's figures are stale after this many of its poll intervals (plus its timeout)."""
-MIN_BILLED_DATA_AGE = timedelta(hours=6)
 _SENSITIVE = re.compile(r"(?i)auth|key|token|secret|password|passwd|credential|cookie|signature")
-
-
-class CheckConfig(BaseModel):
-    """``global.check``: the pre-operation check API (``POST /api/v1/check``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_data_age: Duration | None = None
-    """How old a billed source's figures may be (a source's own ``max_data_age``
-    overrides it); unset: twice the source's poll interval, at least 6h.  A metered
-    source's allowance is never longer (see :meth:`Config.max_data_age`)."""
-    on_stale: Literal["fail_open", "fail_closed"] = "fail_open"
-
-
-class GlobalConfig(GlobalTuning):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    poll_interval: Duration = timedelta(hours=1)
-    timeout: Timeout = timedelta(seconds=30)
-    warning_ratio: Ratio = 0.8
-    stop_ratio: Ratio = 0.95
-    retries: int = Field(default=3, ge=0, le=10)
-    retry_backoff: Duration = timedelta(seconds=1)
-    max_retry_after: Duration = timedelta(minutes=5)
-    jitter_ratio: float = Field(default=0.1, ge=0, le=0.5)
-    max_series_per_source: int = Field(default=200, ge=1)
-    poll_workers: int = Field(default=8, ge=1, le=256)
-    check: CheckConfig = CheckConfig()
-    dashboard_url: str | None = Field(default=None, max_length=2000)
-    """Link to the Grafana dashboards, shown on the landing page."""
-
-    @field_validator("dashboard_url")
-    @classmethod
-    def _plain_web_link(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or re.search(r"\s", value):
-            raise ValueError("must be an http:// or https:// URL")
-        if "@" in parts.netloc:
-            raise ValueError("must not contain a user name or password: the page shows it")
-        return value
-
-
-class LimitFrom(BaseModel):
-    """Take a budget's limit from a budget kept in the provider (AWS or GCP Budgets)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: str
-    budget: str = Field(min_length=1)
-    thresholds: bool = True
-    """Use the provider budget's notification thresholds where the config sets none."""
-
-
-class BudgetConfig(BudgetTuning):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    limit: Money | None = None
-    limit_from: LimitFrom | None = None
-    currency: Currency
-    period: Period = Period.MONTHLY
-    sources: tuple[str, ...] | None = None
-    """Source names or ``"*"``; unset means all sources, or, with ``limit_from``,
-    the provider budget's own actual and forecast spend."""
-    match: dict[str, str] = Field(default_factory=dict)
-    warning_ratio: Ratio | None = None
-    stop_ratio: Ratio | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("limit")
-    @classmethod
-    def _positive(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None and value <= 0:
-            raise ValueError("must be greater than zero")
-        if value is not None and value < _SMALLEST_LIMIT:
-            raise ValueError(f"must be at least {_SMALLEST_LIMIT}")
-        return value
-
-    @field_validator("sources", mode="before")
-    @classmethod
-    def _one_name(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value  # sources: "*"
-
-    @field_validator("sources")
-    @classmethod
-    def _non_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None and not value:
-            raise ValueError('must name at least one source, or "*" for all')
-        return value
-
-    @model_validator(mode="after")
-    def _limit_or_limit_from(self) -> BudgetConfig:
-        if (self.limit is None) == (self.limit_from is None):
-            raise ValueError("set exactly one of limit or limit_from")
-        return self
-
-    @property
-    def spend_from_provider(self) -> bool:
-        """Spend comes from the provider budget itself, not from source lines."""
-        return self.limit_from is not None and self.sources is None
-
-    @field_validator("match")
-    @classmethod
-    def _valid_patterns(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, pattern in value.items():
-            if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
-                try:
-                    re.compile(pattern[1:-1])
-                except re.error as exc:
-                    raise ValueError(f"invalid regular expression for {key!r}: {exc}") from None
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _valid_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _LABEL_NAME.match(key) or key.startswith("__"):
-                raise ValueError(f"{key!r} is not a valid Prometheus label name")
-            if key in _BUDGET_LABELS:
-                raise ValueError(f"{key!r} is set by the exporter and cannot be a static label")
-            if label_clash(key):
-                raise ValueError(label_clash(key))
-        return value
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated configuration."""
-
-    file: str
-    global_: GlobalConfig
-    sources: tuple[SourceConfig, ...]
-    budgets: tuple[BudgetConfig, ...]
-    secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-
-    def provider_class(self, source: SourceConfig) -> type[Provider]:
-        return get_provider(source.provider)
-
-    def budget_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
-        """Sources whose spend lines the budget sums."""
-        if budget.spend_from_provider:
-            return []
-        if budget.sources is None or "*" in budget.sources:
-            return list(self.sources)
-        order = self._source_order
-        found = sorted({order[name] for name in budget.sources if name in order})
-        return [self.sources[i] for i in found]  # in config order, each once
-
-    def polled_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
-        """Sources the budget needs data from: its spend sources and its limit source."""
-        found = self.budget_sources(budget)
-        ref = budget.limit_from
-        if ref is None or ref.source not in self._source_order:
-            return found
-        if all(s.name != ref.source for s in found):
-            found.append(self.sources[self._source_order[ref.source]])
-        return found
-
-    def source_named(self, name: str) -> SourceConfig | None:
-        """The source called ``name`` (looked up, not scanned)."""
-        index = self._source_order.get(name)
-        return None if index is None else self.sources[index]
-
-    def source_budgets(self, source: str) -> tuple[BudgetConfig, ...]:
-        """Budgets that sum ``source``'s spend lines, in config order (looked up, not scanned)."""
-        return self._source_budgets.get(source, ())
-
-    def limit_budgets(self, source: str) -> tuple[BudgetConfig, ...]:
-        """Budgets that take their limit from ``source`` (``limit_from``)."""
-        return self._limit_budgets.get(source, ())
-
-    @cached_property
-    def _source_order(self) -> dict[str, int]:
-        return {s.name: i for i, s in enumerate(self.sources)}
-
-    @cached_property
-    def _source_budgets(self) -> dict[str, tuple[BudgetConfig, ...]]:
-        found: dict[str, list[BudgetConfig]] = {}
-        for budget in self.budgets:
-            for source in self.budget_sources(budget):
-                found.setdefault(source.name, []).append(budget)
-        return {name: tuple(budgets) for name, budgets in found.items()}
-
-    @cached_property
-    def _limit_budgets(self) -> dict[str, tuple[BudgetConfig, ...]]:
-        found: dict[str, list[BudgetConfig]] = {}
-        for budget in self.budgets:
-            if budget.limit_from is not None:
-                found.setdefault(budget.limit_from.source, []).append(budget)
-        return {name: tuple(budgets) for name, budgets in found.items()}
-
-    def poll_interval(self, source: SourceConfig) -> timedelta:
-        """Source setting, else the provider's default, else the global one."""
-        return (
-            source.poll_interval
-            or self.provider_class(source).default_poll_interval
-            or self.global_.poll_interval
-        )
-
-    def timeout(self, source: SourceConfig) -> timedelta:
-        return source.timeout or self.global_.timeout
-
-    def max_data_age(self, source: SourceConfig) -> timedelta:
-        """How old ``source``'s figures may be before a budget counting them is stale.
-
-        The source's own ``max_data_age`` when set.  Otherwise, for a billed source,
-        ``global.check.max_data_age``, or twice its poll interval and at least six
-        hours (a bill polled every 8h is not stale between two polls).  A metered
-        source (``prometheus``) is current to its last poll, and a meter that stops
-        answering must stop the budget soon, not hours later: three of its poll
-        intervals plus its timeout, or ``global.check.max_data_age`` if shorter.
-        """
-        if source.max_data_age is not None:
-            return source.max_data_age
-        interval = self.poll_interval(source)
-        everywhere = self.global_.check.max_data_age
-        if self.provider_class(source).metered:
-            own = METERED_POLLS_BEFORE_STALE * interval + self.timeout(source)
-            return own if everywhere is None else min(own, everywhere)
-        return everywhere or max(MIN_BILLED_DATA_AGE, 2 * interval)
-
-    def periods(self, source: SourceConfig) -> frozenset[Period]:
-        """The periods this source is polled for: its budgets' and, if it can, monthly."""
-        return self._periods[source.name]
-
-    @cached_property
-    def _periods(self) -> dict[str, frozenset[Period]]:
-        wanted: dict[str, set[Period]] = {s.name: {Period.MONTHLY} for s in self.sources}
-        for budget in self.budgets:
-            for source in self.polled_sources(budget):
-                wanted[source.name].add(budget.period)
-        return {
-            s.name: frozenset(wanted[s.name] & self.provider_class(s).periods_for(s))
-            for s in self.sources
-        }
-
-    def warning_ratio(self, budget: BudgetConfig) -> float:
-        return budget.warning_ratio or self.global_.warning_ratio
-
-    def stop_ratio(self, budget: BudgetConfig) -> float:
-        return budget.stop_ratio or self.global_.stop_ratio
-
-    def alert_tuning(self, budget: BudgetConfig) -> AlertTuning:
-        """The budget's settings for the spend-rate alerts (``tuning``)."""
-        return resolve(self.global_, budget)
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -377,11 +107,7 @@ class _ConfigBuilder:
         sources = self.load_sources(raw.get("sources"))
         budgets = self.load_budgets(raw.get("budgets"))
         config = Config(self.file, global_, sources, budgets, frozenset(self.secrets))
-        self.check_ratios(config)
-        self.check_horizons(config)
-        self.check_budget_sources(config)
-        self.check_joins(config)
-        self.check_data_ages(config)
+        check_config(config)
         return config
 
     # -- sources -----------------------------------------------------------------
@@ -415,6 +141,8 @@ class _ConfigBuilder:
             raise self.error(
                 f"{path}.provider", f"unknown provider {name!r} (known: {known})"
             ) from None
+        except BrokenProviderError as exc:
+            raise self.error(f"{path}.provider", str(exc)) from None
         except ImportError as exc:
             raise self.error(
                 f"{path}.provider",
@@ -492,94 +220,6 @@ class _ConfigBuilder:
             seen.add(budget.name)
             budgets.append(budget)
         return tuple(budgets)
-
-    def check_ratios(self, config: Config) -> None:
-        global_ = config.global_
-        if global_.warning_ratio >= global_.stop_ratio:
-            raise self.error(
-                "global.warning_ratio",
-                f"{global_.warning_ratio} must be below stop_ratio {global_.stop_ratio}",
-            )
-        for index, budget in enumerate(config.budgets):
-            warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
-            if warning >= stop:
-                field_name = "warning_ratio" if budget.warning_ratio else "stop_ratio"
-                raise self.error(
-                    f"budgets[{index}].{field_name}",
-                    f"warning ratio {warning} must be below stop ratio {stop}",
-                )
-
-    def check_horizons(self, config: Config) -> None:
-        problem = horizon_problem(resolve(config.global_, BudgetTuning()), BudgetTuning())
-        if problem is not None:
-            raise self.error(f"global.{problem[0]}", problem[1])
-        for index, budget in enumerate(config.budgets):
-            problem = horizon_problem(config.alert_tuning(budget), budget)
-            if problem is not None:
-                raise self.error(f"budgets[{index}].{problem[0]}", problem[1])
-
-    def check_data_ages(self, config: Config) -> None:
-        """A source's own ``max_data_age`` leaves room for at least one poll."""
-        for index, source in enumerate(config.sources):
-            if source.max_data_age is not None and source.max_data_age <= config.poll_interval(
-                source
-            ):
-                raise self.error(
-                    f"sources[{index}].max_data_age",
-                    "must be longer than the source's poll interval (else its data is stale "
-                    "between two polls)",
-                )
-
-    def check_joins(self, config: Config) -> None:
-        """A metered source's ``metered_after`` names a billed source with a data horizon,
-        and every budget that counts the meter counts that bill too."""
-        by_name = {s.name: s for s in config.sources}
-        for index, source in enumerate(config.sources):
-            billed = source.billed_source()
-            if billed is None:
-                continue
-            where = f"sources[{index}].metered_after"
-            target = by_name.get(billed)
-            if target is None:
-                raise self.error(where, f"unknown source {billed!r}")
-            if target.billed_source() is not None:
-                raise self.error(where, f"source {billed!r} is itself metered after another")
-            if not config.provider_class(target).has_horizon(target):
-                raise self.error(
-                    where,
-                    f"source {billed!r} ({target.provider}) does not report a data horizon, so "
-                    "there is no point after which to count the meter (see docs/realtime.md)",
-                )
-            for pos, budget in enumerate(config.budgets):
-                names = {s.name for s in config.budget_sources(budget)}
-                if source.name in names and billed not in names:
-                    raise self.error(
-                        f"budgets[{pos}].sources",
-                        f"counts the metered source {source.name!r} but not {billed!r}, the bill "
-                        "it continues: add it (the meter alone covers only the time after the "
-                        "bill's horizon)",
-                    )
-
-    def check_budget_sources(self, config: Config) -> None:
-        names = {s.name for s in config.sources}
-        for index, budget in enumerate(config.budgets):
-            for pos, name in enumerate(budget.sources or ()):
-                if name != "*" and name not in names:
-                    raise self.error(f"budgets[{index}].sources[{pos}]", f"unknown source {name!r}")
-            if budget.limit_from is not None and budget.limit_from.source not in names:
-                raise self.error(
-                    f"budgets[{index}].limit_from.source",
-                    f"unknown source {budget.limit_from.source!r}",
-                )
-            for source in config.polled_sources(budget):
-                supported = config.provider_class(source).periods_for(source)
-                if budget.period not in supported:
-                    kinds = ", ".join(sorted(supported))
-                    raise self.error(
-                        f"budgets[{index}].period",
-                        f"source {source.name!r} ({source.provider}) reports only {kinds} spend, "
-                        f"not {budget.period}",
-                    )
 
     # -- helpers -----------------------------------------------------------------
 
