@@ -57,3 +57,7 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     # keep them at warning unless asked, and they still pass the redactor.
     for noisy in ("urllib3", "botocore", "boto3", "google", "azure"):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
+    # urllib3 warns of every retry with its internal classes in the text; the poll's own
+    # error line says what failed, once. At debug level they are shown.
+    if LEVELS[level] > logging.DEBUG:
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -187,3 +187,21 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients; called when the source is removed or reconfigured."""
+
+
+def base_url_hint(config: SourceConfig, error: Exception) -> str:
+    """A hint for an answer of 404 when the source's ``base_url`` lacks the path of the
+    provider's default (``https://api.openai.com/v1`` set as ``https://proxy``): else ""."""
+    if getattr(error, "status", None) != 404:
+        return ""
+    field = type(config).model_fields.get("base_url")
+    configured = getattr(config, "base_url", None)
+    if field is None or not isinstance(field.default, str) or not isinstance(configured, str):
+        return ""
+    path = urlsplit(field.default).path.rstrip("/")
+    if not path or urlsplit(configured).path.rstrip("/").endswith(path):
+        return ""
+    return (
+        f" (base_url {configured} has no {path} at its end, unlike the default "
+        f"{field.default}: a proxy or mirror keeps the API's path)"
+    )
