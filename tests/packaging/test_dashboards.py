@@ -9,6 +9,7 @@ fail and each must return series.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -39,6 +40,8 @@ from tests.support.paths import ROOT
 GENERATOR = ROOT / "grafana" / "generate.py"
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 RULE_FILES = sorted((ROOT / "rules").glob("*.yml"))
+RULES = ROOT / "rules" / "budget-exporter.rules.yml"
+DOCS = ROOT / "docs" / "dashboards.md"
 DEMO_CONFIG = ROOT / "examples" / "demo.yml"
 
 EXPECTED = {
@@ -65,6 +68,15 @@ CONTRACT_RULES = (
     "budget:budget_spend_amount:rate1d",
     "budget:budget_remaining_amount:rate_to_period_end",
 )
+SOURCE_STATE = "source:budget_source_state:up_and_age"
+"""The state of each source (up, late, stale, down), recorded for the Sources columns."""
+PERIOD_ENDS = "period:budget_period_end_timestamp_seconds:utc"
+"""Where the top movers see a period start, recorded from the UTC calendar."""
+LONGEST_QUERY = 2200
+"""The longest panel query, in characters: the top movers, which reads each cost line three
+times per step (now, a step before, and now again for a line without an earlier value in its
+period), once for the figures and once for the ranking.  Expressions longer or repeated
+belong in a recording rule."""
 NEGATIVE_ALLOWED = {"Top $topn movers over the time range"}
 """Panels whose figures may be negative (credits): no minimum of 0."""
 
@@ -268,7 +280,7 @@ def test_overview_has_the_budget_views() -> None:
         "Up": "green", "Late": "orange", "Stale": "red", "Down": "red"
     }  # fmt: skip
     exprs = {t["refId"]: t["expr"] for t in budgets_table["targets"]}
-    assert "budget_source_info" in exprs["H"] and "budget_source_up" in exprs["H"]
+    assert "budget_source_info" in exprs["H"] and SOURCE_STATE in exprs["H"]
     assert "budget_source_last_success_timestamp_seconds" in exprs["I"]
 
     # Clicking a budget opens the breakdown for that budget's sources, period and currency.
@@ -359,12 +371,42 @@ def test_money_is_never_summed_across_currencies(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_recording_rules_used_exist(name: str) -> None:
+def test_recording_rules_used_exist_and_are_documented(name: str) -> None:
     recorded = recorded_in_rules()
-    assert set(CONTRACT_RULES) <= recorded
+    assert set(CONTRACT_RULES) | {SOURCE_STATE, PERIOD_ENDS} <= recorded
+    docs = DOCS.read_text()
+    used = {rule for _, target in targets(load(name)) for rule in RECORDED.findall(target["expr"])}
+    assert used, "the dashboards read recording rules"
+    assert used <= recorded, sorted(used - recorded)
+    # docs/dashboards.md names every rule a dashboard needs loaded.
+    assert {rule for rule in used if f"`{rule}`" not in docs} == set()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_queries_stay_readable(name: str) -> None:
     for panel, target in targets(load(name)):
-        for used in RECORDED.findall(target["expr"]):
-            assert used in recorded, (panel["title"], used)
+        assert len(target["expr"]) <= LONGEST_QUERY, (panel["title"], len(target["expr"]))
+    for variable in load(name)["templating"]["list"]:
+        assert len(variable.get("definition", "")) <= 200, variable["name"]
+
+
+def test_generator_modules_keep_to_their_layer() -> None:
+    """PromQL builders know nothing of Grafana; a dashboard module imports no other."""
+    modules = {path.stem: path for path in GENERATOR.parent.glob("*.py")}
+    assert {"promql", "panels", "overview", "breakdown", "generate"} <= set(modules)
+
+    def imported(stem: str) -> set[str]:
+        tree = ast.parse(modules[stem].read_text())
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}  # fmt: skip
+        names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        return {name.split(".")[0] for name in names}
+
+    assert not imported("promql") & {"grafana_foundation_sdk", *modules}
+    assert not imported("panels") & (set(modules) - {"promql"})
+    assert not imported("overview") & {"breakdown", "generate"}
+    assert not imported("breakdown") & {"overview", "generate"}
+    assert {"overview", "breakdown"} <= imported("generate")
 
 
 OLDEST_SDK = Path(os.environ.get("GRAFANA_SDK_OLDEST") or ROOT / ".venv" / "grafana-sdk-11.0")
@@ -762,7 +804,9 @@ LINE = (
 def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
     """Over a range that spans 1 February (1970, promtool's clock): the change of each
     line is its spend in the range, not the drop to the new month; a credit counts
-    against its line; a line that appears counts in full; other periods stay out."""
+    against its line; a line that appears counts in full; other periods stay out.  The
+    period start comes from the rules' calendar (PERIOD_ENDS), evaluated as Prometheus
+    would."""
     board = load("budget-breakdown.json")
     (movers,) = [t for _, t in targets(board) if "topk($topn" in t["expr"]]
     values = {
@@ -780,6 +824,7 @@ def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
     }
     expr = interpolate(movers["expr"], values)
     assert "$" not in expr.replace("$1", "")
+    assert PERIOD_ENDS in expr
     # January has 744 hours: samples at 0h..743h, then 1 February 00:00 is 744h.
     series = [
         # 1/h in January, reset to 0 at the start of February, then 2/h.
@@ -800,7 +845,7 @@ def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
     # in February; S3 7 - 5 + 3 + 0 + 12; Bedrock 5 + 6.
     expected = {"EC2": 35, "S3": 17, "Bedrock": 11}
     test = {
-        "rule_files": [],
+        "rule_files": [str(RULES)],
         "evaluation_interval": "1h",
         "tests": [
             {

@@ -4,8 +4,8 @@
 - the promtool cases notice a broken rule (each mutation below must fail them);
 - every alert follows the conventions (severity, summary, runbook section) and has
   cases that fire and cases that stay silent;
-- ``amtool check-config`` passes and routes critical alerts to Slack and email,
-  warnings to Slack only.
+- ``amtool check-config`` passes and routes critical alerts to a webhook, Slack and
+  email, warnings to Slack only.
 
 Tests that need promtool or amtool skip when the binary is absent (CI installs both).
 """
@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ SEVERITIES = {
     "BudgetExporterDown": {"critical"},
     "BudgetSpendAnomaly": {"warning"},
     "BudgetBurnRateHigh": {"critical", "warning"},
+    "BudgetMeterBlind": {"warning"},
+    "BudgetMeterUnpricedTokens": {"warning"},
 }
 BUDGET_ALERTS = {
     "BudgetWarning",
@@ -163,6 +166,13 @@ MUTATIONS = [
         "budget_period_end_timestamp_seconds - time()",
         id="remaining-seconds-negative",
     ),
+    pytest.param(
+        "(budget_source_up == 0) * 0 + 3", "(budget_source_up == 0) * 0 + 2", id="down-as-stale"
+    ),
+    pytest.param(
+        ") - 1,\n              0, 2", "),\n              0, 2", id="late-after-one-interval"
+    ),
+    pytest.param("0, 2\n", "0, 1\n", id="stale-shown-as-late"),
 ]
 
 
@@ -334,6 +344,93 @@ def test_recording_rules_are_named_and_tested() -> None:
     assert recorded <= tested, f"no promql_expr_test for {sorted(recorded - tested)}"
 
 
+PERIOD_ENDS = "period:budget_period_end_timestamp_seconds:utc"
+
+
+def period_ends(at: datetime) -> dict[str, int]:
+    """The ends of the UTC day, month, quarter and year holding ``at``, by Python's calendar."""
+
+    def month_start(year: int, month: int) -> datetime:
+        return datetime(year + (month - 1) // 12, (month - 1) % 12 + 1, 1, tzinfo=UTC)
+
+    day = datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
+    quarter = (at.month - 1) // 3 * 3 + 1
+    ends = {
+        "daily": day,
+        "monthly": month_start(at.year, at.month + 1),
+        "quarterly": month_start(at.year, quarter + 3),
+        "yearly": month_start(at.year + 1, 1),
+    }
+    return {period: int(end.timestamp()) for period, end in ends.items()}
+
+
+def calendar_times() -> list[datetime]:
+    """The first and last second of every month of a common, a leap, a century leap and a
+    century common year, the middle of their days, and the leap days."""
+    times = []
+    for year in (1999, 2000, 2024, 2100):
+        for month in range(1, 13):
+            start = datetime(year, month, 1, tzinfo=UTC)
+            times += [
+                start,
+                start + timedelta(days=14, hours=12, minutes=30),
+                start - timedelta(seconds=1),
+            ]
+    times += [
+        datetime(year, 2, 28, 23, 59, 59, tzinfo=UTC) + timedelta(seconds=1)
+        for year in (2000, 2024, 2100)
+    ]
+    return times
+
+
+@needs_promtool
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(None, None, id="as-written"),
+        pytest.param(" - (year() % 100 == bool 0)", "", id="every-century-a-leap-year"),
+        pytest.param(
+            "92 * (month() > bool 6)", "91 * (month() > bool 6)", id="short-third-quarter"
+        ),
+        pytest.param("(days_in_month() - day_of_month())", "30", id="thirty-day-months"),
+    ],
+)
+def test_period_ends_follow_the_utc_calendar(
+    tmp_path: Path, old: str | None, new: str | None
+) -> None:
+    """The recorded period ends, at times across leap and common years, are Python's; the
+    check fails on a rule that gets the calendar wrong."""
+    (record,) = [rule for rule in rules() if rule.get("record") == PERIOD_ENDS]
+    expr = str(record["expr"])
+    if old is not None:
+        assert old in expr
+        expr = expr.replace(old, new or "")
+    cases = [
+        {
+            "expr": expr,
+            "eval_time": f"{int(at.timestamp())}s",
+            "exp_samples": [
+                {"labels": f'{{period="{period}"}}', "value": end}
+                for period, end in period_ends(at).items()
+            ],
+        }
+        for at in calendar_times()
+    ]
+    # The expression itself, at each time: no rules to evaluate on the way to 2100.
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1d",
+        "tests": [{"interval": "1d", "input_series": [], "promql_expr_test": cases}],
+    }
+    path = tmp_path / "calendar.test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = run(str(PROMTOOL), "test", "rules", str(path))
+    if old is None:
+        assert result.returncode == 0, output(result)
+    else:
+        assert result.returncode != 0 and "FAILED" in result.stdout + result.stderr, output(result)
+
+
 # -- Alertmanager --------------------------------------------------------------------
 
 
@@ -358,9 +455,9 @@ def test_amtool_rejects_a_broken_template(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("labels", "receivers"),
     [
-        (["alertname=BudgetStop", "severity=critical", "budget=global"], "email,slack"),
-        (["alertname=BudgetExceeded", "severity=critical", "budget=global"], "email,slack"),
-        (["alertname=BudgetExporterDown", "severity=critical"], "email,slack"),
+        (["alertname=BudgetStop", "severity=critical", "budget=global"], "webhook,email,slack"),
+        (["alertname=BudgetExceeded", "severity=critical", "budget=global"], "webhook,email,slack"),
+        (["alertname=BudgetExporterDown", "severity=critical"], "webhook,email,slack"),
         (["alertname=BudgetWarning", "severity=warning", "budget=global"], "slack"),
         (["alertname=BudgetSourceDown", "severity=warning", "source=openai"], "slack"),
         (["alertname=SomethingElse"], "slack"),
