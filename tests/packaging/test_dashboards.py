@@ -13,7 +13,6 @@ import ast
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,12 +29,12 @@ from tests.support import (
     PROMETHEUS,
     Service,
     ServiceSet,
-    find_binary,
     get_json,
     prom_query,
     wait_until,
 )
 from tests.support.paths import ROOT
+from tests.support.tools import APT_PROMETHEUS, needs_tool
 
 GENERATOR = ROOT / "grafana" / "generate.py"
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
@@ -443,9 +442,7 @@ def test_dashboards_fit_the_oldest_grafana_schema(tmp_path: Path) -> None:
 
 # -- every panel query against a real Prometheus ---------------------------------
 
-needs_prometheus = pytest.mark.skipif(
-    find_binary(*PROMETHEUS) is None, reason="needs the prometheus binary"
-)
+needs_prometheus = needs_tool(PROMETHEUS, install=APT_PROMETHEUS)
 
 
 class Stack:
@@ -800,7 +797,7 @@ LINE = (
 )
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+@needs_tool(["promtool"], install=APT_PROMETHEUS)
 def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
     """Over a range that spans 1 February (1970, promtool's clock): the change of each
     line is its spend in the range, not the drop to the new month; a credit counts

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.support.paths import ROOT
+from tests.support.tools import APT_ALERTMANAGER, APT_PROMETHEUS, needs_tool
 
 RULES = ROOT / "rules" / "budget-exporter.rules.yml"
 ALL_RULE_FILES = sorted((ROOT / "rules").glob("*.rules.yml"))
@@ -64,8 +65,8 @@ BUDGET_ALERTS = {
 
 PROMTOOL = shutil.which("promtool")
 AMTOOL = shutil.which("amtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
-needs_amtool = pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed")
+needs_promtool = needs_tool(["promtool"], install=APT_PROMETHEUS)
+needs_amtool = needs_tool(["amtool"], install=APT_ALERTMANAGER)
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import ROOT
+from tests.support.tools import APT_PROMETHEUS, needs_tool
 
 RULES = ROOT / "rules" / "quota.rules.yml"
 TESTS = ROOT / "rules" / "tests" / "quota.test.yml"
 PROMTOOL = shutil.which("promtool")
 
-pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+pytestmark = needs_tool(["promtool"], install=APT_PROMETHEUS)
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
