@@ -14,8 +14,9 @@ ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 
-# Provider extras baked into the image; build with --build-arg EXTRAS=aws for a smaller one.
-ARG EXTRAS=aws,gcp,azure
+# Extras baked into the image (providers, and redis for shared holds); build with
+# --build-arg EXTRAS=aws for a smaller one.
+ARG EXTRAS=aws,gcp,azure,redis
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -25,9 +26,14 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
 
-# Every wheel the image needs, then a lock file pinning each of them exactly.
-RUN pip wheel --wheel-dir /wheels ".[${EXTRAS}]" \
- && python -c "import pathlib; d = pathlib.Path('/wheels'); \
+# Every wheel the image needs, then a lock file pinning each of them exactly. Where a proxy
+# re-signs TLS, pass its CA bundle as a build secret (never a layer):
+#   docker build --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt .
+# "python3", not "python": the same file builds on a Debian base with Debian's Python.
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip wheel --wheel-dir /wheels ".[${EXTRAS}]" \
+ && python3 -c "import pathlib; d = pathlib.Path('/wheels'); \
 names = sorted('=='.join(w.name.split('-')[:2]) for w in d.glob('*.whl')); \
 (d / 'requirements.txt').write_text(''.join(n + chr(10) for n in names))"
 
@@ -56,7 +62,7 @@ ENV PATH=/opt/budget-exporter/bin:${PATH} \
 # The venv has no pip of its own: the base image's pip installs into it, offline,
 # exactly the wheels locked in stage 1 (bind-mounted, so they never become a layer).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m venv --without-pip /opt/budget-exporter \
+    python3 -m venv --without-pip /opt/budget-exporter \
  && pip --python /opt/budget-exporter/bin/python install \
         --no-index --no-cache-dir --disable-pip-version-check --find-links=/wheels \
         --requirement /wheels/requirements.txt \

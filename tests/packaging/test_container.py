@@ -137,7 +137,11 @@ def test_dockerfile_structure() -> None:
     build_runs = " ".join(rest for kw, rest in build if kw == "RUN")
     assert "pip wheel --wheel-dir /wheels" in build_runs
     final_runs = " ".join(rest for kw, rest in final if kw == "RUN")
-    assert "python -m venv --without-pip /opt/budget-exporter" in final_runs
+    assert "python3 -m venv --without-pip /opt/budget-exporter" in final_runs
+    # "python3", which Debian's Python has too (tests/packaging/test_image.py builds on one),
+    # never "python", which only the official image provides.
+    for runs in (build_runs, final_runs):
+        assert re.search(r"(^|[\s;&|])python\s", runs) is None, runs
     assert "--no-index" in final_runs and "from=build" in final_runs
     for tool in ("apt-get", "gcc", "build-essential", "git "):
         assert tool not in final_runs, f"{tool} in the final stage"
