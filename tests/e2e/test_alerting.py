@@ -61,6 +61,8 @@ ALERTS = {
     "BudgetExporterDown",
     "BudgetSpendAnomaly",
     "BudgetBurnRateHigh",
+    "BudgetMeterBlind",
+    "BudgetMeterUnpricedTokens",
 }
 # The linear forecast of a static amount depends on the day of the month, so
 # BudgetForecastOverrun keeps its shipped `for: 6h` and cannot fire here (its
@@ -337,19 +339,19 @@ def test_alerts_fire_route_and_inhibit(stack: dict[str, Any]) -> None:
     assert warn["title"] == "[FIRING:1] warning BudgetWarning: budget warn"
     assert warn["color"] == "warning"
     assert "*Budget:* warn (monthly, USD) · team ml" in warn["text"]
-    assert "*Spend:* 85 USD of 100 USD (85%)" in warn["text"]
+    assert "*Spend:* 85.00 USD of 100.00 USD (85%)" in warn["text"]
     assert (
-        "Budget warn (monthly) has spent 85 USD of its 100 USD limit (85%), "
+        "Budget warn (monthly) has spent 85.00 USD of its 100.00 USD limit (85%), "
         "at or above its warning threshold of 80%." in warn["text"]
     )
     assert "docs/runbook.md#budgetwarning|Runbook>" in warn["text"]
     stop = sent[("BudgetStop", "stop")]
     assert stop["color"] == "danger"
-    assert "*Spend:* 97 USD of 100 USD (97%)" in stop["text"]
+    assert "*Spend:* 97.00 USD of 100.00 USD (97%)" in stop["text"]
     assert "at or above its stop threshold of 95%." in stop["text"]
     over = sent[("BudgetExceeded", "over")]
     assert over["color"] == "danger"
-    assert "*Spend:* 120 USD of 100 USD (120%)" in over["text"]
+    assert "*Spend:* 120.00 USD of 100.00 USD (120%)" in over["text"]
     down = sent[("BudgetSourceDown", "broken")]
     assert down["title"] == "[FIRING:1] warning BudgetSourceDown"
     assert "*Source:* broken (provider http_json)" in down["text"]
@@ -367,16 +369,16 @@ def test_alerts_fire_route_and_inhibit(stack: dict[str, Any]) -> None:
     text, html = mail.part("plain"), mail.part("html")
     for line in (
         "Budget:   stop (monthly, USD), team finops",
-        "Spend:    97 USD",
-        "Limit:    100 USD",
+        "Spend:    97.00 USD",
+        "Limit:    100.00 USD",
         "Usage:    97%",
     ):
         assert line in text
-    for cell in ("<td>97 USD</td>", "<td>100 USD</td>", "<td>97%</td>"):
+    for cell in ("<td>97.00 USD</td>", "<td>100.00 USD</td>", "<td>97%</td>"):
         assert cell in html
     mail = mails[("BudgetExceeded", "over")]
     assert mail.subject == "[FIRING:1] BudgetExceeded: budget over at 120%"
-    assert "Spend:    120 USD" in mail.part("plain")
+    assert "Spend:    120.00 USD" in mail.part("plain")
 
     # 6. The webhook: critical only, Alertmanager's JSON, the bearer token read from its file.
     hooks = webhook_deliveries(webhook)
@@ -390,7 +392,7 @@ def test_alerts_fire_route_and_inhibit(stack: dict[str, Any]) -> None:
     assert stop_alert["labels"]["severity"] == "critical"
     assert stop_alert["labels"]["team"] == "finops"
     assert stop_alert["annotations"]["runbook_url"].endswith("docs/runbook.md#budgetstop")
-    assert "97 USD of its 100 USD limit" in stop_alert["annotations"]["description"]
+    assert "97.00 USD of its 100.00 USD limit" in stop_alert["annotations"]["description"]
 
 
 # -- BudgetSpendAnomaly, end to end ---------------------------------------------------
@@ -500,8 +502,12 @@ def test_spend_anomaly_reaches_slack(
     assert sent["title"] == "[FIRING:1] warning BudgetSpendAnomaly: budget spiky"
     assert sent["color"] == "warning"
     assert "*Budget:* spiky (monthly, USD) · team ml" in sent["text"]
-    assert "Budget spiky (monthly) spent" in sent["text"]
-    assert "It alerts at 3 times a typical day when the day is at least 1 USD." in sent["text"]
+    # Money in full, two decimals, never an SI prefix ("1G USD").
+    assert "of 1000000000.00 USD (" in sent["text"]
+    assert re.search(
+        r"Budget spiky \(monthly\) spent \d+\.\d\d USD in the last 24 hours", sent["text"]
+    )
+    assert "It alerts at 3 times a typical day when the day is at least 1.00 USD." in sent["text"]
     assert "docs/runbook.md#budgetspendanomaly|Runbook>" in sent["text"]
     # Nothing else about this budget: its limit is far away.
     assert set(slack_deliveries(slack_receiver)) == {("BudgetSpendAnomaly", "spiky")}

@@ -158,6 +158,11 @@ MUTATIONS = [
     pytest.param("runbook.md#budgetstop", "runbook.md#stop", id="wrong-runbook-anchor"),
     pytest.param("| humanizePercentage }}), at", "}}), at", id="usage-not-humanized"),
     pytest.param(
+        '| value | printf "%.2f" }}{{ end }} {{ $labels.currency }}',
+        "| value | humanize }}{{ end }} {{ $labels.currency }}",
+        id="money-humanized",
+    ),
+    pytest.param(
         "or (budget_usage_ratio >= budget_stop_threshold_ratio) * 0 + 2",
         "or (budget_usage_ratio >= budget_stop_threshold_ratio) * 0 + 1",
         id="state-stop-as-warning",
@@ -230,8 +235,8 @@ SPEND_RATE_MUTATIONS = [
         id="burn-rate-without-short-window",
     ),
     pytest.param(
-        "budget:budget_spend_amount:rate1d\n                          and present_over_time",
-        "budget:budget_spend_amount:rate6h\n                          and present_over_time",
+        'label_replace(budget:budget_spend_amount:rate1d, "window", "day", "", "")',
+        'label_replace(budget:budget_spend_amount:rate6h, "window", "day", "", "")',
         {"budget-burn-rate.test.yml"},
         id="burn-rate-without-day-window",
     ),
@@ -308,6 +313,24 @@ def test_alert_annotations(name: str) -> None:
             for note in ("spend", "limit", "usage"):
                 assert "{{" in notes[note], f"{name} lacks the {note} annotation"
             assert "$labels.budget" in notes["description"]
+
+
+# The template action that writes an amount followed by its currency, and the last
+# function of its pipeline: `{{ ... | printf "%.2f" }}{{ end }} {{ $labels.currency }}`.
+AMOUNT = re.compile(
+    r"\|\s*([^|{}]*?)\s*\}\}(?:\{\{\s*end\s*\}\})?\s*\{\{\s*\$labels\.currency\s*\}\}"
+)
+
+
+@pytest.mark.parametrize("name", sorted(BUDGET_ALERTS))
+def test_money_is_written_as_money(name: str) -> None:
+    """Every amount has two decimals and no SI prefix: 2030.00 USD, never 2.03k USD."""
+    for rule in alert_rules(name):
+        notes = rule["annotations"]
+        for note in ("description", "spend", "limit"):
+            formats = AMOUNT.findall(notes[note])
+            assert formats, f"{name}: no amount in its {note} annotation"
+            assert set(formats) == {'printf "%.2f"'}, f"{name} {note}: {formats}"
 
 
 def test_runbook_has_a_section_per_alert() -> None:
