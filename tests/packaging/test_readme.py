@@ -4,6 +4,7 @@ in docs/alerting.md, and every metric the exporter serves is in docs/metrics.md.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -91,3 +92,19 @@ def test_readme_minimal_configuration_loads(tmp_path: Path) -> None:
     loaded = load_config(config)
     assert [b.name for b in loaded.budgets] == ["platform", "llm"]
     assert {s.provider for s in loaded.sources} == {"aws_cost_explorer", "openai"}
+
+
+def test_the_readmes_check_example_works_on_the_demo(make_engine) -> None:
+    """The curl example of "Ask before spending", sent to the demo configuration."""
+    from budget_exporter.web import api
+
+    section = README.split("## Ask before spending", 1)[1].split("\n## ", 1)[0]
+    (command,) = re.findall(r"```sh\n(.*?)\n```", section, flags=re.S)
+    url, body = re.fullmatch(r"curl -s (localhost:9820\S+) -d '(.*)'", command).groups()
+    assert url == "localhost:9820/api/v1/check"
+    engine = make_engine((ROOT / "examples" / "demo.yml").read_text())
+    engine.poll_all_once()
+    status, payload, _ = api.handle(engine, "POST", "/api/v1/check", body.encode())
+    answer = json.loads(payload)
+    assert status == 200, answer
+    assert answer["allowed"] is True and answer["state"] in {"ok", "warning"} and answer["reason"]
