@@ -12,6 +12,19 @@ authenticated ``GET /metrics`` on a kept-alive connection:
 Prints p50/p99 for each and the ratio of each p99 to the quiet one.  The targets
 (issue 10): under the flood within 2x of quiet; after the burst under 100 ms.
 
+Then (issue 22) a second exporter, without auth, with ~1,500 budgets (a /metrics body
+of about 5 MB), measures a scraper on new connections (gzip, as Prometheus asks) and
+the exporter's resident memory (peak, sampled every 0.1 s):
+
+* idle (the baseline of the same run);
+* while 300 clients send ``GET /metrics`` and never read the answer (a closed one
+  connects again), for 20 s;
+* while 60 connections send 98 headers of 64 KiB each, never the blank line (a
+  closed one starts again), for 20 s.
+
+Targets: RSS grows by at most 300 MB under the slow readers and 150 MB under the
+unfinished headers; every scrape answered 200, with a p99 under 1 s.
+
     python3 benchmarks/http_front.py [--quick] [--json PATH]
 """
 
@@ -28,7 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import requests
@@ -162,12 +177,216 @@ def during_slowloris(url: str, count: int) -> list[float]:
             sock.close()
 
 
+BIG_BUDGETS = 1500
+
+
+def big_config(path: Path) -> None:
+    """~1,500 static sources and budgets with labels (JSON is YAML, and quicker to load)."""
+    config = {
+        "global": {"poll_interval": "1h"},
+        "sources": [
+            {"name": f"src-{i}", "provider": "static", "amount": i % 97 + 1, "currency": "USD"}
+            for i in range(BIG_BUDGETS)
+        ],
+        "budgets": [
+            {
+                "name": f"budget-{i}-with-a-longer-name",
+                "limit": 1000,
+                "currency": "USD",
+                "sources": [f"src-{i}"],
+                "labels": {"team": f"team-{i % 50}", "cost_center": f"cc-{i % 200}"},
+            }
+            for i in range(BIG_BUDGETS)
+        ],
+    }
+    path.write_text(json.dumps(config))
+
+
+def start_big_exporter(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    big_config(workdir / "big.yml")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'exporter'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "budget_exporter",
+            f"--config.file={workdir / 'big.yml'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=error",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                requests.get(f"{url}/metrics", timeout=30)  # the body is paid for once
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the big exporter did not become ready")
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def threads_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
+
+
+def never_reader(port: int) -> socket.socket:
+    """Asks for /metrics (uncompressed: the largest answer) and never reads it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+    return sock
+
+
+HEADER_LINE = b"X-Pad: " + b"a" * (64 * 1024 - 9) + b"\r\n"
+
+
+def unfinished_headers(port: int) -> socket.socket:
+    """Sends up to 98 headers of 64 KiB, never the blank line that ends them."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):  # the server stops reading long before the end
+        for _ in range(98):
+            sock.send(HEADER_LINE)
+    return sock
+
+
+class Attack:
+    """Keeps ``count`` connections from ``open_one`` open (one the server closed is
+    made again) and samples the exporter's RSS and threads every 0.1 s."""
+
+    def __init__(self, pid: int, count: int, open_one: Callable[[], socket.socket]) -> None:
+        self.pid, self.count, self.open_one = pid, count, open_one
+        self.peak_rss = 0.0
+        self.peak_threads = 0
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Attack:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, rss_mb(self.pid))
+        self.peak_threads = max(self.peak_threads, threads_of(self.pid))
+
+    def _run(self) -> None:
+        live: list[socket.socket] = []
+        try:
+            while not self._stop.is_set():
+                while len(live) < self.count and not self._stop.is_set():
+                    try:
+                        live.append(self.open_one())
+                        self.connections += 1
+                    except OSError:
+                        break
+                self.sample()
+                if self._stop.wait(0.1):
+                    break
+                kept = []
+                for sock in live:
+                    try:
+                        sock.setblocking(False)
+                        gone = sock.recv(1, socket.MSG_PEEK) == b""
+                    except BlockingIOError:
+                        gone = False
+                    except OSError:
+                        gone = True
+                    if gone:
+                        sock.close()
+                    else:
+                        kept.append(sock)
+                live = kept
+        finally:
+            for sock in live:
+                sock.close()
+
+
+def scrapes_for(url: str, seconds: float, sample: Callable[[], object]) -> tuple[list[float], int]:
+    """Scrapes on a new connection each, every 0.1 s for ``seconds``: their times and how
+    many were not answered 200."""
+    times, failed = [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.perf_counter()
+        try:
+            answer = requests.get(f"{url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=30)
+            failed += answer.status_code != 200
+        except requests.RequestException:
+            failed += 1
+        times.append(time.perf_counter() - started)
+        sample()
+        time.sleep(0.1)
+    return times, failed
+
+
+def big_scenarios(
+    url: str, process: subprocess.Popen[bytes], seconds: float, quick: bool
+) -> dict[str, dict[str, Any]]:
+    pid, port = process.pid, int(url.rsplit(":", 1)[1])
+    results: dict[str, dict[str, Any]] = {}
+    base = rss_mb(pid)
+    idle_peak = [base]
+    times, failed = scrapes_for(url, seconds, lambda: idle_peak.append(rss_mb(pid)))
+    results["big_idle"] = {
+        **summary(times),
+        "failed": failed,
+        "rss_mb": round(max(idle_peak), 1),
+        "rss_growth_mb": round(max(idle_peak) - base, 1),
+        "threads": threads_of(pid),
+    }
+    attacks: list[tuple[str, int, Callable[[], socket.socket], int]] = [
+        ("slow_readers_300", 30 if quick else 300, lambda: never_reader(port), 300),
+        ("unfinished_headers_60", 60, lambda: unfinished_headers(port), 150),
+    ]
+    for name, count, open_one, target in attacks:
+        before = rss_mb(pid)
+        with Attack(pid, count, open_one) as attack:
+            time.sleep(1)
+            times, failed = scrapes_for(url, seconds, attack.sample)
+        results[name] = {
+            **summary(times),
+            "failed": failed,
+            "rss_mb": round(attack.peak_rss, 1),
+            "rss_growth_mb": round(attack.peak_rss - before, 1),
+            "rss_target_mb": target,
+            "threads": attack.peak_threads,
+            "attack_connections": attack.connections,
+        }
+        time.sleep(2)  # let the last connections end before the next attack
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--attack-seconds", type=float, help="seconds each issue-22 attack lasts (default 20)"
+    )
     args = parser.parse_args()
     count = 30 if args.quick else 300
+    seconds = args.attack_seconds or (3.0 if args.quick else 20.0)
     with tempfile.TemporaryDirectory() as tmp:
         process, url = start_exporter(Path(tmp))
         try:
@@ -181,14 +400,41 @@ def main() -> int:
         finally:
             process.terminate()
             process.wait(30)
+        big, big_url = start_big_exporter(Path(tmp))
+        try:
+            big_results = big_scenarios(big_url, big, seconds, args.quick)
+        finally:
+            big.terminate()
+            big.wait(30)
     quiet = results["quiet"]["p99_ms"]
     print(f"{'scenario':<28} {'p50 ms':>8} {'p99 ms':>8} {'p99 / quiet':>12}")
     for name, result in results.items():
-        ratio = result["p99_ms"] / quiet
-        result["p99_ratio"] = ratio
+        ratio = result["p99_ratio"] = result["p99_ms"] / quiet
         print(f"{name:<28} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} {ratio:12.2f}")
+    print(
+        f"\n{BIG_BUDGETS:,} budgets, no auth; scraper on new connections (gzip), "
+        f"{seconds:g} s per scenario"
+    )
+    print(
+        f"{'scenario':<24} {'p50 ms':>8} {'p99 ms':>8} {'not 200':>8} {'RSS MB':>8} "
+        f"{'growth':>8} {'threads':>8}  target"
+    )
+    for name, result in big_results.items():
+        target = ""
+        if "rss_target_mb" in result:
+            met = result["rss_growth_mb"] <= result["rss_target_mb"]
+            met = met and result["p99_ms"] < 1000 and result["failed"] == 0
+            target = f"growth <= {result['rss_target_mb']} MB, p99 < 1 s: " + (
+                "met" if met else "NOT met"
+            )
+            result["target_met"] = met
+        print(
+            f"{name:<24} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} {result['failed']:8d} "
+            f"{result['rss_mb']:8.1f} {result['rss_growth_mb']:8.1f} {result['threads']:8d}  "
+            f"{target}"
+        )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({**results, **big_results}, indent=2))
     return 0
 
 

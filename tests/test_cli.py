@@ -138,3 +138,12 @@ def test_secrets_never_leak(write_config, running, upstream) -> None:
     for text in (*pages, err, once.stdout, once.stderr, json_logs.stderr):
         assert query_key not in text
         assert token not in text
+
+
+def test_the_read_timeout_bounds_answers_too() -> None:
+    from budget_exporter.cli import web_limits
+
+    limits = web_limits("7s", 100)
+    assert limits.read_timeout == limits.write_timeout == 7.0
+    assert limits.max_connections == 100
+    assert 8 <= limits.workers <= 16  # well below the connection cap

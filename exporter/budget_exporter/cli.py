@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import signal
 import sys
-import threading
 
 from budget_exporter import __version__
 from budget_exporter.config.loader import load_config
@@ -15,7 +13,7 @@ from budget_exporter.core.durations import parse_duration
 from budget_exporter.core.errors import ConfigError
 from budget_exporter.core.logformat import LEVELS, setup_logging
 from budget_exporter.runtime.engine import Engine
-from budget_exporter.runtime.reload import Reloader, catch_sighup
+from budget_exporter.runtime.reload import Reloader, Signals, catch_sighup
 from budget_exporter.web.endpoints import (
     DEFAULT_PORT,
     ExporterServer,
@@ -25,7 +23,7 @@ from budget_exporter.web.endpoints import (
 from budget_exporter.web.transport import Limits
 from budget_exporter.web.webconfig import WebConfig, load_web_config
 
-log = logging.getLogger("budget_exporter")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="read_timeout",
         default="15s",
         metavar="DURATION",
-        help="time a whole request may take to arrive, headers and body, and that an idle "
-        "connection stays open (default: %(default)s)",
+        help="time a whole request may take to arrive, headers and body, that a client may "
+        "take to read a whole answer, and that an idle connection stays open "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--web.max-connections",
@@ -113,10 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, sighup: threading.Event | None = None) -> int:
-    """Run the exporter; ``sighup`` is an event a SIGHUP handler installed earlier sets."""
+def main(argv: list[str] | None = None, sighup: Signals | None = None) -> int:
+    """Run the exporter; ``sighup``: the :class:`Signals` whose SIGHUP handler
+    ``__main__`` installed before the heavy imports."""
     # Before anything slow: a SIGHUP while the configuration loads is kept, not fatal.
-    reload_requested = sighup or catch_sighup()
+    signals = sighup or catch_sighup()
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None, sighup: threading.Event | None = None) -
         sys.stdout.buffer.write(engine.snapshot.rendered.text)
         sys.stdout.flush()
         return 0 if ok else 1
-    return _serve(engine, args, reload_requested)
+    return _serve(engine, args, signals)
 
 
 def web_limits(read_timeout: str, max_connections: int) -> Limits:
@@ -149,10 +149,11 @@ def web_limits(read_timeout: str, max_connections: int) -> Limits:
         raise ValueError("--web.read-timeout: must be at most 5m")
     if max_connections < 2:
         raise ValueError("--web.max-connections: must be at least 2")
-    return Limits(read_timeout=seconds, max_connections=max_connections)
+    # An answer must be taken within the same time a request may take to arrive.
+    return Limits(read_timeout=seconds, write_timeout=seconds, max_connections=max_connections)
 
 
-def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading.Event) -> int:
+def _serve(engine: Engine, args: argparse.Namespace, signals: Signals) -> int:
     web_config, context = WebConfig(), None
     try:
         parse_listen_address(args.listen_address)
@@ -163,9 +164,7 @@ def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading
     except (ValueError, ConfigError) as exc:
         print(f"budget-exporter: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signals.catch_stop()
     reloader = Reloader(engine.reload)
     try:
         server = ExporterServer(
@@ -198,10 +197,13 @@ def _serve(engine: Engine, args: argparse.Namespace, reload_requested: threading
         len(engine.config.sources),
         len(engine.config.budgets),
     )
-    while not stop.is_set():
-        if reload_requested.wait(0.2):
-            reload_requested.clear()
+    # The handlers only set flags (and wake this loop through a pipe): the work is done here.
+    while not signals.stop_requested:
+        if signals.take_reload():
             reloader.reload()
+        else:
+            signals.wait(1.0 if signals.installed else 0.2)
+    signals.stopping()
     log.info("shutting down")
     server.shutdown()
     engine.stop()

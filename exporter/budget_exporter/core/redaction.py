@@ -1,15 +1,15 @@
-"""Keep secrets out of logs, error messages and pages.
-
-Two layers: every secret value found in the configuration is registered and
-replaced wherever it appears, and any URL in a message has its query values
-and user-info masked (HTTP libraries put whole URLs in exception messages).
+"""Keep secrets out of logs, error messages and pages: registered secret values and URL
+credentials are masked.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
 import threading
+from urllib.parse import quote, quote_plus
 
 MASK = "<redacted>"
 _MIN_SECRET_LENGTH = 4
@@ -65,6 +65,18 @@ class Redactor:
         return redact_urls(text)
 
 
+def basic_auth_forms(user: str, password: str) -> set[str]:
+    """The forms ``user:password`` travels in as HTTP basic auth (base64, of its Latin-1
+    bytes as ``requests`` sends it, and of its UTF-8 bytes): register them with the
+    password, so that an upstream quoting the ``Authorization`` header back is masked
+    too (the password is one decode away)."""
+    pair = f"{user}:{password}"
+    forms = {base64.b64encode(pair.encode("utf-8")).decode("ascii")}
+    with contextlib.suppress(UnicodeEncodeError):
+        forms.add(base64.b64encode(pair.encode("latin-1")).decode("ascii"))
+    return forms
+
+
 def _written_forms(secret: str) -> set[str]:
     """``secret`` as it is, and as error messages quote it: repr() or escaped (requests'
     InvalidHeader shows a value with a line break in it as ``'...\\n'``)."""
@@ -75,6 +87,8 @@ def _written_forms(secret: str) -> set[str]:
         repr(secret)[1:-1],
         secret.encode("unicode_escape").decode("ascii"),
         json.dumps(secret)[1:-1],
+        quote(secret, safe=""),  # percent-encoded, as in a query string or a form
+        quote_plus(secret, safe=""),
     }
 
 

@@ -9,11 +9,12 @@ import binascii
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from email.message import Message
 
 from budget_exporter.runtime.engine import Engine
 from budget_exporter.runtime.reload import ReloadResult
-from budget_exporter.web import api
+from budget_exporter.web import api, jsonbody
 from budget_exporter.web.landing import render_landing
 from budget_exporter.web.routes import Request, Response, Route, Routes, text
 from budget_exporter.web.transport import HardenedHTTPServer, Limits
@@ -67,7 +68,10 @@ class ExporterServer:
         self.auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
         self.routes = self._routes()
         host, port = parse_listen_address(listen_address)
-        self.httpd = HardenedHTTPServer((host, port), self, limits or Limits(), ssl_context)
+        limits = limits or Limits()
+        if self.auth is not None:  # workers waiting for a password check are not free either
+            limits = replace(limits, max_workers=limits.workers + self.auth.max_pending)
+        self.httpd = HardenedHTTPServer((host, port), self, limits, ssl_context)
         self.scheme = "https" if ssl_context is not None else "http"
         self._thread: threading.Thread | None = None
 
@@ -91,7 +95,8 @@ class ExporterServer:
         routes.add("/-/ready", {"GET": self._ready})
         reload = self._reload if self.on_reload is not None else _lifecycle_off
         routes.add("/-/reload", {"POST": reload, "PUT": reload})
-        routes.add_prefix(api.PREFIX, self._api)  # the API answers its own 404 and 405
+        # The API answers its own 404 and 405; its bodies are small JSON documents.
+        routes.add_prefix(api.PREFIX, self._api, max_body=jsonbody.MAX_BYTES)
         return routes
 
     # What the transport asks (budget_exporter.web.transport.App).
@@ -104,10 +109,7 @@ class ExporterServer:
             return None
         scheme, _, value = headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user = password = ""
+            user, password = _basic_credentials(value)
             try:
                 if self.auth.check(user, password):
                     return None
@@ -118,7 +120,8 @@ class ExporterServer:
     # The endpoints.
 
     def _metrics(self, request: Request) -> Response:
-        body, content_type, encoding = self.engine.snapshot.rendered.select(
+        # The parts as they are: the snapshot's bytes are shared by every scrape, not copied.
+        body, content_type, encoding = self.engine.snapshot.rendered.select_parts(
             request.headers.get("Accept"), request.headers.get("Accept-Encoding")
         )
         headers = {"Vary": "Accept, Accept-Encoding"}
@@ -151,6 +154,17 @@ class ExporterServer:
     def _api(self, request: Request) -> Response:
         status, payload, extra = api.handle(self.engine, request.method, request.path, request.body)
         return Response(status, payload, api.CONTENT_TYPE, extra)
+
+
+def _basic_credentials(value: str) -> tuple[str, str]:
+    """User and password of a ``Basic`` credential; empty ones (a failed check) when it
+    is not base64 of UTF-8, e.g. holds a non-ASCII byte."""
+    try:
+        decoded = base64.b64decode(value.strip().encode("ascii"), validate=True).decode("utf-8")
+    except (ValueError, binascii.Error):  # UnicodeError is a ValueError
+        return "", ""
+    user, _, password = decoded.partition(":")
+    return user, password
 
 
 def _lifecycle_off(request: Request) -> Response:

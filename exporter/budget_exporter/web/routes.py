@@ -1,8 +1,5 @@
-"""Requests, responses and the route table (path -> method -> handler).
-
-The table answers what it does not serve by itself: 404 for an unknown path,
-405 with ``Allow`` for a method the path does not take.  A ``GET`` route also
-answers ``HEAD`` (the server sends the headers only).
+"""Requests, responses and the route table (path -> method -> handler), which answers 404,
+405 with ``Allow`` and ``HEAD`` by itself.
 """
 
 from __future__ import annotations
@@ -25,18 +22,35 @@ class Request:
     """The query string, without the ``?``."""
 
 
+Body = bytes | tuple[bytes, ...]
+"""An answer's body: bytes, or parts sent one after the other without being joined
+(a large pre-rendered exposition shared by every scrape, then a few bytes of its own)."""
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: bytes = b""
+    body: Body = b""
     content_type: str = TEXT
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def parts(self) -> tuple[bytes, ...]:
+        return self.body if isinstance(self.body, tuple) else (self.body,)
+
+    @property
+    def length(self) -> int:
+        return sum(len(part) for part in self.parts)
 
 
 Handler = Callable[[Request], Response]
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Methods whose requests carry a body; the server reads no other request's body."""
+
+MAX_BODY = 16 * 1024
+"""The largest request body a route reads unless it says otherwise: the endpoints
+that take one (the check API, ``/-/reload``) need a few kilobytes at most."""
 
 
 def text(status: int, message: str, **headers: str) -> Response:
@@ -49,10 +63,12 @@ def _not_found(request: Request) -> Response:
 
 @dataclass(frozen=True)
 class Route:
-    """What serves one request: the handler, and whether it reads the request body."""
+    """What serves one request: the handler, whether it reads the request body and
+    the largest body it takes (413 beyond, refused before it is read)."""
 
     handler: Handler
     reads_body: bool = False
+    max_body: int = MAX_BODY
 
 
 class Routes:
@@ -61,7 +77,7 @@ class Routes:
 
     def __init__(self) -> None:
         self._paths: dict[str, dict[str, Handler]] = {}
-        self._prefixes: list[tuple[str, Handler]] = []
+        self._prefixes: list[tuple[str, Handler, int]] = []
 
     def add(self, path: str, methods: Mapping[str, Handler]) -> None:
         handlers = {method.upper(): handler for method, handler in methods.items()}
@@ -69,8 +85,8 @@ class Routes:
             handlers.setdefault("HEAD", handlers["GET"])
         self._paths[path] = handlers
 
-    def add_prefix(self, prefix: str, handler: Handler) -> None:
-        self._prefixes.append((prefix, handler))
+    def add_prefix(self, prefix: str, handler: Handler, max_body: int = MAX_BODY) -> None:
+        self._prefixes.append((prefix, handler, max_body))
 
     def allowed(self, path: str) -> list[str]:
         return sorted(self._paths.get(path, {}))
@@ -83,7 +99,7 @@ class Routes:
                 allow = ", ".join(self.allowed(path))
                 return Route(lambda _: text(405, "Method not allowed.", Allow=allow))
             return Route(handler, reads_body=method in BODY_METHODS)
-        for prefix, handler in self._prefixes:
+        for prefix, handler, max_body in self._prefixes:
             if path.startswith(prefix):
-                return Route(handler, reads_body=method in BODY_METHODS)
+                return Route(handler, reads_body=method in BODY_METHODS, max_body=max_body)
         return Route(_not_found)

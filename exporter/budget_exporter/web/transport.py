@@ -1,22 +1,39 @@
-"""The HTTP/1.1 transport: ``http.server`` parsing, with the limits a public port needs.
+"""The HTTP/1.1 transport: strict request parsing, with the limits a public port needs.
 
-* **No thread for a silent connection.**  A new connection waits in a selector
-  until its first bytes arrive; only then does it get a thread of its own.
-* **A deadline per request.**  Waiting for a request, the TLS handshake, the
-  request line, the headers and the body must all happen within
-  ``read_timeout`` (counted from the accept, then from the previous answer):
-  a client sending one byte at a time is cut off at the deadline with 408 (or a
-  plain close when it sent nothing), whatever its pace.
+* **No thread for a connection that waits.**  A new connection, a kept-alive one
+  between requests, and one whose client is slow to take its answer wait in a
+  selector; a connection gets a worker thread only while its request is read and
+  answered.  An answer the client does not take at once is written by the
+  selector as the client reads, from the handler's buffers themselves (views, no
+  copies: the pre-rendered exposition is shared by every scrape), within
+  ``write_timeout``.
+* **Few workers, kept for those who need them.**  At most ``workers`` threads
+  (well below the connection cap) read requests and run handlers.  When all are
+  taken, a connection with bytes to read takes the worker of the slowest client
+  still sending its request (for ``stall_grace`` seconds or more, counted from
+  its first bytes).  If none is slow, it waits for the next free worker: those
+  whose request head has all come first (seen with ``MSG_PEEK``, without reading
+  it), then the newest first, so a scraper goes before slow senders.
+* **Deadlines both ways.**  Waiting for a request, the TLS handshake, the request
+  line, the headers and the body must all happen within ``read_timeout``
+  (counted from the accept, then from the previous answer): a client sending a
+  byte at a time is cut off with 408 (or a plain close when it sent nothing).
+  An answer must be taken within ``write_timeout``, or the connection is closed.
 * **A cap on connections.**  At ``max_connections`` a new connection closes the
-  one that has waited longest for its next request (an idle keep-alive, or a
-  slow client still sending one), so a scraper always gets in; when every
+  one that has waited longest on its client (for its next request, or, past
+  ``stall_grace``, to take its answer), so a scraper always gets in; when every
   connection is busy answering, the new one gets 503 at once.
+* **Bounded memory per connection.**  The request line and headers together are
+  read into one buffer of at most ``max_header_bytes`` (431 beyond, 414 for a
+  request line alone); a body only where a route reads one, up to the route's
+  cap (413, answered before any ``100 Continue``); the kernel's send buffer is
+  capped (``send_buffer``), so that a client that does not read holds kilobytes.
+* **Strict parsing** (RFC 9112): a header name with whitespace before the colon,
+  an obsolete line folding, a missing or repeated ``Host`` on HTTP/1.1, or
+  conflicting ``Content-Length`` headers are answered 400; chunked bodies 411.
+  Plain HTTP sent to the TLS port is answered 400 in plain text.
 * **A large listen backlog** (1024, or the kernel's ``somaxconn`` if lower), so a
   burst of connections waits in the queue instead of retrying SYNs.
-* **Bodies only where a route reads one** (POST/PUT), with a single decimal
-  ``Content-Length`` (conflicting duplicates are refused, no chunked bodies) of at
-  most ``max_body`` bytes; a request whose body we do not read is answered and
-  its connection closed.
 * **TCP_NODELAY**, so small answers leave at once; a client that goes away is
   logged at debug level, never as an error.
 
@@ -26,20 +43,24 @@ Which handler answers is up to the :class:`App` (auth and the route table).
 from __future__ import annotations
 
 import _thread
+import collections
 import contextlib
+import email.utils
 import heapq
-import io
+import itertools
 import logging
 import math
+import re
 import selectors
 import socket
 import socketserver
 import ssl
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler
+from http import HTTPStatus
 from typing import Protocol
 
 from budget_exporter.web.routes import Request, Response, Route, text
@@ -51,9 +72,30 @@ log = logging.getLogger("budget_exporter.web")
 class Limits:
     read_timeout: float = 15.0
     """Seconds a whole request may take to arrive (idle wait, TLS handshake, headers, body)."""
+    write_timeout: float = 15.0
+    """Seconds a client may take to take a whole answer."""
     max_connections: int = 512
+    max_workers: int | None = None
+    """Threads reading requests and writing answers; None: see :attr:`workers`."""
     max_body: int = 1 << 20
+    """The largest body any route may read (each route also has its own, smaller, cap)."""
+    max_header_bytes: int = 64 * 1024
+    """The request line and the headers together."""
+    max_headers: int = 100
+    stall_grace: float = 0.5
+    """Seconds a request coming in, or an answer going out, may wait on its client before
+    the connection counts as slow (its worker, or its place, may then be taken)."""
+    send_buffer: int | None = 128 * 1024
+    """The kernel's send buffer per connection (``SO_SNDBUF``; the kernel doubles it):
+    without a cap it grows to megabytes for a client that does not read."""
     backlog: int = 1024
+
+    @property
+    def workers(self) -> int:
+        """``max_workers``, or a sixteenth of the connection cap (8 to 64), at most the cap."""
+        if self.max_workers is not None:
+            return max(1, self.max_workers)
+        return min(self.max_connections, max(8, min(16, self.max_connections // 16)))
 
 
 class App(Protocol):
@@ -72,215 +114,492 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 22\r\nRetry-After: 1\r\nConnection: close\r\n\r\nToo many connections.\n"
 )
+_PLAIN_TO_TLS_TEXT = b"Client sent an HTTP request to an HTTPS server.\n"
+_PLAIN_TO_TLS = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+) % (len(_PLAIN_TO_TLS_TEXT), _PLAIN_TO_TLS_TEXT)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a ClientHello
+_SEND_SLICE = 256 * 1024  # bytes handed to one send() call (a view, not a copy)
+_RECV_SIZE = 16 * 1024
+_PEEK = 8 * 1024  # bytes looked at to tell whether a request head has all come
+_JOIN_BELOW = 16 * 1024  # a body this small is sent with the headers, copied once
+_SERVER = "budget-exporter"
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION = re.compile(r"HTTP/(\d)\.(\d)")
+_KEEP_OPEN = (401, 403, 404, 405, 503)  # error answers after which the connection may go on
 
 
 class _Slot:
-    """One admitted connection: its socket, and since when it waits for a request."""
+    """One admitted connection and what it is doing."""
 
     def __init__(self, sock: socket.socket, client_address: tuple[str, int]) -> None:
         self.sock = sock
         self.client_address = client_address
         self.accepted = time.monotonic()
+        self.deadline = self.accepted  # of the current request; set by the server
         self.waiting_since: float | None = self.accepted
+        """Since when the connection waits on its client: for (the rest of) a request,
+        or to take an answer; None while the answer is being made."""
+        self.readable_since: float | None = None
+        """When the bytes of its current request began to come (first seen readable)."""
+        self.complete = False
+        """Its request head is all there (seen without reading it)."""
+        self.writing = False
+        self.pending: collections.deque[memoryview] | None = None
+        """What is left of an answer the client did not take at once (views, no copies):
+        the selector writes it as the client reads, holding no thread."""
+        self.keep_after = False  # read the next request once ``pending`` is written
+        self.worker = False  # holds one of the workers
+        self.tls = False  # the TLS handshake is done
         self.evicted = False
 
     def evict(self) -> None:
         self.evicted = True
-        # The plain socket's shutdown (also for TLS): the reading thread sees EOF at once.
+        # The plain socket's shutdown (also for TLS): a reading or writing thread stops at once.
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
+    def slow(self, now: float, grace: float) -> float | None:
+        """Since when it waits on its client, if that makes it a candidate for eviction:
+        any wait for a request to begin; a request coming in (in a worker) or an answer
+        going out only once it has waited ``grace`` seconds (the client is slow, not just
+        in the middle of it)."""
+        since = self.waiting_since
+        if since is None or ((self.writing or self.worker) and now - since < grace):
+            return None
+        return since
+
 
 class ConnectionLimiter:
-    """At most ``limit`` connections; at the cap the longest-waiting one makes room."""
+    """At most ``limit`` connections and ``workers`` of them in a worker thread; at
+    either cap the connection waiting longest on its client makes room."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, workers: int | None = None, grace: float = 0.5) -> None:
         self.limit = limit
+        self.workers = workers if workers is not None else limit
+        self.grace = grace
         self._slots: set[_Slot] = set()
+        self._working: set[_Slot] = set()
         self._lock = threading.Lock()
         self.evicted = 0
         self.refused = 0
+        self.taken_workers = 0
+        """Workers taken from a slow client for a connection with something to say."""
 
     def admit(self, sock: socket.socket, client_address: tuple[str, int]) -> _Slot | None:
         with self._lock:
             if len(self._slots) >= self.limit:
-                waiting = [s for s in self._slots if s.waiting_since is not None]
-                if not waiting:
+                victim = self._slowest(self._slots)
+                if victim is None:
                     self.refused += 1
                     return None
-                victim = min(waiting, key=lambda s: s.waiting_since or 0.0)
-                self._slots.discard(victim)
-                victim.evict()
-                self.evicted += 1
+                self._evict(victim)
             slot = _Slot(sock, client_address)
             self._slots.add(slot)
             return slot
 
-    def waiting(self, slot: _Slot, since: float) -> None:
+    def take_worker(self, slot: _Slot) -> bool:
+        """Give ``slot`` a worker: a free one, or the slowest client's; False if none."""
         with self._lock:
-            slot.waiting_since = since
+            if slot not in self._slots:
+                return False
+            if len(self._working) >= self.workers:
+                victim = self._slowest(self._working)
+                if victim is None:
+                    return False
+                self._evict(victim)
+                self.taken_workers += 1
+            slot.worker = True
+            # A request whose head is all there is read at once: it gets the grace from now.
+            # One still coming is judged by when it began: a slow sender that waited for a
+            # worker may lose it again at once.
+            now = time.monotonic()
+            slot.waiting_since = now if slot.complete else (slot.readable_since or now)
+            self._working.add(slot)
+            return True
+
+    def _slowest(self, slots: Iterable[_Slot]) -> _Slot | None:
+        now = time.monotonic()
+        best: tuple[float, _Slot] | None = None
+        for slot in slots:
+            since = slot.slow(now, self.grace)
+            if since is not None and (best is None or since < best[0]):
+                best = (since, slot)
+        return best[1] if best else None
+
+    def _evict(self, victim: _Slot) -> None:
+        self._slots.discard(victim)
+        self._working.discard(victim)
+        victim.worker = False
+        victim.evict()
+        self.evicted += 1
+
+    def waiting(self, slot: _Slot, since: float) -> None:
+        slot.waiting_since = since
 
     def answering(self, slot: _Slot) -> None:
+        slot.waiting_since = None
+        slot.readable_since = None
+        slot.complete = False
+
+    def release_worker(self, slot: _Slot) -> None:
         with self._lock:
-            slot.waiting_since = None
+            self._working.discard(slot)
+            slot.worker = False
 
     def release(self, slot: _Slot) -> None:
         with self._lock:
             self._slots.discard(slot)
+            self._working.discard(slot)
+            slot.worker = False
 
     @property
     def open(self) -> int:
         return len(self._slots)
 
+    @property
+    def busy_workers(self) -> int:
+        return len(self._working)
 
-class _DeadlineReader(io.RawIOBase):
-    """A socket's input that fails with :class:`TimeoutError` once ``deadline`` passes."""
+    @property
+    def writing(self) -> int:
+        """Connections whose answer waits for the client to take it."""
+        return sum(1 for slot in list(self._slots) if slot.writing)
+
+
+class BadRequest(Exception):
+    """A request answered with ``status`` and a one-line ``message``, then closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Reader:
+    """A socket's input, buffered, that fails with :class:`TimeoutError` once
+    ``deadline`` passes; holds at most what one line or body read asks for."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.deadline = math.inf
         self.received = 0
+        self._buffer = bytearray()
 
-    def readable(self) -> bool:
-        return True
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def _fill(self) -> bool:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("request deadline passed")
         self.sock.settimeout(remaining)
-        count = self.sock.recv_into(buffer)
-        self.received += count
-        return count
+        data = self.sock.recv(_RECV_SIZE)
+        self.received += len(data)
+        self._buffer += data
+        return bool(data)
+
+    def readline(self, limit: int) -> bytes:
+        """A line with its ending; at most ``limit`` bytes (then without one), or what
+        came before the client closed."""
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buffer) >= limit:
+                return self._take(limit)
+            searched = len(self._buffer)
+            if not self._fill():
+                return self._take(len(self._buffer))
+
+    def read(self, count: int) -> bytes:
+        """``count`` bytes, or fewer if the client closed first."""
+        while len(self._buffer) < count and self._fill():
+            pass
+        return self._take(min(count, len(self._buffer)))
+
+    def _take(self, count: int) -> bytes:
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
 
 
-class _Connection(BaseHTTPRequestHandler):
-    """Serves the requests of one connection, one after the other."""
+@dataclass
+class RequestHead:
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: Message
 
-    server: HardenedHTTPServer
-    protocol_version = "HTTP/1.1"
-    default_request_version = "HTTP/1.0"  # errors about a malformed request line get a status line
-    server_version = "budget-exporter"
-    disable_nagle_algorithm = True
-    error_content_type = "text/plain; charset=utf-8"
-    error_message_format = "%(message)s.\n"
+    @property
+    def keep_alive(self) -> bool:
+        tokens = {
+            t.strip().lower()
+            for v in self.headers.get_all("Connection") or []
+            for t in v.split(",")
+        }
+        if self.version >= (1, 1):
+            return "close" not in tokens
+        return "keep-alive" in tokens
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        client_address: tuple[str, int],
-        server: HardenedHTTPServer,
-        slot: _Slot,
-    ) -> None:
+
+def read_head(reader: _Reader, max_bytes: int, max_headers: int) -> RequestHead | None:
+    """The request line and headers (RFC 9112), None if the client closed before a
+    request; :class:`BadRequest` for a malformed or oversized one."""
+    budget = max_bytes
+    line = b""
+    for _ in range(3):  # blank lines before a request are ignored (RFC 9112, 2.2)
+        line = reader.readline(budget + 1)
+        if line not in (b"\r\n", b"\n"):
+            break
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        if len(line) > budget:
+            raise BadRequest(414, "Request line too long")
+        return None  # the client closed in the middle
+    budget -= len(line)
+    method, target, version = _request_line(line)
+    headers = Message()
+    count = 0
+    while True:
+        line = reader.readline(budget + 1)
+        if not line.endswith(b"\n"):
+            if len(line) > budget:
+                raise BadRequest(431, "Request header fields too large")
+            return None
+        budget -= len(line)
+        if line in (b"\r\n", b"\n"):
+            break
+        count += 1
+        if count > max_headers:
+            raise BadRequest(431, "Too many headers")
+        name, value = _header(line)
+        headers[name] = value
+    hosts = headers.get_all("Host") or []
+    if len(hosts) > 1:
+        raise BadRequest(400, "More than one Host header")
+    if version >= (1, 1) and not hosts:
+        raise BadRequest(400, "Missing Host header")
+    return RequestHead(method, target, version, headers)
+
+
+def _request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
+    words = line.rstrip(b"\r\n").decode("iso-8859-1").split(" ")
+    if len(words) != 3 or not all(words) or not _TOKEN.fullmatch(words[0].encode("latin-1")):
+        raise BadRequest(400, "Bad request line")
+    method, target, version_text = words
+    version = _VERSION.fullmatch(version_text)
+    if version is None:
+        raise BadRequest(400, "Bad request version")
+    major, minor = int(version[1]), int(version[2])
+    if major != 1:
+        raise BadRequest(505, "HTTP version not supported")
+    if target.startswith("//"):
+        target = "/" + target.lstrip("/")
+    return method, target, (major, minor)
+
+
+def _header(line: bytes) -> tuple[str, str]:
+    if line[:1] in (b" ", b"\t"):
+        raise BadRequest(400, "Obsolete line folding in the headers")
+    name, colon, value = line.rstrip(b"\r\n").partition(b":")
+    if not colon or not _TOKEN.fullmatch(name):
+        raise BadRequest(400, "Invalid header name (whitespace before the colon?)")
+    value = value.strip(b" \t")
+    if b"\r" in value or b"\0" in value:
+        raise BadRequest(400, "Invalid character in a header value")
+    return name.decode("ascii"), value.decode("iso-8859-1")
+
+
+class _Connection:
+    """Serves the requests of one connection while it holds a worker."""
+
+    def __init__(self, server: HardenedHTTPServer, slot: _Slot, sock: socket.socket) -> None:
+        self.server = server
         self.slot = slot
-        super().__init__(sock, client_address, server)
+        self.sock = sock
+        self.limits = server.limits
+        self.reader = _Reader(sock)
+        self.close = True
 
-    def setup(self) -> None:
-        super().setup()
-        self.rfile.close()  # replaced by one that keeps the request deadline
-        self.reader = _DeadlineReader(self.connection)
-        self.reader.deadline = self.slot.accepted + self.server.limits.read_timeout
-        self.rfile = io.BufferedReader(self.reader, 65536)
+    def serve(self) -> bool:
+        """Answer requests while the client's next one is already here; True to hand the
+        connection back to the selector (kept alive with nothing buffered, or with the
+        rest of an answer to write), False to close it."""
+        while True:
+            self.reader.deadline = self.slot.deadline
+            go_on = self._one_request()
+            if self.slot.pending is not None:  # the client did not take it all at once
+                buffered = self.reader.buffered or _tls_pending(self.sock)
+                self.slot.keep_after = go_on and not buffered  # no pipelining past a slow read
+                return not self.slot.evicted
+            if not go_on:
+                return False
+            now = time.monotonic()
+            self.slot.deadline = now + self.limits.read_timeout
+            self.server.limiter.waiting(self.slot, now)
+            if not (self.reader.buffered or _tls_pending(self.sock)):
+                return not self.slot.evicted
 
-    def version_string(self) -> str:
-        return self.server_version
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def handle_one_request(self) -> None:
-        self.close_connection = True
-        self.command, self.requestline, self.request_version = "", "", "HTTP/1.1"
-        limiter, received = self.server.limiter, self.reader.received
-        limiter.waiting(self.slot, self.reader.deadline - self.server.limits.read_timeout)
+    def _one_request(self) -> bool:
+        """Read and answer one request; whether the connection may go on."""
+        received = self.reader.received
         try:
-            self.raw_requestline = self.rfile.readline(65537)
-            if not self.raw_requestline:
-                return  # the client closed the connection
-            if len(self.raw_requestline) > 65536:
-                self.send_error(414)
-                return
-            if not self.parse_request():
-                return  # answered 400, 431 or 505 already
+            head = read_head(self.reader, self.limits.max_header_bytes, self.limits.max_headers)
         except TimeoutError:
             if self.reader.received > received:  # part of a request came, too slowly
-                log.debug("%s: request not complete within the deadline", self.address_string())
+                log.debug("%s: request not complete within the deadline", self._client)
                 self._send(text(408, "Request timed out."), head=False)
-            return
-        limiter.answering(self.slot)
-        self._answer()
-        self.reader.deadline = time.monotonic() + self.server.limits.read_timeout
+            return False
+        except BadRequest as exc:
+            self._send(text(exc.status, f"{exc}."), head=False)
+            return False
+        if head is None:
+            return False  # the client closed the connection
+        self.close = not head.keep_alive
+        self.server.limiter.answering(self.slot)
+        self._answer(head)
+        return not self.close
 
-    def _answer(self) -> None:
-        head = self.command == "HEAD"
-        path, _, query = self.path.partition("?")
+    @property
+    def _client(self) -> str:
+        return self.slot.client_address[0]
+
+    def _answer(self, request: RequestHead) -> None:
+        head = request.method == "HEAD"
+        path, _, query = request.target.partition("?")
         app = self.server.app
+        headers = request.headers
         has_body = (
-            "Transfer-Encoding" in self.headers
-            or self.headers.get("Content-Length", "0").strip() != "0"
+            "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() != "0"
         )
-        refusal = app.authorize(self.headers)
+        try:
+            refusal = app.authorize(headers)
+        except Exception:  # never drop a connection without an answer
+            log.exception("error checking the credentials of %s %s", request.method, path)
+            refusal = text(500, "Internal error.")
         if refusal is not None:
-            self.close_connection |= has_body  # an unread body cannot be skipped
+            self.close |= has_body  # an unread body cannot be skipped
             self._send(refusal, head)
             return
-        route = app.route(self.command, path)
+        route = app.route(request.method, path)
         body = b""
         if route.reads_body:
-            read = self._read_body()
+            read = self._read_body(request, min(route.max_body, self.limits.max_body))
             if isinstance(read, Response):
-                self.close_connection = True
+                self.close = True
                 self._send(read, head)
                 return
             body = read
         elif has_body:
-            self.close_connection = True
+            self.close = True
         try:
-            response = route.handler(Request(self.command, path, self.headers, body, query))
+            response = route.handler(Request(request.method, path, headers, body, query))
         except Exception:  # never drop a connection without an answer
-            log.exception("error answering %s %s", self.command, path)
-            self.close_connection = True
+            log.exception("error answering %s %s", request.method, path)
+            self.close = True
             response = text(500, "Internal error.")
         self._send(response, head)
 
-    def _read_body(self) -> bytes | Response:
-        """The request body, or the answer refusing it."""
-        if "Transfer-Encoding" in self.headers:
+    def _read_body(self, request: RequestHead, limit: int) -> bytes | Response:
+        """The request body, or the answer refusing it.  ``100 Continue`` is sent only
+        once the credentials and the announced size have passed."""
+        headers = request.headers
+        if "Transfer-Encoding" in headers:
             return text(411, "Send a Content-Length.")
-        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ["0"]}
+        lengths = {value.strip() for value in headers.get_all("Content-Length") or ["0"]}
         if len(lengths) > 1:
             return text(400, "Conflicting Content-Length headers.")
         length = lengths.pop()
         if not (length.isascii() and length.isdigit()):
             return text(400, "Invalid Content-Length.")
-        if int(length) > self.server.limits.max_body:
-            return text(413, "Request body too large.")
+        size = int(length)
+        if size > limit:
+            return text(413, f"Request body too large (at most {limit} bytes).")
+        if size == 0:
+            return b""
+        expect = headers.get("Expect", "").strip().lower()
+        if expect == "100-continue" and request.version >= (1, 1):
+            try:
+                self.sock.settimeout(max(self.reader.deadline - time.monotonic(), 0.01))
+                self.sock.sendall(_CONTINUE)
+            except OSError:
+                return text(408, "Request body not complete within the deadline.")
         try:
-            body = self.rfile.read(int(length))
+            body = self.reader.read(size)
         except TimeoutError:
             return text(408, "Request body not complete within the deadline.")
-        if len(body) < int(length):
+        if len(body) < size:
             return text(400, "Request body shorter than its Content-Length.")
         return body
 
     def _send(self, response: Response, head: bool) -> None:
-        self.connection.settimeout(self.server.limits.read_timeout)  # a client not reading
-        if response.status >= 400 and response.status not in (401, 403, 404, 405, 503):
-            self.close_connection = True
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        if response.status >= 400 and response.status not in _KEEP_OPEN:
+            self.close = True
+        status = HTTPStatus(response.status)
+        lines = [
+            f"HTTP/1.1 {status.value} {status.phrase}",
+            f"Server: {_SERVER}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {response.length}",
+        ]
         for name, value in {**self.server.app.headers, **response.headers}.items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
+            lines.append(f"{name}: {value}")
+        if self.close:
+            lines.append("Connection: close")
+        start = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        parts: tuple[bytes, ...] = (start,)
         if not head:
-            self.wfile.write(response.body)
+            # A small answer leaves in one packet; a large one is sent from its own buffer.
+            first, *rest = response.parts
+            small = len(first) <= _JOIN_BELOW
+            parts = (start + first, *rest) if small else (start, first, *rest)
+        views = collections.deque(memoryview(part) for part in parts if part)
+        try:
+            self.sock.settimeout(0.0)
+            if send_some(self.sock, views):
+                return
+        except OSError as exc:  # the client went away, or was evicted
+            log.debug("%s: connection ended while answering: %s", self._client, exc)
+            self.close = True
+            return
+        # The rest goes out from the selector as the client takes it, within the deadline.
+        now = time.monotonic()
+        slot = self.slot
+        slot.pending = views
+        slot.deadline = now + self.limits.write_timeout
+        slot.writing = True
+        slot.waiting_since = now
+
+
+def send_some(sock: socket.socket, views: collections.deque[memoryview]) -> bool:
+    """Send from ``views`` (in slices of their own buffers) what a non-blocking socket
+    takes now; True once all is sent.  OSError if the connection is gone."""
+    while views:
+        view = views[0]
+        try:
+            sent = sock.send(view[:_SEND_SLICE])
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return False
+        if sent >= len(view):
+            views.popleft()
+        else:
+            views[0] = view[sent:]
+    return True
+
+
+def _tls_pending(sock: socket.socket) -> int:
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 class HardenedHTTPServer(socketserver.TCPServer):
-    """Accepts connections (TLS when ``ssl_context`` is set); one thread each."""
+    """Accepts connections (TLS when ``ssl_context`` is set); serves them with a bounded
+    number of worker threads."""
 
     allow_reuse_address = True
 
@@ -296,42 +615,71 @@ class HardenedHTTPServer(socketserver.TCPServer):
         self.app = app
         self.limits = limits
         self.ssl_context = ssl_context
-        self.limiter = ConnectionLimiter(limits.max_connections)
+        self.limiter = ConnectionLimiter(limits.max_connections, limits.workers, limits.stall_grace)
         self._stopping = False
         self._serving = False
         self._stopped = threading.Event()
-        super().__init__(address, _Connection)
+        self._returned: collections.deque[_Slot] = collections.deque()
+        self._parked: list[_Slot] = []
+        self._order = itertools.count()  # ties between equal deadlines, in the heap
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        super().__init__(address, None)  # type: ignore[arg-type]
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Accept connections and hold them, without a thread, until their first bytes
-        arrive (or their deadline passes); then serve each in a thread of its own."""
+        """Accept connections and hold them, without a thread, until they have bytes to
+        read (or their deadline passes); then serve each in a worker until its answer
+        is written."""
         self._serving = True
         self.socket.setblocking(False)  # accept everything queued in one go
         deadlines: list[tuple[float, int, _Slot]] = []
         with selectors.DefaultSelector() as room:
             room.register(self.socket, selectors.EVENT_READ)
+            room.register(self._wake_r, selectors.EVENT_READ)
             try:
                 while not self._stopping:
                     timeout = poll_interval
+                    if self._parked:  # a stalled writer may become takeable
+                        timeout = min(timeout, self.limits.stall_grace / 2)
                     if deadlines:
                         timeout = min(timeout, max(deadlines[0][0] - time.monotonic(), 0.0))
                     for key, _ in room.select(timeout):
                         if key.fileobj is self.socket:
                             self._accept_all(room, deadlines)
+                        elif key.fileobj is self._wake_r:
+                            with contextlib.suppress(OSError):
+                                self._wake_r.recv(4096)
+                        elif key.data.pending is not None:
+                            self._write_more(room, deadlines, key.data)
                         else:
                             room.unregister(key.fileobj)
-                            self._dispatch(key.data)
+                            self._ready(key.data)
+                    self._take_back(room, deadlines)
+                    self._dispatch_parked()
                     self._expire(room, deadlines)
             finally:
                 for key in list(room.get_map().values()):
-                    if key.fileobj is not self.socket:
+                    if key.fileobj not in (self.socket, self._wake_r):
                         self.shutdown_request(key.fileobj)  # type: ignore[arg-type]
+                for slot in [*self._parked, *self._returned]:
+                    self.shutdown_request(slot.sock)
                 self._stopped.set()
 
     def shutdown(self) -> None:
         self._stopping = True
+        self._wake()
         if self._serving:
             self._stopped.wait()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
 
     def _accept_all(self, room: selectors.BaseSelector, deadlines: list) -> None:
         while True:
@@ -347,27 +695,107 @@ class HardenedHTTPServer(socketserver.TCPServer):
                 self._busy(sock)
                 continue
             sock.setblocking(True)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.limits.send_buffer is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer)
+            slot.deadline = slot.accepted + self.limits.read_timeout
             room.register(sock, selectors.EVENT_READ, slot)
-            deadline = slot.accepted + self.limits.read_timeout
-            heapq.heappush(deadlines, (deadline, id(slot), slot))
+            heapq.heappush(deadlines, (slot.deadline, next(self._order), slot))
 
-    def _dispatch(self, slot: _Slot) -> None:
-        if slot.evicted:  # made room for a newer connection while it said nothing
+    def _ready(self, slot: _Slot) -> None:
+        """``slot`` has bytes to read: a worker for it, or a wait for one."""
+        if slot.evicted:  # made room for a newer connection while it waited
             self.shutdown_request(slot.sock)
             return
-        # A bare thread: threading.Thread.start() waits for the thread to run, which
-        # in a burst of connections would make each one wait for a context switch.
-        _thread.start_new_thread(self._serve, (slot.sock, slot.client_address, slot))
+        if slot.readable_since is None:
+            slot.readable_since = time.monotonic()
+        slot.complete = self._head_complete(slot)
+        if self.limiter.take_worker(slot):
+            # A bare thread: threading.Thread.start() waits for the thread to run, which
+            # in a burst of connections would make each one wait for a context switch.
+            _thread.start_new_thread(self._serve, (slot,))
+        else:
+            self._parked.append(slot)
+
+    def _dispatch_parked(self) -> None:
+        """Workers for waiting connections: those whose request head is all there first,
+        then the newest first (a scraper that just came)."""
+        if not self._parked:
+            return
+        for slot in [s for s in self._parked if s.evicted]:
+            self._parked.remove(slot)
+            self.shutdown_request(slot.sock)
+        for slot in self._parked:
+            slot.complete = slot.complete or self._head_complete(slot)
+        self._parked.sort(key=lambda s: (s.complete, s.readable_since or 0.0))
+        while self._parked and self.limiter.take_worker(self._parked[-1]):
+            _thread.start_new_thread(self._serve, (self._parked.pop(),))
+
+    def _head_complete(self, slot: _Slot) -> bool:
+        """Whether the request head has all come, seen without reading it (a plain
+        connection; under TLS the bytes cannot be seen, and count as complete)."""
+        if self.ssl_context is not None:
+            return True
+        try:
+            data = slot.sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return True  # the worker will find out what is wrong
+        return not data or b"\r\n\r\n" in data or b"\n\n" in data
+
+    def _take_back(self, room: selectors.BaseSelector, deadlines: list) -> None:
+        """Kept-alive connections whose worker is done: wait in the selector again."""
+        while self._returned:
+            slot = self._returned.popleft()
+            if slot.evicted or self._stopping:
+                self.limiter.release(slot)
+                self.shutdown_request(slot.sock)
+                continue
+            event = selectors.EVENT_READ if slot.pending is None else selectors.EVENT_WRITE
+            room.register(slot.sock, event, slot)
+            heapq.heappush(deadlines, (slot.deadline, next(self._order), slot))
+
+    def _write_more(self, room: selectors.BaseSelector, deadlines: list, slot: _Slot) -> None:
+        """The client can take more of its answer: send it; once all is sent, wait for
+        the next request (or close)."""
+        assert slot.pending is not None
+        left = sum(len(view) for view in slot.pending)
+        try:
+            done = send_some(slot.sock, slot.pending)
+        except OSError as exc:
+            log.debug("%s: connection ended while answering: %s", slot.client_address[0], exc)
+            done, slot.keep_after = True, False
+        now = time.monotonic()
+        if not done:
+            if sum(len(view) for view in slot.pending) < left:
+                slot.waiting_since = now  # it took something: not stalled
+            return
+        slot.pending, slot.writing = None, False
+        if slot.keep_after and not slot.evicted and not self._stopping:
+            slot.deadline = now + self.limits.read_timeout
+            slot.waiting_since = now
+            room.modify(slot.sock, selectors.EVENT_READ, slot)
+            heapq.heappush(deadlines, (slot.deadline, next(self._order), slot))
+            return
+        room.unregister(slot.sock)
+        self.limiter.release(slot)
+        self.shutdown_request(slot.sock)
 
     def _expire(self, room: selectors.BaseSelector, deadlines: list) -> None:
-        """Close the connections that sent nothing before their deadline."""
+        """Close the connections that sent nothing, or did not take their answer,
+        before their deadline."""
         now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
-            _, _, slot = heapq.heappop(deadlines)
-            try:
-                room.unregister(slot.sock)
-            except (KeyError, ValueError):
-                continue  # already in a thread of its own
+            deadline, _, slot = heapq.heappop(deadlines)
+            if deadline != slot.deadline:
+                continue  # an older request's deadline
+            if slot in self._parked:
+                self._parked.remove(slot)
+            else:
+                try:
+                    room.unregister(slot.sock)
+                except (KeyError, ValueError):
+                    continue  # in a worker: it keeps its own deadline
             self.limiter.release(slot)
             self.shutdown_request(slot.sock)
 
@@ -380,23 +808,49 @@ class HardenedHTTPServer(socketserver.TCPServer):
                 sock.send(_BUSY)
         self.shutdown_request(sock)
 
-    def _serve(self, sock: socket.socket, client_address: tuple[str, int], slot: _Slot) -> None:
-        conn = sock
+    def _serve(self, slot: _Slot) -> None:
+        keep = False
         try:
-            if self.ssl_context is not None:
-                conn = self.ssl_context.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
-                )
-                slot.sock = conn  # eviction must reach the socket that now owns the descriptor
-                conn.settimeout(
-                    max(slot.accepted + self.limits.read_timeout - time.monotonic(), 0.01)
-                )
-                conn.do_handshake()  # bounded as a whole by the timeout
-            _Connection(conn, client_address, self, slot)
+            if self.ssl_context is not None and not slot.tls and not self._handshake(slot):
+                return
+            keep = _Connection(self, slot, slot.sock).serve()
         except (OSError, ssl.SSLError) as exc:  # the client went away, or spoke no TLS
-            log.debug("connection from %s ended: %s", client_address[0], exc)
+            log.debug("connection from %s ended: %s", slot.client_address[0], exc)
         except Exception:
-            log.exception("error serving a connection from %s", client_address[0])
+            log.exception("error serving a connection from %s", slot.client_address[0])
         finally:
-            self.limiter.release(slot)
-            self.shutdown_request(conn)
+            self.limiter.release_worker(slot)
+            if keep and not self._stopping:
+                self._returned.append(slot)
+            else:
+                self.limiter.release(slot)
+                self.shutdown_request(slot.sock)
+            self._wake()  # a worker is free; maybe a connection to take back
+
+    def _handshake(self, slot: _Slot) -> bool:
+        """The TLS handshake within the request deadline; plain HTTP gets a plain 400."""
+        sock = slot.sock
+        sock.settimeout(max(slot.deadline - time.monotonic(), 0.01))
+        first = sock.recv(1, socket.MSG_PEEK)
+        if not first:
+            return False
+        if first[0] != _TLS_HANDSHAKE and first.isalpha():
+            self._plain_to_tls(sock)
+            return False
+        conn = self.ssl_context.wrap_socket(  # type: ignore[union-attr]
+            sock, server_side=True, do_handshake_on_connect=False
+        )
+        slot.sock = conn  # eviction must reach the socket that now owns the descriptor
+        conn.settimeout(max(slot.deadline - time.monotonic(), 0.01))
+        conn.do_handshake()  # bounded as a whole by the timeout
+        slot.tls = True
+        return True
+
+    def _plain_to_tls(self, sock: socket.socket) -> None:
+        log.debug("plain HTTP on the TLS port from %s", sock.getpeername()[0])
+        sock.settimeout(0.05)
+        with contextlib.suppress(OSError):  # read what came, so that closing does not reset
+            sock.recv(self.limits.max_header_bytes)
+        sock.settimeout(1.0)
+        with contextlib.suppress(OSError):
+            sock.sendall(_PLAIN_TO_TLS)
