@@ -310,6 +310,14 @@ class NaiveCollector:
                 family.add_metric(labels, value)
         yield from budget_families
 
+        held = GaugeMetricFamily("budget_held_amount", "Held.", labels=["budget", "currency"])
+        for budget in self.budgets:
+            held.add_metric([budget["name"], budget["currency"]], 0.0)  # nothing held
+        yield held
+        store = GaugeMetricFamily("budget_exporter_holds_store_up", "Store.", labels=["store"])
+        store.add_metric(["memory"], 1)
+        yield store
+
         feeds = GaugeMetricFamily(
             "budget_source_info", "Sources of budgets.", labels=[*names, "source", "provider"]
         )

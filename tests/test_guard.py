@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+from prometheus_client import CollectorRegistry
 
 from budget_exporter import guard as guard_module
 from budget_exporter.guard import (
@@ -21,6 +22,7 @@ from budget_exporter.guard import (
     check_budget,
     guarded,
 )
+from budget_exporter.metering import Meter
 from budget_exporter.pricing import estimate
 from tests.support.fake_upstream import FakeUpstream, Reply
 
@@ -69,8 +71,18 @@ def test_denied_raises_budget_exceeded_with_the_reason() -> None:
 
 
 @responses.activate
-def test_answers_are_cached_briefly_per_budget_and_cost() -> None:
+def test_allowed_answers_are_never_reused() -> None:
+    # Two operations must never go through on one "allowed": each check asks.
     responses.add(responses.POST, CHECK, json=answer(True))
+    guard = BudgetGuard(URL, cache_seconds=60)
+    for _ in range(3):
+        assert guard.check("openai", cost=1).allowed
+    assert len(responses.calls) == 3 and guard.cache_len() == 0
+
+
+@responses.activate
+def test_denied_answers_are_cached_briefly_per_budget_and_cost() -> None:
+    responses.add(responses.POST, CHECK, json=answer(False))
     guard = BudgetGuard(URL, cache_seconds=0.3)
     guard.check("openai", cost=1)
     guard.check("openai", cost=1)
@@ -88,7 +100,7 @@ def test_answers_are_cached_briefly_per_budget_and_cost() -> None:
 
 @responses.activate
 def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
-    responses.add(responses.POST, CHECK, json=answer(True))
+    responses.add(responses.POST, CHECK, json=answer(False))
     guard = BudgetGuard(URL, cache_seconds=60, cache_size=2)
     guard.check("openai", cost=1)
     guard.check("openai", cost=2)
@@ -106,7 +118,7 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
 
 @responses.activate
 def test_many_distinct_costs_do_not_grow_the_cache_without_limit() -> None:
-    responses.add(responses.POST, CHECK, json=answer(True))
+    responses.add(responses.POST, CHECK, json=answer(False))
     guard = BudgetGuard(URL, cache_seconds=60, cache_size=50)
     for cents in range(300):
         guard.check("openai", cost=Decimal(cents) / 100)
@@ -118,7 +130,7 @@ def test_many_distinct_costs_do_not_grow_the_cache_without_limit() -> None:
 
 @responses.activate
 def test_expired_answers_are_dropped_when_one_is_added() -> None:
-    responses.add(responses.POST, CHECK, json=answer(True))
+    responses.add(responses.POST, CHECK, json=answer(False))
     guard = BudgetGuard(URL, cache_seconds=0.05)
     for cost in range(20):
         guard.check("openai", cost=cost)
@@ -271,3 +283,137 @@ def test_an_exporter_without_the_budget_is_a_caller_error() -> None:
             BudgetGuard(fake.url, timeout=2).check("x")
     finally:
         fake.stop()
+
+
+# -- descriptions and holds ------------------------------------------------------------------
+
+RELEASE = f"{URL}/api/v1/release"
+HOLD_ID = "ab" * 16
+
+
+def described_answer(allowed: bool, hold: bool = False) -> dict[str, Any]:
+    budgets = [
+        {"allowed": True, "budget": "growth", "state": "ok", "ratio_after": 0.4},
+        {"allowed": allowed, "budget": "company", "state": "warning", "ratio_after": 0.93},
+    ]
+    return {
+        "allowed": allowed,
+        "reason": "budget company: over" if not allowed else "every budget has room",
+        "blocking": [] if allowed else ["company"],
+        "currency": "USD",
+        "budgets": budgets,
+        **({"hold": {"id": HOLD_ID, "amount": 5.0}} if hold else {}),
+    }
+
+
+@responses.activate
+def test_a_described_spend_is_sent_and_the_blocking_budget_named() -> None:
+    responses.add(responses.POST, CHECK, json=described_answer(False))
+    guard = BudgetGuard(URL)
+    dims = {"sub_account_id": "growth", "model": "gpt-4o"}
+    with pytest.raises(BudgetExceeded) as caught:
+        guard.check_budget(source="openai", dimensions=dims, cost=5)
+    decision = caught.value.decision
+    assert sent(responses.calls[0]) == {"source": "openai", "dimensions": dims, "cost": 5}
+    assert decision.blocking == ("company",) and decision.budgets == ("growth", "company")
+    assert decision.budget == "company" and "budget 'company'" in str(caught.value)
+    assert decision.state == "warning" and decision.ratio_after == 0.93
+    guard.check(["growth", "company"], cost=1)
+    assert sent(responses.calls[1]) == {"budget": ["growth", "company"], "cost": 1}
+    with pytest.raises(BudgetCheckError, match="source"):
+        guard.check(dimensions={"model": "x"})
+    with pytest.raises(BudgetCheckError, match="name a budget"):
+        guard.check()
+
+
+@responses.activate
+def test_spending_holds_and_releases_with_what_was_recorded() -> None:
+    responses.add(responses.POST, CHECK, json=described_answer(True, hold=True))
+    responses.add(responses.POST, RELEASE, json={"hold": HOLD_ID, "state": "recorded"})
+    meter = Meter(CollectorRegistry())
+    guard = BudgetGuard(URL, meter=meter, client="worker-1", hold_seconds=30)
+    with guard.spending(source="openai", dimensions={"sub_account_id": "growth"}, cost=5) as spent:
+        spent.record(3.5, model="gpt-4o")
+    request = sent(responses.calls[0])
+    assert request["hold"] is True and request["client"] == "worker-1"
+    assert request["hold_seconds"] == 30 and len(request["idempotency_key"]) == 32
+    assert sent(responses.calls[1]) == {"hold": HOLD_ID, "cost": 3.5}
+    # Recorded in the per-source counter, with the description's dimensions.
+    value = meter._registry.get_sample_value(  # type: ignore[union-attr]
+        "budget_app_source_spend_amount_total",
+        {
+            "source": "openai",
+            "model": "gpt-4o",
+            "sub_account_id": "growth",
+            "service_name": "",
+            "region_id": "",
+            "charge_category": "",
+            "currency": "USD",
+        },
+    )
+    assert value == 3.5
+
+
+@responses.activate
+def test_a_block_that_raises_releases_what_it_recorded_and_one_that_ends_the_estimate() -> None:
+    responses.add(responses.POST, CHECK, json={**answer(True), "hold": {"id": HOLD_ID}})
+    responses.add(responses.POST, RELEASE, json={})
+    guard = BudgetGuard(URL, meter=Meter(CollectorRegistry()))
+    with pytest.raises(RuntimeError), guard.spending("openai", cost=5, currency="USD"):
+        raise RuntimeError("failed")
+    assert sent(responses.calls[1]) == {"hold": HOLD_ID}  # nothing spent
+    with guard.spending("openai", cost=5, currency="USD"):
+        pass
+    assert sent(responses.calls[3]) == {"hold": HOLD_ID, "cost": 5}
+    with guard.spending("openai", cost=5, hold=False):
+        pass
+    assert "hold" not in sent(responses.calls[4]) and len(responses.calls) == 5
+
+
+@responses.activate
+def test_a_failed_release_is_logged_and_the_block_still_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    responses.add(responses.POST, CHECK, json={**answer(True), "hold": {"id": HOLD_ID}})
+    responses.add(responses.POST, RELEASE, json={"error": "holds store down"}, status=503)
+    guard = BudgetGuard(URL, meter=Meter(CollectorRegistry()))
+    with caplog.at_level(logging.WARNING), guard.spending("openai", cost=1, currency="USD"):
+        pass
+    assert "could not release hold" in caplog.text and "ends at its expiry" in caplog.text
+
+
+@responses.activate
+def test_a_hold_request_lost_on_the_way_is_retried_once_with_the_same_key() -> None:
+    responses.add(responses.POST, CHECK, body=requests.ConnectionError("reset"))
+    responses.add(responses.POST, CHECK, json={**answer(True), "hold": {"id": HOLD_ID}})
+    responses.add(responses.POST, RELEASE, json={})
+    guard = BudgetGuard(URL, meter=Meter(CollectorRegistry()))
+    with guard.spending("openai", cost=1, currency="USD"):
+        pass
+    keys = [sent(c)["idempotency_key"] for c in responses.calls[:2]]
+    assert keys[0] == keys[1]
+
+
+@responses.activate
+def test_too_many_holds_is_a_denial_not_a_pass() -> None:
+    responses.add(responses.POST, CHECK, json={"error": "too many holds"}, status=429)
+    guard = BudgetGuard(URL, fail_open=True, meter=Meter(CollectorRegistry()))
+    ran: list[str] = []
+    with pytest.raises(BudgetExceeded, match="too many holds"), guard.spending("openai", cost=1):
+        ran.append("ran")
+    assert ran == []
+
+
+@responses.activate
+def test_the_decorator_holds_and_releases_with_the_recorded_cost() -> None:
+    responses.add(responses.POST, CHECK, json={**answer(True), "hold": {"id": HOLD_ID}})
+    responses.add(responses.POST, RELEASE, json={})
+    guard = BudgetGuard(URL, meter=Meter(CollectorRegistry()))
+
+    @guard.guarded("openai", cost=2, record=lambda reply: reply["cost"], currency="USD")
+    def call() -> dict[str, float]:
+        return {"cost": 1.25}
+
+    call()
+    assert sent(responses.calls[0])["hold"] is True
+    assert sent(responses.calls[1]) == {"hold": HOLD_ID, "cost": 1.25}

@@ -1,34 +1,7 @@
-"""Count what an application spends, in Prometheus, for real-time budgets.
+"""Count what an application spends in a ``prometheus_client`` counter, for a ``prometheus``
+source to read back (see docs/realtime.md).
 
-For services that run neither LiteLLM nor OpenTelemetry GenAI instrumentation:
-record the cost of each operation into a ``prometheus_client`` counter that the
-service already exposes on its ``/metrics``; a ``prometheus`` source of the
-exporter then reads it back through PromQL (see docs/realtime.md).
-
-    from budget_exporter.metering import record_cost, record_tokens
-
-    record_cost("openai", 0.042, model="gpt-4o")                  # a known cost
-    record_tokens("openai", "gpt-4o", input_tokens=1200, output_tokens=300)
-
-The counter is :data:`SPEND_METRIC` (``budget_app_spend_amount_total`` in the
-exposition) with the labels ``budget``, ``model`` and ``currency``.  Label values
-are bounded per process:
-
-* at most ``max_budgets`` distinct budget names: recording against one more
-  raises :class:`TooManyBudgets` (budget names are the exporter's budgets, a
-  short fixed list; one name per user or request is a bug to fix, and its spend
-  must not be moved into another budget's series);
-* at most ``max_series`` distinct (budget, model, currency) combinations; a
-  further combination is counted under ``model="other"`` with its budget and
-  currency kept, so every budget's spend stays whole, with a warning.
-
-So the counter has at most ``max_series`` series plus one ``model="other"``
-series per budget and currency.
-
-Works in ``prometheus_client`` multiprocess mode (gunicorn and the like): set
-``PROMETHEUS_MULTIPROC_DIR`` before the first counter is created, as
-``prometheus_client`` requires, and expose the directory with its
-``MultiProcessCollector``; each worker's increments are summed there.
+    record_cost("openai", 0.042, model="gpt-4o")
 """
 
 from __future__ import annotations
@@ -36,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from decimal import Decimal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
@@ -43,7 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from budget_exporter.core.money import given_cost
 from budget_exporter.pricing import PriceTable, default_table
 
-log = logging.getLogger("budget_exporter.metering")
+log = logging.getLogger(__name__)
 
 SPEND_METRIC = "budget_app_spend_amount"
 """The counter's name without its ``_total`` suffix."""
@@ -52,6 +26,15 @@ SPEND_HELP = (
     "or by the budget-exporter price table), by budget, model and currency."
 )
 LABELS = ("budget", "model", "currency")
+SOURCE_SPEND_METRIC = "budget_app_source_spend_amount"
+"""The per-source counter (a spend described by its source and dimensions), without ``_total``."""
+SOURCE_SPEND_HELP = (
+    "Money spent by this process on metered operations, by the source the spend shows up "
+    "in, its FOCUS dimensions and currency."
+)
+SOURCE_DIMENSIONS = ("model", "sub_account_id", "service_name", "region_id", "charge_category")
+"""The dimensions a described spend may carry (labels of the per-source counter)."""
+SOURCE_LABELS = ("source", *SOURCE_DIMENSIONS, "currency")
 OTHER = "other"
 DEFAULT_MAX_SERIES = 200
 DEFAULT_MAX_BUDGETS = 50
@@ -92,8 +75,13 @@ class Meter:
         self.counter = Counter(
             SPEND_METRIC, SPEND_HELP, LABELS, namespace=namespace, registry=registry
         )
+        self._registry = registry
+        self._namespace = namespace
+        self._source_counter: Counter | None = None
         self._seen: set[tuple[str, str, str]] = set()
         self._budgets: set[str] = set()
+        self._source_seen: set[tuple[str, ...]] = set()
+        self._sources: set[str] = set()
         self._lock = threading.Lock()
 
     def price_table(self) -> PriceTable:
@@ -110,6 +98,84 @@ class Meter:
         if amount:
             self.counter.labels(*self._labels(budget, model, currency)).inc(float(amount))
         return amount
+
+    def declare(
+        self, budget: str, *, models: tuple[str, ...] = ("",), currency: str = "USD"
+    ) -> None:
+        """Create the budget's series for ``models`` (and ``currency``) at zero, if new.
+
+        ``increase()`` counts only what a series gains between two scrapes: a series whose
+        first scrape already carries spend loses that spend.  Declare at start-up each
+        budget and model the process will record, so Prometheus scrapes them at zero first
+        (docs/realtime.md, when the meter is wrong).  Bounded as :meth:`record_cost`."""
+        currency = currency_code(currency)
+        if not budget:
+            raise ValueError("budget must name the budget the spend counts against")
+        for model in models:
+            self.counter.labels(*self._labels(budget, model, currency))
+
+    def record_spend(
+        self,
+        source: str,
+        cost: Amount,
+        *,
+        dimensions: Mapping[str, str] | None = None,
+        currency: str = "USD",
+    ) -> Decimal:
+        """Add ``cost`` to the per-source counter: a spend described as for the check API,
+        by the source it shows up in and its dimensions (see :data:`SOURCE_DIMENSIONS`;
+        another dimension raises ValueError).  Returns the cost as a Decimal.
+
+        Bounded as the per-budget counter: at most ``max_budgets`` sources, and beyond
+        ``max_series`` combinations a new one is counted with every dimension ``other``."""
+        amount = given_cost(cost)
+        currency = currency_code(currency)
+        if not source:
+            raise ValueError("source must name the source the spend shows up in")
+        dims = dict(dimensions or {})
+        unknown = sorted(set(dims) - set(SOURCE_DIMENSIONS))
+        if unknown:
+            raise ValueError(
+                f"dimension {unknown[0]!r} cannot be recorded (known: {', '.join(SOURCE_DIMENSIONS)})"
+            )
+        if amount:
+            values = (source, *(str(dims.get(d, "")) for d in SOURCE_DIMENSIONS), currency)
+            self._spend_counter().labels(*self._source_labels(values)).inc(float(amount))
+        return amount
+
+    def _spend_counter(self) -> Counter:
+        with self._lock:
+            if self._source_counter is None:
+                self._source_counter = Counter(
+                    SOURCE_SPEND_METRIC,
+                    SOURCE_SPEND_HELP,
+                    SOURCE_LABELS,
+                    namespace=self._namespace,
+                    registry=self._registry,
+                )
+            return self._source_counter
+
+    def _source_labels(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        source = values[0]
+        with self._lock:
+            if values in self._source_seen:
+                return values
+            if source not in self._sources:
+                if len(self._sources) >= self.max_budgets:
+                    raise TooManyBudgets(
+                        f"spend counter has {self.max_budgets} sources already: {source!r} is "
+                        "not recorded (sources must be the exporter's sources)"
+                    )
+                self._sources.add(source)
+            if len(self._source_seen) < self.max_series:
+                self._source_seen.add(values)
+                return values
+        log.warning(
+            "per-source spend counter has %d label combinations already: counted as %r",
+            self.max_series,
+            OTHER,
+        )
+        return (source, *([OTHER] * len(SOURCE_DIMENSIONS)), values[-1])
 
     def record_tokens(self, budget: str, model: str, *counts: int, **named: int) -> Decimal:
         """Price the tokens of one call with the price table and record the cost.
@@ -165,6 +231,18 @@ def record_cost(budget: str, cost: Amount, *, model: str = "", currency: str = "
     return default_meter().record_cost(budget, cost, model=model, currency=currency)
 
 
+def declare(budget: str, *, models: tuple[str, ...] = ("",), currency: str = "USD") -> None:
+    """Create series at zero with the default meter; see :meth:`Meter.declare`."""
+    default_meter().declare(budget, models=models, currency=currency)
+
+
 def record_tokens(budget: str, model: str, *counts: int, **named: int) -> Decimal:
     """Price and record one call's tokens with the default meter; see :meth:`Meter.record_tokens`."""
     return default_meter().record_tokens(budget, model, *counts, **named)
+
+
+def record_spend(
+    source: str, cost: Amount, *, dimensions: Mapping[str, str] | None = None, currency: str = "USD"
+) -> Decimal:
+    """Record a described spend with the default meter; see :meth:`Meter.record_spend`."""
+    return default_meter().record_spend(source, cost, dimensions=dimensions, currency=currency)

@@ -536,3 +536,29 @@ def test_notes_render() -> None:
     ]
     assert f"port-forward svc/{FULLNAME} 9820" in notes
     assert "WARNING: replicaCount is 2" in notes
+
+
+def test_network_policy_opens_the_meters_ports() -> None:
+    """The docs' meter (``http://prometheus:9090``) is reachable with the default policy: the
+    port of every prometheus source's url is allowed, and meterPorts adds those it cannot read."""
+    sources = [
+        {"name": "demo", "provider": "demo", "monthly_spend": 10},
+        {"name": "meter", "provider": "prometheus", "url": "http://prometheus.monitoring:9090",
+         "query": "sum(spend)", "currency": "USD"},
+        {"name": "mimir", "provider": "prometheus", "url": "https://mimir.example",
+         "query": "sum(spend)", "currency": "USD"},
+        {"name": "env", "provider": "prometheus", "url": "${PROMETHEUS_URL}",
+         "query": "sum(spend)", "currency": "USD"},
+    ]  # fmt: skip
+    values = {
+        "config": {"sources": sources, "budgets": [{"name": "b", "limit": 1, "currency": "USD"}]},
+        "networkPolicy": {"enabled": True, "egress": {"meterPorts": [8428]}},
+    }
+    policy = one(render(values), "NetworkPolicy")
+    for port in (443, 9090, 8428):
+        assert allows(policy, "10.96.0.20", port), port
+    assert not allows(policy, "10.96.0.20", 80) and not allows(policy, "10.96.0.20", 9091)
+    plain = one(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert not allows(plain, "10.96.0.20", 9090), "no meter, no port"
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(policy, version, strict=True)

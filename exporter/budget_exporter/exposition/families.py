@@ -1,15 +1,51 @@
-"""Render a snapshot to the Prometheus text format and OpenMetrics, once per change.
+"""The metric families of a snapshot, built from immutable budget views and source states
+(``render`` turns them into bytes once per snapshot; see docs/metrics.md).  Gauges unless
+marked::
 
-The families are built from immutable data with ``prometheus_client``'s metric
-families and rendered to bytes (see :mod:`budget_exporter.exposition.rendering`);
-``/metrics`` then serves those bytes as they are, plus the ``process_*`` metrics.
+    per budget {budget, currency, period, <the budget's static labels>}
+        budget_limit_amount
+        budget_spend_amount
+        budget_billed_spend_amount
+        budget_metered_spend_amount
+        budget_forecast_amount
+        budget_usage_ratio
+        budget_forecast_ratio
+        budget_warning_threshold_ratio
+        budget_stop_threshold_ratio
+        budget_anomaly_threshold_ratio
+        budget_anomaly_min_daily_amount
+        budget_anomaly_min_history_seconds
+        budget_burn_rate_critical_horizon_seconds
+        budget_burn_rate_warning_horizon_seconds
+        budget_period_start_timestamp_seconds
+        budget_period_end_timestamp_seconds
+        budget_source_info{..., source, provider}                 always 1
+        budget_meter_blind{..., source}                           per billed source with meters
+    per source {source, provider}
+        budget_source_up
+        budget_source_last_success_timestamp_seconds
+        budget_source_last_attempt_timestamp_seconds
+        budget_source_poll_duration_seconds
+        budget_source_poll_interval_seconds
+        budget_source_data_through_timestamp_seconds
+        budget_source_api_requests_total{status}                  counter
+        budget_source_cost_amount{currency, period, <dimensions>} capped per source
+        <a provider's own samples>{<their labels>}
+    exporter
+        budget_exporter_build_info{version}                       always 1
+        budget_exporter_config_last_reload_successful
+        budget_exporter_config_last_reload_success_timestamp_seconds
+        budget_currency_mismatch_lines_total{budget, source, currency}   counter
+    rendered at each scrape (holds_families)
+        budget_held_amount{budget, currency}
+        budget_exporter_holds_store_up{store}
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -19,9 +55,8 @@ from budget_exporter import __version__
 from budget_exporter.accounting.budgets import BudgetView
 from budget_exporter.accounting.feeds import Feed
 from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.core.model import TARGET_LABELS, SpendLine
+from budget_exporter.core.model import REQUEST_STATUSES, TARGET_LABELS, SpendLine
 from budget_exporter.exposition.rendering import Rendered
-from budget_exporter.providers._http import REQUEST_STATUSES
 
 CACHED = "Cached from the last successful poll; scrapes never call the provider."
 """Appended to the HELP of every value that comes from a poll."""
@@ -240,7 +275,31 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         end.add_metric(values, b.window.end.timestamp())
     tuning = [anomaly, anomaly_floor, anomaly_history, critical_horizon, warning_horizon]
     amounts = [limit, spend, billed, metered, forecast]
-    return [*amounts, usage, fratio, warning, stop, *tuning, start, end]
+    return [*amounts, usage, fratio, warning, stop, *tuning, start, end, *_blind_family(budgets)]
+
+
+def _blind_family(budgets: Sequence[BudgetView]) -> list[Metric]:
+    """1 per budget and billed source whose joined meters add nothing while the bill's
+    open part shows spend (see docs/realtime.md#when-the-meter-is-wrong); budgets
+    without a joined meter have no series, and without any the family is left out."""
+    static = sorted({k for b in budgets for k, _ in b.labels})
+    blind = GaugeMetricFamily(
+        "budget_meter_blind",
+        "1 if the meters joined to the billed source (label source) add nothing to the "
+        "budget while the bill shows spend after its data horizon (their query matched no "
+        "series, or their dimensions differ from the budget's match): the bill's open part "
+        f"is counted instead; else 0. {CACHED}",
+        labels=["budget", "currency", "period", "source", *static],
+    )
+    for b in budgets:
+        extra = dict(b.labels)
+        for part in b.parts:
+            if part.meters or part.meters_left_out:
+                values = [b.name, b.currency, b.period, part.source]
+                blind.add_metric(
+                    [*values, *(extra.get(k, "") for k in static)], 1 if part.blind else 0
+                )
+    return [blind] if blind.samples else []
 
 
 def _source_families(states: Sequence[SourceState]) -> list[Metric]:
@@ -397,6 +456,29 @@ def _exporter_families(status: ExporterStatus) -> list[Metric]:
     return families
 
 
-def render(families: list[Metric]) -> Rendered:
-    """Both formats of the families, plain and gzipped, for :meth:`Rendered.select`."""
-    return Rendered.of(families)
+def holds_families(
+    held: Mapping[str, Decimal], currencies: Mapping[str, str], store: str, store_up: bool
+) -> list[Metric]:
+    """The amounts held per budget (every configured budget, 0 when none) and the health
+    of the holds store; rendered at each scrape, as holds change between polls."""
+    amount = GaugeMetricFamily(
+        "budget_held_amount",
+        "Amount held against the budget by allowed checks in flight, plus recorded costs no "
+        "meter poll has covered yet (counted by the check API on top of budget_spend_amount).",
+        labels=["budget", "currency"],
+    )
+    for budget, currency in currencies.items():
+        amount.add_metric([budget, currency], float(held.get(budget, Decimal(0))))
+    up = GaugeMetricFamily(
+        "budget_exporter_holds_store_up",
+        "1 if the store of holds (memory, or a shared Redis) answered its last request, else 0.",
+        labels=["store"],
+    )
+    up.add_metric([store], 1 if store_up else 0)
+    return [amount, up]
+
+
+def render(families: list[Metric], live: Callable[[bool], bytes] | None = None) -> Rendered:
+    """Both formats of the families, plain and gzipped, for :meth:`Rendered.select`;
+    ``live`` renders the families that change between snapshots, at each scrape."""
+    return Rendered.of(families, live)

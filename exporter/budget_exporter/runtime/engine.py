@@ -1,14 +1,5 @@
-"""Background polling and the atomically swapped snapshot.
-
-A :class:`~budget_exporter.runtime.scheduler.PollScheduler` runs every source's polls on
-a bounded pool of worker threads (``global.poll_workers``), each source on its
-own interval (with jitter, and again right after each period boundary), never
-two polls of a source at once.  Finished polls ask a
-:class:`~budget_exporter.runtime.scheduler.Coalescer` for a rebuild: a burst of polls
-leads to one rebuild of the immutable :class:`Snapshot` -- budgets computed,
-exposition rendered -- swapped in with a single reference assignment; scrapes
-only ever read the current one.  A poll started directly (tests, ``--once``)
-rebuilds at once instead.
+"""The engine: runs every source's polls in the background and swaps in an immutable
+snapshot (budgets computed, exposition rendered) after each burst of polls.
 """
 
 from __future__ import annotations
@@ -36,18 +27,35 @@ from budget_exporter.accounting.budgets import (
     match_problems,
 )
 from budget_exporter.accounting.feeds import budget_feeds
+from budget_exporter.accounting.holds import covered_until
 from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.config.loader import Config, load_config
+from budget_exporter.config.loader import load_config
+from budget_exporter.config.schema import Config
 from budget_exporter.core.errors import ConfigError, SourceError
 from budget_exporter.core.model import PollResult, Window
 from budget_exporter.core.money import is_plausible
-from budget_exporter.core.periods import window_at
+from budget_exporter.core.periods import next_boundary, window_at
 from budget_exporter.core.redaction import redactor
-from budget_exporter.exposition.families import ExporterStatus, Rendered, build_families, render
-from budget_exporter.providers.base import Provider, ProviderContext, SourceConfig
+from budget_exporter.exposition.families import (
+    ExporterStatus,
+    Rendered,
+    build_families,
+    holds_families,
+    render,
+)
+from budget_exporter.exposition.rendering import write_families
+from budget_exporter.providers.base import (
+    Provider,
+    ProviderContext,
+    SourceConfig,
+    base_url_hint,
+)
+from budget_exporter.runtime.holds import hold_config, open_store
 from budget_exporter.runtime.scheduler import Coalescer, PollScheduler
 
-log = logging.getLogger("budget_exporter")
+log = logging.getLogger(__name__)
+_SOURCE_LOGS = logging.getLogger("budget_exporter")
+"""Parent of the per-source loggers, ``budget_exporter.<source>`` (named in the runbook)."""
 
 _BOUNDARY_GRACE_SECONDS = 5.0
 _SWITCH_INTERVAL = 0.0002
@@ -76,6 +84,8 @@ class Snapshot:
     states: tuple[SourceState, ...]
     rendered: Rendered
     built_at: float
+    held: Callable[[], dict[str, Decimal]] | None = field(default=None, compare=False, repr=False)
+    """The amounts held per budget right now (holds change between snapshots)."""
     _by_name: dict[str, BudgetView] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +118,7 @@ class SourceRunner:
         self.source = source
         self.key = _runner_key(config, source)
         self.interval = config.poll_interval(source).total_seconds()
-        self.logger = log.getChild(source.name)
+        self.logger = _SOURCE_LOGS.getChild(source.name)
         g = config.global_
         context = ProviderContext(
             source=source.name,
@@ -154,8 +164,8 @@ class SourceRunner:
         delay = self.interval * (1 + random.uniform(-jitter, jitter))
         now = self.engine.now()
         periods = self.config.periods(self.source)
-        if periods:
-            boundary = min(window_at(p, now).end for p in periods)
+        boundary = next_boundary(periods, now)
+        if boundary is not None:
             delay = min(delay, (boundary - now).total_seconds() + _BOUNDARY_GRACE_SECONDS)
         return max(delay, 0.0)
 
@@ -189,7 +199,7 @@ class SourceRunner:
                 result = self.provider.poll(windows)  # built here, so a failing client is contained
                 _check_result(result, windows)
             except SourceError as exc:
-                error = redactor(str(exc))
+                error = redactor(str(exc) + base_url_hint(self.source, exc))
             except Exception as exc:
                 error = redactor(f"{type(exc).__name__}: {exc}")
             duration = time.monotonic() - started
@@ -268,6 +278,9 @@ class Engine:
         self._last_full_collection = time.monotonic()
         for source in config.sources:
             self._add_runner(config, source)
+        self.hold_settings, redis = hold_config(config)
+        self.holds = open_store(self.hold_settings, redis)  # kept across reloads
+        self._live_cache: dict[bool, tuple[Snapshot, tuple[object, ...], bytes]] = {}
         self.snapshot = self._build()
 
     def now(self) -> datetime:
@@ -284,7 +297,18 @@ class Engine:
             self._rebuilds.start()
             self._scheduler.start()
             for name, runner in self.runners.items():
-                self._scheduler.schedule(name, 0.0, runner.source.provider)
+                self._scheduler.schedule(name, self._first_delay(runner), runner.source.provider)
+
+    def _first_delay(self, runner: SourceRunner) -> float:
+        """When to poll a source first: at once, but a meter joined to a bill without a
+        horizon yet waits for the bill's first result (which polls it at once), at most as
+        long as that poll may take: without a horizon it would query the whole period."""
+        billed = runner.source.billed_source()
+        if billed is None or billed not in self.runners or self.horizon(billed) is not None:
+            return 0.0
+        bill = self.runners[billed].source
+        attempts = self.config.global_.retries + 1
+        return self.config.timeout(bill).total_seconds() * attempts + _BOUNDARY_GRACE_SECONDS
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -295,6 +319,7 @@ class Engine:
         self._rebuilds.stop(max(deadline - time.monotonic(), 0))
         for runner in runners:
             runner.retire()
+        self.holds.close()
 
     def poll_all_once(self) -> bool:
         """Poll every source once, concurrently, and wait (for ``--once``)."""
@@ -439,6 +464,13 @@ class Engine:
             self.states = states
             self._requests = {k: v for k, v in self._requests.items() if k in states}
             self.config = config
+            self.hold_settings, redis = hold_config(config)
+            self.holds.configure(self.hold_settings)
+            if (redis is None) != (self.holds.kind == "memory"):
+                log.warning(
+                    "global.check.holds.store changed: holds stay in %s until a restart",
+                    self.holds.kind,
+                )
             self._warned.clear()
             self._warned_mismatches.clear()
             self._reload_ok = True
@@ -500,7 +532,12 @@ class Engine:
                     # Keep the bill of the old horizon for meters not yet polled against the new.
                     earlier = ((before, state.windows), *state.earlier)[:_EARLIER_KEPT]
                     state = state.with_(earlier=earlier)
-                state = state.with_(result=result, windows=windows, last_success=attempted_at)
+                state = state.with_(
+                    result=result,
+                    windows=windows,
+                    last_success=attempted_at,
+                    recorded_at=self.clock(),
+                )
             self.states[name] = state
             if moved and result is not None and result.data_through is not None:
                 for meter in self.runners.values():
@@ -590,6 +627,7 @@ class Engine:
             }
         now = self.now()
         budgets = tuple(compute_budgets(config, states, now, self._indexes))
+        self._warn_blind_meters(config, budgets)
         with self._lock:
             status = ExporterStatus(
                 reload_successful=self._reload_ok,
@@ -601,5 +639,59 @@ class Engine:
             s.name: s.max_series or config.global_.max_series_per_source for s in config.sources
         }
         feeds = budget_feeds(config, states, self._indexes)
-        rendered = render(build_families(budgets, ordered, status, max_series, feeds))
-        return Snapshot(config, budgets, ordered, rendered, now.timestamp())
+        rendered = render(build_families(budgets, ordered, status, max_series, feeds), self._live)
+        return Snapshot(config, budgets, ordered, rendered, now.timestamp(), self._held_now)
+
+    def _warn_blind_meters(self, config: Config, budgets: tuple[BudgetView, ...]) -> None:
+        """Log once per configuration each budget whose joined meters add nothing while
+        the bill shows spend after its horizon (``budget_meter_blind``)."""
+        found = [
+            (b.name, part, f"meter-blind:{b.name}:{part.source}:{part.blind}")
+            for b in budgets
+            for part in b.parts
+            if part.blind is not None
+        ]
+        with self._lock:
+            if self.config is not config:
+                return
+            new = [(name, part) for name, part, key in found if key not in self._warned]
+            self._warned.update(key for _, _, key in found)
+        for name, part in new:
+            why = (
+                "their queries matched no series (a renamed metric or label?)"
+                if part.blind == "no_series"
+                else "their series add nothing to it (dimension values that differ from the "
+                "budget's match, or series that did not increase: first scraped with their "
+                "spend already on them, or spend the meter does not see)"
+            )
+            log.warning(
+                "budget %s: the meter(s) %s joined to %s add nothing while the bill shows spend "
+                "after its data horizon: %s; the bill's open part is counted instead "
+                "(docs/realtime.md, when the meter is wrong)",
+                name,
+                ", ".join(part.meters),
+                part.source,
+                why,
+            )
+
+    def _held_now(self) -> dict[str, Decimal]:
+        """Every budget's held amount now, judged against the served snapshot's polls."""
+        snapshot = self.snapshot
+        covered = covered_until(snapshot.config, snapshot.states, self.hold_settings.visible_after)
+        return self.holds.held(self.clock(), covered)
+
+    def _live(self, openmetrics: bool) -> bytes:
+        """The families rendered at each scrape: the held amounts and the holds store's health
+        (rendered again only when they changed: a gauge per budget is thousands of lines)."""
+        snapshot = self.snapshot
+        held = self._held_now()
+        up = self.holds.up()
+        key = (tuple(sorted(held.items())), up)
+        cached = self._live_cache.get(openmetrics)
+        if cached is not None and cached[0] is snapshot and cached[1] == key:
+            return cached[2]
+        currencies = {b.name: b.currency for b in snapshot.config.budgets}
+        families = holds_families(held, currencies, self.holds.kind, up)
+        rendered = write_families(families, openmetrics=openmetrics)
+        self._live_cache[openmetrics] = (snapshot, key, rendered)
+        return rendered

@@ -1,19 +1,11 @@
-"""The read-only JSON API: ``GET /api/v1/budgets`` and ``POST /api/v1/check``.
+"""The JSON API: ``GET /api/v1/budgets``, ``POST /api/v1/check`` and ``POST /api/v1/release``.
 
-Both answer from the engine's current snapshot; neither calls a provider.
-``/api/v1/check`` tells an application, before it spends, whether a budget
-still has room: the operation is allowed while the spend plus its estimated
-cost stays below the budget's stop threshold.  When one of the budget's
-sources has figures older than that source's ``max_data_age`` (or none; see
-:mod:`budget_exporter.accounting.freshness`) the answer follows
-``global.check.on_stale`` (``fail_open`` or ``fail_closed``) and says so --
-except that stale data already at or past the stop threshold still denies
-(month-to-date spend does not go down).
-
-Answers are always valid JSON: a figure too large for a float (a limit of
-``1e400`` in the configuration, say) is written as ``null``, never as
-``Infinity``.  Money is computed under :data:`_CONTEXT`, wide enough that no
-arithmetic here overflows, and ``cost`` must be a finite number below
+Answers come from the engine's current snapshot (never a provider) and its hold store.
+A check is allowed when every budget it counts against -- named, or found from the
+spend's source and dimensions -- keeps spend plus held amounts plus its cost below
+the stop threshold; stale figures follow ``global.check.on_stale``.  The model:
+docs/check-api.md.  Answers are always valid JSON (a figure too large for a float is
+``null``); money is computed under :data:`_CONTEXT`, and ``cost`` must be below
 :data:`MAX_COST`.
 """
 
@@ -22,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import (
     MAX_EMAX,
@@ -35,13 +28,34 @@ from decimal import (
 from typing import Any
 
 from budget_exporter.accounting.budgets import BudgetView, budget_state
+from budget_exporter.accounting.described import (
+    DescriptionError,
+    budgets_counting,
+    known_dimensions,
+    metered_sources,
+    read_dimensions,
+)
 from budget_exporter.accounting.freshness import Freshness, SourceAge, budget_freshness, source_age
+from budget_exporter.accounting.holds import (
+    HOLD_ID_PATTERN,
+    Entry,
+    HoldRefused,
+    HoldRequest,
+    HoldSettings,
+    HoldStore,
+    Outcome,
+    Room,
+    check_name,
+    check_ttl,
+    covered_until,
+)
 from budget_exporter.accounting.nowcast import SpendPart
 from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.config.loader import BudgetConfig, Config
+from budget_exporter.config.schema import BudgetConfig, Config
 from budget_exporter.core.model import MAX_AMOUNT
 from budget_exporter.core.money import parse_cost
 from budget_exporter.runtime.engine import Engine, Snapshot
+from budget_exporter.web.jsonbody import BodyError, read_json
 
 PREFIX = "/api/v1/"
 JSON_HEADERS = {"Cache-Control": "no-store"}
@@ -66,26 +80,46 @@ def _handle(engine: Engine, method: str, path: str, body: bytes) -> Reply:
     if path == PREFIX + "budgets":
         if method not in ("GET", "HEAD"):
             return _error(405, "use GET", allow="GET, HEAD")
-        return _reply(200, budgets_document(engine.snapshot, engine.clock()))
-    if path == PREFIX + "check":
+        return _reply(200, budgets_document(engine.snapshot, engine.clock(), *_holds(engine)))
+    if path in (PREFIX + "check", PREFIX + "release"):
         if method != "POST":
-            return _error(405, 'use POST with {"budget": "<name>", "cost": <amount>}', allow="POST")
+            usage = _CHECK_USAGE if path.endswith("check") else _RELEASE_USAGE
+            return _error(405, usage, allow="POST")
         try:
-            request = json.loads(body.decode("utf-8") or "null")
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return _error(400, "the body is not JSON")
-        except (ValueError, RecursionError):  # an integer of thousands of digits, deep nesting
-            return _error(
-                400, "the body is not JSON this API reads (a number too long or nesting too deep)"
-            )
-        status, answer = check(engine.snapshot, engine.clock(), request)
-        return _reply(status, answer)
-    return _error(404, "unknown API path; see /api/v1/budgets and /api/v1/check")
+            request = read_json(body)
+        except BodyError as exc:
+            return _error(exc.status, str(exc))
+        store, settings = _holds(engine)
+        if path.endswith("check"):
+            status, answer = check(engine.snapshot, engine.clock(), request, store, settings)
+        else:
+            status, answer = release(engine.snapshot, engine.clock(), request, store, settings)
+        return _reply(status, answer, compact=True)
+    return _error(404, "unknown API path; see /api/v1/budgets, /api/v1/check and /api/v1/release")
 
 
-def _reply(status: int, document: Mapping[str, Any], extra: dict[str, str] | None = None) -> Reply:
-    text = json.dumps(_json_safe(document), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    return status, text.encode("utf-8"), {**JSON_HEADERS, **(extra or {})}
+def _holds(engine: Engine) -> tuple[HoldStore | None, HoldSettings]:
+    """The engine's hold store and settings (None for an engine that keeps none)."""
+    store = getattr(engine, "holds", None)
+    settings = getattr(engine, "hold_settings", None) or HoldSettings()
+    return store, settings
+
+
+def _reply(
+    status: int,
+    document: Mapping[str, Any],
+    extra: dict[str, str] | None = None,
+    *,
+    compact: bool = False,
+) -> Reply:
+    """``document`` as JSON: indented for people, or ``compact`` (the check and release
+    answers, on every operation's path: the C encoder, several times faster)."""
+    indent = None if compact else 2
+    try:
+        text = json.dumps(document, indent=indent, allow_nan=False)
+    except ValueError:  # a figure too large for a float: written as null
+        text = json.dumps(_json_safe(document), indent=indent, allow_nan=False)
+    return status, (text + "\n").encode("utf-8"), {**JSON_HEADERS, **(extra or {})}
 
 
 def _error(status: int, message: str, allow: str | None = None) -> Reply:
@@ -145,7 +179,12 @@ def _ages(snapshot: Snapshot, now: float) -> dict[str, SourceAge]:
     return {s.name: source_age(config, s, states.get(s.name), now) for s in config.sources}
 
 
-def budget_document(snapshot: Snapshot, budget: BudgetConfig, now: float) -> dict[str, Any]:
+def budget_document(
+    snapshot: Snapshot,
+    budget: BudgetConfig,
+    now: float,
+    held: Mapping[str, Decimal] | None = None,
+) -> dict[str, Any]:
     view = _view(snapshot, budget.name, now)
     states = _sources(snapshot, budget)
     fresh = budget_freshness(snapshot.config, budget, states, now)
@@ -163,6 +202,8 @@ def budget_document(snapshot: Snapshot, budget: BudgetConfig, now: float) -> dic
         "stale_sources": [s.name for s in fresh.stale_sources],
         "sources": [_source_health(s, ages.get(s.name)) for s in states],
     }
+    if held is not None:
+        document["held"] = _money(held.get(budget.name, Decimal(0)))
     if view is None:
         document["reason"] = "no data for the current period yet from every source"
         return document
@@ -198,6 +239,7 @@ def _part(part: SpendPart) -> dict[str, Any]:
         "data_through": _iso(part.data_through.timestamp()) if part.data_through else None,
         "meters": list(part.meters),
         "meters_left_out": list(part.meters_left_out),
+        "meter_blind": part.blind,
     }
 
 
@@ -209,11 +251,22 @@ def _view(snapshot: Snapshot, name: str, now: float) -> BudgetView | None:
     return view
 
 
-def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
+def budgets_document(
+    snapshot: Snapshot,
+    now: float,
+    store: HoldStore | None = None,
+    settings: HoldSettings | None = None,
+) -> dict[str, Any]:
     config: Config = snapshot.config
     check_config = config.global_.check
     ages = _ages(snapshot, now)
-    return {
+    held: dict[str, Decimal] | None = None
+    holds: dict[str, Any] | None = None
+    if store is not None:
+        visible_after = (settings or HoldSettings()).visible_after
+        held = store.held(now, _covered_until(snapshot, visible_after))
+        holds = {"store": store.kind, "up": store.up()}
+    document = {
         "generated_at": _iso(now),
         "data_as_of": _iso(snapshot.built_at),
         "check": {
@@ -222,12 +275,34 @@ def budgets_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
             ),
             "on_stale": check_config.on_stale,
         },
-        "budgets": [budget_document(snapshot, b, now) for b in config.budgets],
+        "budgets": [budget_document(snapshot, b, now, held) for b in config.budgets],
         "sources": [_source_health(s, ages.get(s.name)) for s in snapshot.states],
     }
+    if holds is not None:
+        document["holds"] = holds
+    return document
 
 
 # -- the check -----------------------------------------------------------------
+
+CHECK_FIELDS = (
+    "budget",
+    "source",
+    "dimensions",
+    "cost",
+    "currency",
+    "hold",
+    "hold_seconds",
+    "idempotency_key",
+    "client",
+)
+MAX_NAMED_BUDGETS = 100
+ANONYMOUS = "anonymous"
+_RELEASE_USAGE = 'use POST with {"hold": "<id>", "cost": <actual cost>}'
+_CHECK_USAGE = (
+    'use POST with {"budget": "<name>", "cost": <amount>} or '
+    '{"source": "<source>", "dimensions": {...}, "cost": <amount>}'
+)
 
 
 def _cost(value: Any) -> Decimal:
@@ -237,40 +312,352 @@ def _cost(value: Any) -> Decimal:
     return _CONTEXT.plus(parse_cost(value))  # at most 34 significant digits
 
 
-def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, Any]]:
-    """Decide whether an operation of ``request["cost"]`` fits ``request["budget"]``."""
-    if not isinstance(request, dict):
-        return 400, {"error": 'the body must be a JSON object such as {"budget": "openai"}'}
-    unknown = sorted(set(request) - {"budget", "cost", "currency"})
-    if unknown:
-        return 400, {"error": f"unknown field {unknown[0]!r} (known: budget, cost, currency)"}
-    name = request.get("budget")
-    if not isinstance(name, str) or not name:
-        return 400, {"error": "budget (the budget's name) is required"}
+@dataclass(frozen=True)
+class _Subject:
+    """One budget a check counts against, with its figures."""
+
+    budget: BudgetConfig
+    view: BudgetView | None
+    fresh: Freshness
+    room: Room
+
+    @property
+    def stale(self) -> bool:
+        return self.view is None or self.fresh.stale
+
+
+class _Prepared:
+    """What checks against one snapshot look up again and again, worked out once per
+    budget: its sources' last successes and allowances, and its metered sources."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.states = {s.name: s for s in snapshot.states}
+        self._ages: dict[str, tuple[tuple[str, float | None, float], ...]] = {}
+        self._meters: dict[str, tuple[str, ...]] = {}
+
+    def freshness(self, budget: BudgetConfig, now: float) -> Freshness:
+        """:func:`budget_freshness` of the budget at ``now``."""
+        ages = self._ages.get(budget.name)
+        if ages is None:
+            config: Config = self.snapshot.config
+            ages = tuple(
+                (
+                    source.name,
+                    state.last_success if (state := self.states.get(source.name)) else None,
+                    config.max_data_age(source).total_seconds(),
+                )
+                for source in config.polled_sources(budget)
+            )
+            self._ages[budget.name] = ages
+        return Freshness(
+            tuple(
+                SourceAge(name, None if last is None else max(0.0, now - last), allowed)
+                for name, last, allowed in ages
+            )
+        )
+
+    def meters(self, budgets: list[BudgetConfig]) -> tuple[str, ...]:
+        """:func:`metered_sources` of the budgets."""
+        found: set[str] = set()
+        for budget in budgets:
+            meters = self._meters.get(budget.name)
+            if meters is None:
+                meters = self._meters[budget.name] = metered_sources(self.snapshot.config, [budget])
+            found.update(meters)
+        return tuple(sorted(found))
+
+
+_prepared: _Prepared | None = None
+
+
+def _prepared_for(snapshot: Snapshot) -> _Prepared:
+    global _prepared
+    found = _prepared
+    if found is None or found.snapshot is not snapshot:
+        found = _prepared = _Prepared(snapshot)
+    return found
+
+
+def _subject(snapshot: Snapshot, budget: BudgetConfig, now: float) -> _Subject:
     config: Config = snapshot.config
-    budget = next((b for b in config.budgets if b.name == name), None)
-    if budget is None:
-        return 404, {"error": f"unknown budget {name!r}"}
+    view = _view(snapshot, budget.name, now)
+    fresh = _prepared_for(snapshot).freshness(budget, now)
+    stale = view is None or fresh.stale
+    closed = stale and config.global_.check.on_stale == "fail_closed"
+    headroom = None
+    if view is not None:
+        headroom = view.limit * Decimal(repr(view.stop_ratio)) - view.spend
+    return _Subject(budget, view, fresh, Room(budget.name, headroom, deny=closed))
+
+
+_budget_index: tuple[Config | None, dict[str, BudgetConfig]] = (None, {})
+_dimension_index: tuple[Config | None, frozenset[str]] = (None, frozenset())
+
+
+def _budget_named(config: Config, name: str) -> BudgetConfig | None:
+    global _budget_index
+    cached, index = _budget_index
+    if cached is not config:
+        index = {b.name: b for b in config.budgets}
+        _budget_index = (config, index)
+    return index.get(name)
+
+
+def _known_dimensions(config: Config) -> frozenset[str]:
+    global _dimension_index
+    cached, known = _dimension_index
+    if cached is not config:
+        known = known_dimensions(config)
+        _dimension_index = (config, known)
+    return known
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _named_budgets(config: Config, value: Any) -> list[BudgetConfig]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise _Refused(400, "budget must be a budget's name or a non-empty list of names")
+    if len(names) > MAX_NAMED_BUDGETS:
+        raise _Refused(400, f"at most {MAX_NAMED_BUDGETS} budgets in one check")
+    found = []
+    for name in names:
+        budget = _budget_named(config, name)
+        if budget is None:
+            raise _Refused(404, f"unknown budget {name[:100]!r}")
+        found.append(budget)
+    return found
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A check request, read and validated."""
+
+    budgets: tuple[BudgetConfig, ...]
+    cost: Decimal
+    currency: str | None
+    meters: tuple[str, ...]
+    """Metered sources whose polls will show the spend once recorded."""
+    single: bool
+    """``{"budget": "<name>"}``: the answer is that budget's, as before lists and descriptions."""
+    hold: HoldRequest | None
+    source: str | None = None
+    dimensions: dict[str, str] | None = None
+
+
+def _read_check(prepared: _Prepared, request: Any, settings: HoldSettings) -> _Asked:
+    config: Config = prepared.snapshot.config
+    if not isinstance(request, dict):
+        raise _Refused(400, 'the body must be a JSON object such as {"budget": "openai"}')
+    unknown = sorted(set(request) - set(CHECK_FIELDS))
+    if unknown:
+        raise _Refused(400, f"unknown field {unknown[0][:64]!r} (known: {', '.join(CHECK_FIELDS)})")
+    named, source = request.get("budget"), request.get("source")
+    if named is None and source is None:
+        raise _Refused(
+            400,
+            "budget (a budget's name or a list of them) or source (with its dimensions) "
+            "is required",
+        )
+    budgets: list[BudgetConfig] = [] if named is None else _named_budgets(config, named)
+    meters = prepared.meters(budgets)
+    dimensions = None
+    if source is not None:
+        if not isinstance(source, str) or not source:
+            raise _Refused(400, "source must be the name of a configured source")
+        try:
+            dimensions = read_dimensions(request.get("dimensions"), _known_dimensions(config))
+            described, described_meters = budgets_counting(config, source, dimensions)
+        except DescriptionError as exc:
+            raise _Refused(exc.status, str(exc)) from None
+        budgets += [b for b in described if b not in budgets]
+        meters = tuple(sorted({*meters, *described_meters}))
+    elif "dimensions" in request:
+        raise _Refused(400, "dimensions describe a source's spend: give source too")
     try:
         cost = _cost(request.get("cost"))
     except ValueError as exc:
-        return 400, {"error": str(exc)}
+        raise _Refused(400, str(exc)) from None
     currency = request.get("currency")
-    if currency is not None and (
-        not isinstance(currency, str) or currency.upper() != budget.currency
-    ):
-        return 400, {"error": f"cost must be in the budget's currency, {budget.currency}"}
+    if currency is not None:
+        if not isinstance(currency, str):
+            raise _Refused(400, "currency must be a three-letter code such as USD")
+        currency = currency.upper()
+    currencies = sorted({b.currency for b in budgets})
+    if currency is not None and any(c != currency for c in currencies):
+        raise _Refused(400, f"cost must be in the budget's currency, {', '.join(currencies)}")
+    if currency is None and len(currencies) > 1:
+        raise _Refused(
+            400,
+            f"the budgets this spend counts against are in {' and '.join(currencies)}: "
+            "a cost cannot be in all of them (there is no conversion)",
+        )
+    currency = currency or (currencies[0] if currencies else None)
+    return _Asked(
+        budgets=tuple(budgets),
+        cost=cost,
+        currency=currency,
+        meters=meters,
+        single=isinstance(named, str) and source is None,
+        hold=_read_hold(request, settings, meters),
+        source=source,
+        dimensions=dimensions,
+    )
 
+
+def _read_hold(
+    request: dict[str, Any], settings: HoldSettings, meters: tuple[str, ...]
+) -> HoldRequest | None:
+    hold = request.get("hold", False)
+    if not isinstance(hold, bool):
+        raise _Refused(400, "hold must be true or false")
+    if not hold:
+        for name in ("hold_seconds", "idempotency_key"):
+            if name in request:
+                raise _Refused(400, f"{name} is for holds: send hold: true with it")
+        return None
+    try:
+        ttl = check_ttl(request.get("hold_seconds"), settings)
+        key = request.get("idempotency_key")
+        key = None if key is None else check_name(key, "idempotency_key")
+        client = check_name(request.get("client", ANONYMOUS), "client")
+    except HoldRefused as exc:
+        raise _Refused(exc.status, exc.message) from None
+    return HoldRequest(client=client, ttl=ttl, key=key, sources=meters)
+
+
+_covered_cache: tuple[Snapshot | None, float, dict[str, float]] = (None, 0.0, {})
+
+
+def _covered_until(snapshot: Snapshot, visible_after: float) -> dict[str, float]:
+    """:func:`covered_until` of the snapshot, computed once per snapshot."""
+    global _covered_cache
+    cached, after, found = _covered_cache
+    if cached is not snapshot or after != visible_after:
+        found = covered_until(snapshot.config, snapshot.states, visible_after)
+        _covered_cache = (snapshot, visible_after, found)
+    return found
+
+
+def check(
+    snapshot: Snapshot,
+    now: float,
+    request: Any,
+    store: HoldStore | None = None,
+    settings: HoldSettings | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Decide whether an operation of ``request["cost"]`` fits every budget it counts against
+    (and hold its cost when asked and allowed)."""
+    settings = settings or HoldSettings()
+    config: Config = snapshot.config
+    try:
+        asked = _read_check(_prepared_for(snapshot), request, settings)
+    except _Refused as exc:
+        return exc.status, {"error": exc.message}
+    if asked.hold is not None and store is None:
+        return 400, {"error": "this exporter keeps no holds"}
+    subjects = [_subject(snapshot, b, now) for b in asked.budgets]
+    rooms = tuple(s.room for s in subjects)
+    cost = asked.cost
+    if store is None or not rooms:  # no budget counts the spend: nothing to hold against
+        outcome = Outcome(all(r.fits(Decimal(0), cost) for r in rooms))
+    else:
+        covered = _covered_until(snapshot, settings.visible_after)
+        try:
+            outcome = store.check(rooms, cost, asked.currency or "", asked.hold, now, covered)
+        except HoldRefused as exc:
+            return exc.status, {"error": exc.message}
+    held = dict(outcome.held)
+    if outcome.replayed and outcome.hold is not None and outcome.hold.in_flight:
+        for name in outcome.hold.budgets:  # the earlier hold is this operation's own
+            if name in held:
+                held[name] = max(held[name] - outcome.hold.amount, Decimal(0))
+    answers = [
+        _budget_answer(s, cost, held.get(s.budget.name, Decimal(0)), config, store is not None)
+        for s in subjects
+    ]
+    allowed = outcome.allowed
+    if asked.single:
+        answer = answers[0]
+        answer["allowed"] = allowed
+    else:
+        blocking = [a["budget"] for a in answers if not a["allowed"]]
+        answer = {
+            "allowed": allowed,
+            "reason": _overall_reason(answers, blocking, allowed, outcome),
+            "blocking": blocking,
+            "cost": _money(cost),
+            "currency": asked.currency,
+        }
+        if asked.source is not None:
+            answer["source"] = asked.source
+            answer["dimensions"] = asked.dimensions or {}
+        answer["budgets"] = answers
+    if asked.hold is not None:
+        answer["hold"] = _hold_document(outcome.hold, outcome.replayed, now)
+    if outcome.store_error is not None:
+        answer["holds_store"] = {
+            "up": False,
+            "error": outcome.store_error,
+            "policy": getattr(store, "on_unavailable", "fail_open"),
+        }
+        answer["reason"] = f"{answer['reason']}; {outcome.store_error}"
+    return 200, answer
+
+
+def _overall_reason(
+    answers: list[dict[str, Any]], blocking: list[str], allowed: bool, outcome: Outcome
+) -> str:
+    if not answers:
+        return "no budget counts this spend"
+    if outcome.replayed:
+        return "the idempotency key names a hold made earlier for this operation"
+    if allowed:
+        return f"every budget this spend counts against ({len(answers)}) has room for it"
+    if not blocking:  # the store said no: unreachable (reason added), or within its rounding
+        return "denied by the holds store"
+    by_name = {a["budget"]: a for a in answers}
+    return "; ".join(f"budget {name}: {by_name[name]['reason']}" for name in blocking)
+
+
+def _hold_document(entry: Entry | None, replayed: bool, now: float) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    return {
+        "id": entry.id,
+        "amount": _money(entry.amount),
+        "currency": entry.currency,
+        "budgets": list(entry.budgets),
+        "state": "held" if entry.in_flight else "recorded",
+        "expires_at": _iso(entry.expires),
+        "expires_in_seconds": round(max(entry.expires - now, 0.0), 3),
+        "replayed": replayed,
+    }
+
+
+def _budget_answer(
+    subject: _Subject, cost: Decimal, held: Decimal, config: Config, with_holds: bool
+) -> dict[str, Any]:
+    budget, view, fresh = subject.budget, subject.view, subject.fresh
     policy = config.global_.check
-    view = _view(snapshot, name, now)
-    fresh = budget_freshness(config, budget, _sources(snapshot, budget), now)
-    answer: dict[str, Any] = {"budget": name, "currency": budget.currency, "cost": _money(cost)}
-
+    answer: dict[str, Any] = {
+        "budget": budget.name,
+        "currency": budget.currency,
+        "cost": _money(cost),
+    }
+    if with_holds:
+        answer["held"] = _money(held)
     within: bool | None = None
     if view is not None:
-        after = view.spend + cost
+        after = view.spend + held + cost
         ratio_after = float(after / view.limit)
-        within = ratio_after < view.stop_ratio
+        within = held + cost < _room(subject)
         answer.update(
             {
                 "state": view.state,
@@ -281,13 +668,13 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
                 "limit": _money(view.limit),
                 "stop_ratio": view.stop_ratio,
                 "remaining_before_stop": _money(
-                    view.limit * Decimal(repr(view.stop_ratio)) - view.spend
+                    view.limit * Decimal(repr(view.stop_ratio)) - view.spend - held
                 ),
             }
         )
     else:
         answer["state"] = "unknown"
-    stale = view is None or fresh.stale
+    stale = subject.stale
     answer["data_age_seconds"] = None if fresh.age is None else round(fresh.age, 3)
     answer["stale"] = stale
     answer["stale_sources"] = [s.name for s in fresh.stale_sources]
@@ -295,7 +682,7 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
     if not stale:
         assert view is not None and within is not None
         answer["allowed"] = within
-        answer["reason"] = _reason(view, cost, answer["ratio_after"], within)
+        answer["reason"] = _reason(view, cost, held, answer["ratio_after"], within)
     elif within is False:
         assert view is not None
         answer["allowed"] = False
@@ -317,16 +704,76 @@ def check(snapshot: Snapshot, now: float, request: Any) -> tuple[int, dict[str, 
     first = ("allowed", "budget", "state", "state_after", "ratio", "ratio_after", "reason")
     ordered = {k: answer[k] for k in first if k in answer}
     ordered.update({k: v for k, v in answer.items() if k not in ordered})
-    return 200, ordered
+    return ordered
 
 
-def _reason(view: BudgetView, cost: Decimal, ratio_after: float, within: bool) -> str:
+def _room(subject: _Subject) -> Decimal:
+    assert subject.room.headroom is not None
+    return subject.room.headroom
+
+
+# -- release -------------------------------------------------------------------
+
+RELEASE_FIELDS = ("hold", "cost")
+
+
+def release(
+    snapshot: Snapshot,
+    now: float,
+    request: Any,
+    store: HoldStore | None,
+    settings: HoldSettings | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """End a hold: record the operation's actual ``cost`` (none or 0: it spent nothing)."""
+    settings = settings or HoldSettings()
+    if not isinstance(request, dict):
+        return 400, {"error": 'the body must be a JSON object such as {"hold": "<id>", "cost": 1}'}
+    unknown = sorted(set(request) - set(RELEASE_FIELDS))
+    if unknown:
+        return 400, {"error": f"unknown field {unknown[0][:64]!r} (known: hold, cost)"}
+    hold_id = request.get("hold")
+    if not isinstance(hold_id, str) or not HOLD_ID_PATTERN.match(hold_id):
+        return 400, {"error": "hold must be the id a check with hold: true answered"}
+    try:
+        actual = _cost(request.get("cost"))
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    if store is None:
+        return 404, {"error": f"no hold {hold_id!r}"}
+    try:
+        entry = store.release(hold_id, actual, now)
+    except HoldRefused as exc:
+        return exc.status, {"error": exc.message}
+    if entry is None:
+        return 200, {"hold": hold_id, "state": "released", "recorded": 0.0}
+    answer: dict[str, Any] = {
+        "hold": hold_id,
+        "state": "recorded",
+        "recorded": _money(entry.amount),
+        "currency": entry.currency,
+        "budgets": list(entry.budgets),
+        "recorded_at": _iso(entry.recorded_at),
+        "counts_until": (
+            f"a poll of {', '.join(entry.sources)} that starts at or after "
+            f"{_iso((entry.recorded_at or now) + settings.visible_after)}, "
+            f"at the latest {_iso(entry.expires)}"
+            if entry.sources
+            else f"{_iso(entry.expires)} (no metered source shows this spend)"
+        ),
+    }
+    return 200, answer
+
+
+def _reason(
+    view: BudgetView, cost: Decimal, held: Decimal, ratio_after: float, within: bool
+) -> str:
+    with_held = f" plus {held} {view.currency} held for operations in flight" if held else ""
     with_cost = f" plus this operation's {cost} {view.currency}" if cost else ""
     where = "below" if within else "at or above"
     return (
-        f"spend of {view.spend:.2f} {view.currency}{with_cost} is {_share(ratio_after)} of the "
-        f"{view.limit} {view.currency} limit, {where} the stop threshold of "
-        f"{_pct(view.stop_ratio)}"
+        f"spend of {view.spend:.2f} {view.currency}{with_held}{with_cost} is "
+        f"{_share(ratio_after)} of the {view.limit} {view.currency} limit, {where} the stop "
+        f"threshold of {_pct(view.stop_ratio)}"
     )
 
 

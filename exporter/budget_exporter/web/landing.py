@@ -1,12 +1,5 @@
-"""The HTML page served at ``/``: every budget with a usage bar, every source's health.
-
-A page to leave open on a screen: a summary line, states and source health in
-colour *and* words, a legend for the bar's tick marks, optional auto-refresh
-(``/?refresh=60``) and a link to the Grafana dashboards (``global.dashboard_url``).
-Self-contained (inline CSS, no script, nothing fetched from elsewhere) and
-responsive: on a narrow screen the tables scroll sideways inside their own box
-while the page itself does not.  Every value is escaped; secrets never reach it
-(source errors are redacted before they are stored).
+"""The HTML page served at ``/``: a summary line, every budget with a usage bar, every
+source's health (see docs/configuration.md#the-landing-page).
 """
 
 from __future__ import annotations
@@ -14,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from html import escape
 from urllib.parse import parse_qs
 
@@ -21,7 +15,7 @@ from budget_exporter import __version__
 from budget_exporter.accounting.budgets import BudgetView
 from budget_exporter.accounting.freshness import source_age
 from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.config.loader import Config
+from budget_exporter.config.schema import Config
 from budget_exporter.core.durations import format_duration
 from budget_exporter.runtime.engine import Snapshot
 
@@ -118,6 +112,13 @@ def _split(b: BudgetView) -> str:
     )
 
 
+def _held(amount: Decimal | None, currency: str) -> str:
+    """The amount held by checks in flight and recent records (counted by the check API)."""
+    if not amount:
+        return ""
+    return f"<br><small class=held>+ {_money(float(amount), currency)} held</small>"
+
+
 def _badge(kind: str, text: str | None = None) -> str:
     return f'<span class="badge s-{kind}">{escape(text or kind)}</span>'
 
@@ -129,6 +130,7 @@ def _plural(count: int, word: str) -> str:
 def _budget_rows(snapshot: Snapshot) -> tuple[list[str], Counter[str]]:
     rows: list[str] = []
     counts: Counter[str] = Counter()
+    held = snapshot.held() if snapshot.held is not None else {}
     for b in sorted(snapshot.budgets, key=lambda b: b.usage_ratio, reverse=True):
         state = b.state
         counts[state] += 1
@@ -137,7 +139,8 @@ def _budget_rows(snapshot: Snapshot) -> tuple[list[str], Counter[str]]:
         rows.append(
             "<tr>"
             f"<td>{escape(b.name)}</td><td>{escape(b.period)}</td>"
-            f"<td class=num>{_money(float(b.spend), b.currency)}{_split(b)}</td>"
+            f"<td class=num>{_money(float(b.spend), b.currency)}{_split(b)}"
+            f"{_held(held.get(b.name), b.currency)}</td>"
             f"<td class=num>{_money(float(b.limit), b.currency)}</td>"
             f"<td class=num>{_money(float(b.forecast), b.currency)}</td>"
             f'<td><div class=bar role=img title="{b.usage_ratio:.1%} of the limit used" '
