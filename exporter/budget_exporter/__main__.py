@@ -1,8 +1,5 @@
-"""``python -m budget_exporter`` and the ``budget-exporter`` command.
-
-Only light modules are imported before the SIGHUP handler is in place: a SIGHUP
-that arrives while the exporter starts is kept (and served once it runs) instead
-of killing the process.
+"""``python -m budget_exporter`` and the ``budget-exporter`` command: catch SIGHUP, then
+import and run the CLI.  Keep it light: nothing heavy may load before the handler is in.
 """
 
 from budget_exporter.runtime.reload import catch_sighup

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import ast
 import gzip
+import re
 from decimal import Decimal
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.core.model import Period, Sample, SpendLine
+from budget_exporter.exposition import families
 from budget_exporter.exposition.families import cap_lines, label_name
 
 
@@ -145,3 +149,24 @@ def test_provider_samples_are_rendered_with_source_labels(make_engine) -> None:
 def test_provider_dimensions_never_clash_with_target_labels() -> None:
     assert label_name("job") == "exported_job"
     assert label_name("instance") == "exported_instance"
+
+
+def test_the_module_docstring_lists_every_family_it_builds() -> None:
+    """The docstring of ``exposition/families.py`` is the metrics contract at a glance: it
+    names each family the module builds (counters with ``_total``), and nothing else."""
+
+    tree = ast.parse(Path(families.__file__).read_text())
+    built: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        first, called = node.args[0], ast.unparse(node.func)
+        if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+            continue
+        if called in ("GaugeMetricFamily", "family"):
+            built.add(first.value)
+        elif called == "CounterMetricFamily":
+            built.add(first.value + "_total")
+    listed = set(re.findall(r"\b(budget_[a-z_]+)", ast.get_docstring(tree) or ""))
+    assert len(built) > 25  # the walk found the families
+    assert listed == built

@@ -1,23 +1,25 @@
-"""How fresh a budget's figures are, for the check API: each source against its own allowance.
-
-A budget is *stale* when one of the sources it counts has never answered, or
-answered last longer ago than that source may be old
-(:meth:`budget_exporter.config.loader.Config.max_data_age`).  Judging each source by
-its own allowance, not the budget's oldest source by one budget-wide figure,
-lets a meter polled every 30 s make a budget stale within minutes of dying,
-while the daily bill counted with it may be hours old.
-
-Pure functions: no I/O, no registry lookups.
+"""How fresh a budget's figures are, for the check API: each source against its own
+``max_data_age`` (see docs/check-api.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol, TypeVar
 
-from budget_exporter.accounting.sourcestate import SourceState
-from budget_exporter.config.loader import BudgetConfig, Config
-from budget_exporter.providers.base import SourceConfig
+from budget_exporter.accounting.sourcestate import ConfiguredSource, SourceState
+from budget_exporter.config.schema import BudgetConfig, Config
+
+S = TypeVar("S", bound=ConfiguredSource, contravariant=True)
+
+
+class DataAges(Protocol[S]):
+    """What freshness reads of the configuration: how old a source's figures may be
+    (:class:`~budget_exporter.config.schema.Config` has it)."""
+
+    def max_data_age(self, source: S, /) -> timedelta: ...
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,7 @@ class Freshness:
         return not self.sources or bool(self.stale_sources)
 
 
-def source_age(
-    config: Config, source: SourceConfig, state: SourceState | None, now: float
-) -> SourceAge:
+def source_age(config: DataAges[S], source: S, state: SourceState | None, now: float) -> SourceAge:
     """How old ``source``'s figures (its ``state``) are at ``now``."""
     last = None if state is None else state.last_success
     age = None if last is None else max(0.0, now - last)

@@ -1,13 +1,4 @@
-"""Spend lines indexed for budget ``match`` lookups.
-
-A budget's ``match`` maps dimension names to an exact value or a ``/regex/``
-(fully anchored; a line without the dimension has ``""``).  Scanning every
-line for every budget costs lines x budgets per rebuild; a :class:`LineIndex`
-groups the lines of one source and period by the values of each dimension a
-budget asks about, evaluates each distinct pattern once per distinct value,
-and remembers each ``match``'s sums, so thousands of budgets over tens of
-thousands of lines cost milliseconds.
-"""
+"""Spend lines indexed by dimension value, so that budgets' ``match`` sums cost little."""
 
 from __future__ import annotations
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
 from budget_exporter.core.model import Period, PollResult, Window
+
+
+class ConfiguredSource(Protocol):
+    """What the budget arithmetic reads of a configured source (a provider's config
+    model has it): its name, and the billed source a meter continues, if any."""
+
+    @property
+    def name(self) -> str: ...
+
+    def billed_source(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,9 @@ class SourceState:
     attempted: bool = False
     last_attempt: float | None = None
     last_success: float | None = None
+    recorded_at: float | None = None
+    """When the last good result was recorded (its poll's end; ``last_success`` is its
+    start): a meter whose poll started before this read the previous horizon."""
     duration: float | None = None
     last_error: str | None = None
     requests: Counter[str] = field(default_factory=Counter)

@@ -1,10 +1,5 @@
-"""Per-budget settings of the spend-rate alerts (BudgetSpendAnomaly, BudgetBurnRateHigh).
-
-The rules cannot hold one number per budget, so every budget exports its
-settings as gauges (``budget_anomaly_threshold_ratio``...) and one rule compares
-each budget with its own. A budget inherits every key it does not set from
-``global``. Windows (how far back a rule looks) are not here: PromQL range
-selectors cannot differ per series, so they belong to the rules.
+"""Per-budget settings of the spend-rate alerts (BudgetSpendAnomaly, BudgetBurnRateHigh),
+each inherited from ``global`` unless the budget sets it (see docs/alerting.md).
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
-"""Value types shared by providers, the poller and the snapshot.
-
-Providers return :class:`PollResult` objects; nothing else in a provider's
-output reaches the core.  All amounts are :class:`~decimal.Decimal`.
+"""Value types shared by providers, the poller and the snapshot: spend lines, windows,
+poll results.  Amounts are :class:`~decimal.Decimal`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
-from enum import StrEnum
+from typing import Any, ClassVar
 
 MAX_AMOUNT = Decimal("1e15")
 """Amounts at or beyond this are a broken answer or a typo, not money (and would
@@ -29,6 +27,12 @@ DIMENSION_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 FOCUS_NAMES = {"service": "service_name", "region": "region_id", "account": "sub_account_id"}
 
+RequestStatus = str
+"""One of ``ok``, ``client_error``, ``server_error``, ``throttled``, ``timeout``, ``network``."""
+REQUEST_STATUSES = ("ok", "client_error", "server_error", "throttled", "timeout", "network")
+"""Every outcome of a request to a provider's API, as counted by
+``budget_source_api_requests_total``."""
+
 
 def label_clash(name: str) -> str | None:
     """Why ``name`` cannot be a dimension or budget label, or None if it can."""
@@ -38,13 +42,155 @@ def label_clash(name: str) -> str | None:
     return f"label {name!r} clashes with Prometheus target labels; use {better!r}"
 
 
-class Period(StrEnum):
-    """Calendar budget periods, always in UTC."""
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december")  # fmt: skip
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_KINDS = ("daily", "weekly", "monthly", "quarterly", "yearly")
+_RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})/(\d{4}-\d{2}-\d{2})$")
+_INTERNED: dict[str, Period] = {}
 
-    DAILY = "daily"
-    MONTHLY = "monthly"
-    QUARTERLY = "quarterly"
-    YEARLY = "yearly"
+
+class _PeriodType(type):
+    def __iter__(cls) -> Iterator[Period]:
+        """The plain calendar periods, then :attr:`Period.ANY` (see ``supported_periods``)."""
+        return iter((*(Period(kind) for kind in _KINDS), Period.ANY))
+
+
+class Period(str, metaclass=_PeriodType):
+    """A budget period, in UTC; its text is its name (the ``period`` label).
+
+    ``daily``, ``monthly``; ``weekly`` (ISO weeks, from Monday) or ``weekly-sunday``
+    (weeks from another day); ``quarterly`` and ``yearly`` (calendar) or
+    ``yearly-april``, ``quarterly-february`` (fiscal, from another month; a quarter from
+    April, July or October is a calendar quarter, ``quarterly``); or a custom range
+    ``2026-04-01/2026-09-30`` (both days included).  Equal texts are the same object.
+    """
+
+    __slots__ = ()
+
+    DAILY: ClassVar[Period]
+    WEEKLY: ClassVar[Period]
+    MONTHLY: ClassVar[Period]
+    QUARTERLY: ClassVar[Period]
+    YEARLY: ClassVar[Period]
+    ANY: ClassVar[Period]
+    """Not a period: in a provider's ``supported_periods``, "any window of whole days"
+    (it asks its API for any range of days: weekly, fiscal, custom); ``daily`` only
+    where listed too (see :func:`budget_exporter.core.periods.supports`)."""
+
+    def __new__(cls, value: str) -> Period:
+        text = str(value).strip().lower()
+        found = _INTERNED.get(text)
+        if found is not None and found != "any":
+            return found
+        canonical = _canonical(text)
+        found = _INTERNED.get(canonical)
+        if found is None:
+            found = _INTERNED[canonical] = super().__new__(cls, canonical)
+        return found
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        *,
+        first_month: int = 1,
+        first_weekday: int = 0,
+        first_day: date | None = None,
+        last_day: date | None = None,
+    ) -> Period:
+        """The period of ``kind`` (``custom`` with ``first_day`` and ``last_day``)."""
+        if kind == "custom":
+            if first_day is None or last_day is None:
+                raise ValueError("a custom period needs a first and a last day")
+            return cls(f"{first_day.isoformat()}/{last_day.isoformat()}")
+        if kind == "weekly" and first_weekday:
+            return cls(f"weekly-{WEEKDAYS[first_weekday]}")
+        if kind in ("quarterly", "yearly") and first_month != 1:
+            return cls(f"{kind}-{MONTHS[first_month - 1]}")
+        return cls(kind)
+
+    @property
+    def kind(self) -> str:
+        """``daily``, ``weekly``, ``monthly``, ``quarterly``, ``yearly`` or ``custom``."""
+        return "custom" if "/" in self else self.split("-")[0]
+
+    @property
+    def first_month(self) -> int:
+        """Quarterly and yearly: the month (1-12) a (fiscal) year starts in."""
+        _, _, month = self.partition("-")
+        return MONTHS.index(month) + 1 if month in MONTHS else 1
+
+    @property
+    def first_weekday(self) -> int:
+        """Weekly: the day a week starts on, 0 (Monday) to 6 (Sunday)."""
+        _, _, day = self.partition("-")
+        return WEEKDAYS.index(day) if day in WEEKDAYS else 0
+
+    @property
+    def days(self) -> tuple[date, date] | None:
+        """A custom range: its first and last day (both included); None otherwise."""
+        if self.kind != "custom":
+            return None
+        first, _, last = self.partition("/")
+        return date.fromisoformat(first), date.fromisoformat(last)
+
+    @property
+    def calendar(self) -> bool:
+        """A plain UTC calendar period (a calendar quarter, year, ISO week, ...)."""
+        return self in _KINDS
+
+    def __repr__(self) -> str:
+        return f"Period({str(self)!r})"
+
+    def __reduce__(self) -> tuple[type[Period], tuple[str]]:
+        return Period, (str(self),)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.str_schema(),
+            serialization=core_schema.to_string_ser_schema(),
+        )
+
+
+def _canonical(text: str) -> str:
+    """``text`` as a period's canonical name; ValueError naming what is accepted."""
+    if text in _KINDS:
+        return text
+    kind, _, rest = text.partition("-")
+    if kind == "weekly" and rest in WEEKDAYS:
+        return "weekly" if rest == "monday" else text
+    if kind in ("quarterly", "yearly") and rest in MONTHS:
+        month = MONTHS.index(rest)
+        if kind == "quarterly":  # April, July and October start the calendar quarters too
+            month %= 3
+        return kind if month == 0 else f"{kind}-{MONTHS[month]}"
+    match = _RANGE.match(text)
+    if match:
+        try:
+            first, last = (date.fromisoformat(part) for part in match.groups())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a range of two valid dates") from None
+        if last < first:
+            raise ValueError(f"{text!r} ends before it starts")
+        return f"{first.isoformat()}/{last.isoformat()}"
+    raise ValueError(
+        f"unknown period {text!r}: use daily, weekly, monthly, quarterly or yearly "
+        "(weekly-sunday, quarterly-april, ... for another first day or month) "
+        "or a range of days YYYY-MM-DD/YYYY-MM-DD"
+    )
+
+
+Period.DAILY = Period("daily")
+Period.WEEKLY = Period("weekly")
+Period.MONTHLY = Period("monthly")
+Period.QUARTERLY = Period("quarterly")
+Period.YEARLY = Period("yearly")
+Period.ANY = _INTERNED["any"] = str.__new__(Period, "any")
 
 
 @dataclass(frozen=True, slots=True)

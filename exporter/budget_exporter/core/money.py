@@ -1,16 +1,5 @@
-"""Money: the one set of rules by which text and JSON numbers become amounts.
-
-An amount is a plain decimal number written with ASCII digits (no digit
-separators, no ``NaN`` or ``Infinity``), finite, and below :data:`MAX_AMOUNT`
-in size; it is kept as a :class:`~decimal.Decimal`.  Floats are read through
-their shortest round-tripping text, never their binary expansion.
-
-:func:`read_amount` applies the rules and raises :class:`AmountError`, whose
-:attr:`~AmountError.problem` says what is wrong; the config's ``Money`` fields
-word it for a config file.  :func:`parse_amount` words it for a provider's
-answer (a :class:`~budget_exporter.core.errors.SourceError`), :func:`parse_cost` for
-the cost of an operation (the check API and the guard).  No message echoes the
-value: it may be a secret.
+"""Money: the one set of rules by which text and JSON numbers become :class:`~decimal.Decimal`
+amounts, with wording for the config, a provider's answer and an operation's cost.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Read a credential from a ``<field>_file``: at config load, and again per poll where a
-provider re-reads it (rotating tokens, such as Kubernetes' projected service-account tokens).
-
-A file for a mapping field (``headers_file``) holds YAML; any other holds the
-value, surrounding whitespace removed.  Errors never quote the file's content.
+"""Read a credential from a ``<field>_file``, at config load and, for providers that re-read
+it, at every poll.
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""Estimate what an LLM call costs from its model and token counts.
-
-A price table maps model names to prices per ``per_tokens`` tokens (one
-million) for each token type.  One is shipped with the package
-(``budget_exporter/pricing/data/prices.yml``, with the date it was taken); a user file
-or inline entries override it model by model.  Estimates are estimates: list
-prices, no discounts.  An unknown model is an error unless the table has a
-``default`` price -- never a silent zero.
+"""Estimate what an LLM call costs from its model and token counts, with the shipped price
+table or your own (see docs/providers-llm-saas.md).
 
     >>> from budget_exporter.pricing import estimate
     >>> estimate("gpt-4o-2024-08-06", input_tokens=12_000, output_tokens=800)

@@ -112,6 +112,11 @@ class SourceConfig(BaseModel):
         """The billed source this (metered) source counts after, if joined to one."""
         return None
 
+    def dimension_names(self) -> frozenset[str] | None:
+        """The dimensions every line of this source has, when the configuration fixes
+        them (a meter's ``dimensions``); None when only its answers tell."""
+        return None
+
 
 @dataclass(frozen=True)
 class ProviderContext:

@@ -1,10 +1,5 @@
-"""Reading a JSON request body strictly: small, UTF-8, one value per key.
-
-The transport refuses a body over :data:`MAX_BYTES` before reading it (413, the
-route's cap); given ``max_bytes``, this reader checks a size itself.
-A key given twice in one object is refused (400 naming the key) instead of
-silently taking the last value: two readers of the same request (a proxy that
-checks it, the exporter that acts on it) must not see two different requests.
+"""Reading a JSON request body strictly: small, UTF-8, one value per key (a key given twice
+is refused, naming it; see docs/security.md#the-http-front).
 """
 
 from __future__ import annotations

@@ -1,43 +1,6 @@
-"""The HTTP/1.1 transport: strict request parsing, with the limits a public port needs.
-
-* **No thread for a connection that waits.**  A new connection, a kept-alive one
-  between requests, and one whose client is slow to take its answer wait in a
-  selector; a connection gets a worker thread only while its request is read and
-  answered.  An answer the client does not take at once is written by the
-  selector as the client reads, from the handler's buffers themselves (views, no
-  copies: the pre-rendered exposition is shared by every scrape), within
-  ``write_timeout``.
-* **Few workers, kept for those who need them.**  At most ``workers`` threads
-  (well below the connection cap) read requests and run handlers.  When all are
-  taken, a connection with bytes to read takes the worker of the slowest client
-  still sending its request (for ``stall_grace`` seconds or more, counted from
-  its first bytes).  If none is slow, it waits for the next free worker: those
-  whose request head has all come first (seen with ``MSG_PEEK``, without reading
-  it), then the newest first, so a scraper goes before slow senders.
-* **Deadlines both ways.**  Waiting for a request, the TLS handshake, the request
-  line, the headers and the body must all happen within ``read_timeout``
-  (counted from the accept, then from the previous answer): a client sending a
-  byte at a time is cut off with 408 (or a plain close when it sent nothing).
-  An answer must be taken within ``write_timeout``, or the connection is closed.
-* **A cap on connections.**  At ``max_connections`` a new connection closes the
-  one that has waited longest on its client (for its next request, or, past
-  ``stall_grace``, to take its answer), so a scraper always gets in; when every
-  connection is busy answering, the new one gets 503 at once.
-* **Bounded memory per connection.**  The request line and headers together are
-  read into one buffer of at most ``max_header_bytes`` (431 beyond, 414 for a
-  request line alone); a body only where a route reads one, up to the route's
-  cap (413, answered before any ``100 Continue``); the kernel's send buffer is
-  capped (``send_buffer``), so that a client that does not read holds kilobytes.
-* **Strict parsing** (RFC 9112): a header name with whitespace before the colon,
-  an obsolete line folding, a missing or repeated ``Host`` on HTTP/1.1, or
-  conflicting ``Content-Length`` headers are answered 400; chunked bodies 411.
-  Plain HTTP sent to the TLS port is answered 400 in plain text.
-* **A large listen backlog** (1024, or the kernel's ``somaxconn`` if lower), so a
-  burst of connections waits in the queue instead of retrying SYNs.
-* **TCP_NODELAY**, so small answers leave at once; a client that goes away is
-  logged at debug level, never as an error.
-
-Which handler answers is up to the :class:`App` (auth and the route table).
+"""The HTTP/1.1 transport: strict request parsing, waiting connections in a selector, a few
+worker threads, deadlines both ways and the other limits a public port needs (see
+docs/security.md#the-http-front).  Which handler answers is up to the :class:`App`.
 """
 
 from __future__ import annotations
@@ -65,7 +28,7 @@ from typing import Protocol
 
 from budget_exporter.web.routes import Request, Response, Route, text
 
-log = logging.getLogger("budget_exporter.web")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

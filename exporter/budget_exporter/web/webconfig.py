@@ -1,8 +1,5 @@
-"""``--web.config.file``: TLS and basic auth, in the exporter-toolkit format.
-
-Supported keys: ``tls_server_config`` (``cert_file``, ``key_file``,
-``client_auth_type``, ``client_ca_file``, ``min_version``),
-``http_server_config.headers`` and ``basic_auth_users`` (bcrypt hashes).
+"""``--web.config.file``: TLS and basic auth, in the exporter-toolkit format (see
+docs/security.md#tls-and-basic-auth).
 """
 
 from __future__ import annotations
