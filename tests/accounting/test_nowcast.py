@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -165,6 +166,7 @@ def test_a_meter_that_is_down_leaves_the_whole_bill(setup) -> None:
             "data_through": "2026-11-20T00:00:00Z",
             "meters": [],
             "meters_left_out": ["meter"],
+            "meter_blind": None,
         }
     ]
 
@@ -343,3 +345,30 @@ def test_an_earlier_bill_counts_only_until_its_meters_poll_again() -> None:
     assert joined_part(_bill_state(last_success=100.0), down, WINDOW, _total).amount == 150
     # The meters were polled after the bill's last good poll: no reason to wait.
     assert joined_part(_bill_state(last_success=80.0), meters, WINDOW, _total).amount == 150
+
+
+def test_a_meter_polled_while_the_bill_polls_waits_for_its_next_poll() -> None:
+    # The bill's poll started at 100 and its result (horizon H1) was recorded at 105; the
+    # meter's poll started at 102, in between, and so read the old horizon H0.  It is about to
+    # catch up (polled again at once): the old pair still counts, not the whole bill.
+    bill = dataclasses.replace(_bill_state(last_success=100.0), recorded_at=105.0)
+    meters = [("a", dataclasses.replace(_meter_state("a", 46, H0), last_attempt=102.0))]
+    waiting = joined_part(bill, meters, WINDOW, _total)
+    assert (waiting.billed, waiting.metered, waiting.data_through) == (100, 46, H0)
+    # A meter poll that started after the result was recorded had no such excuse.
+    late = [("a", dataclasses.replace(_meter_state("a", 46, H0), last_attempt=106.0))]
+    assert joined_part(bill, late, WINDOW, _total).amount == 150
+
+
+def test_the_engine_records_when_a_result_arrived(setup) -> None:
+    engine, clock, bill, _ = setup
+    started = clock.now
+
+    def slow_poll(windows: Sequence[Window]) -> PollResult:
+        clock.now += 5  # the bill's API takes five seconds to answer
+        return bill.poll(windows)
+
+    engine.runners["bill"].provider.poll = slow_poll  # type: ignore[method-assign]
+    assert engine.runners["bill"].poll()
+    state = engine.live_states()["bill"]
+    assert (state.last_success, state.recorded_at) == (started, started + 5)

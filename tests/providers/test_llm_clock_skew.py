@@ -36,7 +36,9 @@ def test_openai_horizon_is_capped_at_now() -> None:
     today["end_time"] = unix((NOW - timedelta(minutes=5)).timestamp())
     document["data"].append(tomorrow)
     responses.get(f"{OPENAI}/organization/costs", json=document)
-    result = make_provider("openai", admin_key="sk-admin-x", base_url=OPENAI).poll([MONTH])
+    # settle_lag 0: a bucket is final once closed (the lag is tested in openai/test_settle_lag).
+    provider = make_provider("openai", admin_key="sk-admin-x", base_url=OPENAI, settle_lag="0")
+    result = provider.poll([MONTH])
     assert result.data_through == NOW
     assert sum(ln.amount for ln in result.lines) == Decimal("13.5")
     # The future bucket's spend is open, not settled: the meter counts that time.
@@ -56,7 +58,9 @@ def test_anthropic_horizon_is_capped_at_now() -> None:
     today["ending_at"] = (NOW - timedelta(minutes=5)).strftime(fmt)
     document["data"].append(tomorrow)
     responses.get(f"{ANTHROPIC}/v1/organizations/cost_report", json=document)
-    provider = make_provider("anthropic", admin_key="sk-ant-admin-x", base_url=ANTHROPIC)
+    provider = make_provider(
+        "anthropic", admin_key="sk-ant-admin-x", base_url=ANTHROPIC, settle_lag="0"
+    )
     result = provider.poll([MONTH])
     assert result.data_through == NOW
     assert result.unsettled, "the future bucket's spend is open"

@@ -52,9 +52,9 @@ def test_openai_horizon_is_the_start_of_the_open_bucket() -> None:
 
 @responses.activate
 def test_openai_horizon_without_an_open_bucket_is_the_last_end() -> None:
-    closed_at = NOW - timedelta(hours=2)
+    closed_at = NOW - timedelta(hours=8)  # longer ago than the default settle_lag (6h)
     document = openai_answer()
-    del document["data"][1]  # no bucket for today; yesterday's ends two hours ago
+    del document["data"][1]  # no bucket for today; yesterday's ends eight hours ago
     document["data"][0]["end_time"] = unix(closed_at)
     result = openai(document)
     assert result.data_through == closed_at and result.unsettled == ()

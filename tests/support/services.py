@@ -169,6 +169,9 @@ class ServiceSet:
             binary,
             f"--config.file={config_file}",
             f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
+            # Longer than any budget period: the exporter refuses a meter whose window
+            # reaches back beyond the server's retention (default 15d).
+            "--storage.tsdb.retention.time=400d",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
         return self.start("prometheus", argv, port, "/-/ready")

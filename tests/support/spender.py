@@ -14,7 +14,13 @@ Run as a script: ``python spender.py PORT``.  It serves ``GET /metrics`` and
   exported to Prometheus does (histogram ``gen_ai_client_token_usage``, labels
   ``gen_ai_operation_name``, ``gen_ai_system``, ``gen_ai_request_model``,
   ``gen_ai_response_model``, ``gen_ai_token_type``): 10,000 input and 2,000
-  output tokens of ``claude-sonnet-4-20250514``.
+  output tokens of ``claude-sonnet-4-20250514``, and 1,000 input tokens of
+  ``house-model`` (``gen_ai_system="openai"``), a model no price table knows.
+
+``POST /late`` records $50 once, for each of the budgets ``late`` (declared at zero at
+start-up with ``Meter.declare``) and ``undeclared`` (not declared): series born in the
+middle of the meter's range, the first with its whole spend visible to ``increase()``, the
+second first scraped with its $50 already on it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ COST = 0.2
 LITELLM = {("gpt-4o", "search"): 0.03, ("claude-sonnet-4", "ads"): 0.02}
 MODEL = "claude-sonnet-4-20250514"
 TOKENS = {"input": 10_000, "output": 2_000}
+UNPRICED_MODEL = "house-model"
+UNPRICED_TOKENS = 1_000
+LATE = 50.0
 GENAI_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304]
 
 litellm = Counter(
@@ -67,6 +76,10 @@ def genai_child(kind: str) -> Histogram:
     return genai.labels("chat", "anthropic", MODEL, MODEL, kind)
 
 
+def unpriced_child() -> Histogram:
+    return genai.labels("chat", "openai", UNPRICED_MODEL, UNPRICED_MODEL, "input")
+
+
 def spend_forever() -> None:
     started.wait()
     tick = time.monotonic()
@@ -76,6 +89,7 @@ def spend_forever() -> None:
             litellm_child(model, team).inc(amount)
         for kind, count in TOKENS.items():
             genai_child(kind).observe(count)
+        unpriced_child().observe(UNPRICED_TOKENS)
         with lock:
             totals["operations"] += 1
         tick += TICK
@@ -101,17 +115,24 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(json.dumps(totals).encode(), "application/json")
 
     def do_POST(self) -> None:
-        started.set()
+        if self.path == "/late":
+            meter.record_cost("late", LATE, model="gpt-4o-mini")
+            meter.record_cost("undeclared", LATE, model="gpt-4o-mini")
+        else:
+            started.set()
         self._send(b"{}", "application/json")
 
 
 def main() -> None:
-    # Every series exists (at zero) before the first scrape, so increase() sees it all.
-    meter.counter.labels("agent", "gpt-4o", "USD")
+    # Every series exists (at zero) before the first scrape, so increase() sees it all:
+    # the metering helper's own declared, the others created without a value.
+    meter.declare("agent", models=("gpt-4o",))
+    meter.declare("late", models=("gpt-4o-mini",))  # recorded only later, at POST /late
     for model, team in LITELLM:
         litellm_child(model, team)
     for kind in TOKENS:
         genai_child(kind)
+    unpriced_child()
     threading.Thread(target=spend_forever, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.serve_forever()

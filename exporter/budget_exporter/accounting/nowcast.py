@@ -1,34 +1,5 @@
-"""The nowcast: billed spend up to the bill's data horizon, metered spend after it.
-
-A metered source (``prometheus`` with ``metered_after: <billed source>``) is
-queried from the billed source's data horizon (``PollResult.data_through``) to
-now, and records the horizon it used (``PollResult.metered_from``).  A budget
-that sums both counts:
-
-* the bill's lines, less its ``unsettled`` lines (spend it reports at or after
-  its horizon, such as a still-open daily bucket), and
-* the meter's lines,
-
-taken from a *matching pair*: every meter joined to the bill was polled against
-the same horizon, and the bill of that horizon is kept.  Every hour of spend is
-then counted from one side only.  When a billed poll moves the horizon, the meters
-are polled again at once; until they answer, the budget keeps the previous pair
-(the state keeps a few earlier billed results for that), so the spend never
-counts the moved hours twice nor drops them.  When the meters answer, the hours
-between the old and the new horizon change side: the budget's spend moves by the
-bill's figure for them less the meters'.
-
-An earlier bill is used only while every meter is up and has not been polled
-since the bill's last good poll (it is about to catch up).  Otherwise the whole
-current bill counts, unsettled part included, and no meter, when: a meter has no
-figures for the window; the meters were polled against different horizons (one
-caught up, another lagging or down); or their horizon is not the current bill's
-and they cannot use an earlier one (a meter is down, or that bill is no longer
-kept).  Spend is then as fresh as the bill, never double counted, and never
-below the bill alone.  A meter that goes down after it was polled against the
-current horizon keeps counting its last good figures, like any source.
-
-Pure functions: no I/O, no registry lookups.
+"""The nowcast: a bill up to its data horizon plus the meters joined to it after it
+(see docs/realtime.md).
 """
 
 from __future__ import annotations
@@ -60,6 +31,12 @@ class SpendPart:
     meters_left_out: tuple[str, ...] = ()
     """Meters joined to this source whose figures could not be placed (no data, or
     polled against a horizon no kept bill has): the whole bill counts instead."""
+    blind: str | None = None
+    """Why the joined meters, though placed, add nothing while the bill's open part (under
+    the budget's match) shows spend: ``no_series`` (their queries matched no series) or
+    ``no_spend`` (their series add nothing under the budget's ``match``: dimension values
+    differ, or the series did not increase).  The bill's open part then counts instead,
+    so the budget is never below the bill; None when the meters see the spend."""
 
     @property
     def amount(self) -> Decimal:
@@ -97,8 +74,25 @@ def joined_part(
             data_through=current.data_through,
             meters_left_out=names,
         )
-    settled = total(bill.lines) - total(bill.unsettled)
+    open_part = total(bill.unsettled)
     metered = sum((total(s.result.lines) for s in states if s and s.result), Decimal(0))
+    if open_part > 0 and metered == 0:
+        # The bill shows spend after its horizon that no meter counts: subtracting it
+        # would drop today's spend without a word.  Count the bill's and say why.
+        answered = any(
+            line.period == window.period
+            for s in states
+            if s and s.result
+            for line in s.result.lines
+        )
+        return SpendPart(
+            billed.name,
+            total(bill.lines),
+            data_through=bill.data_through,
+            meters=names,
+            blind="no_spend" if answered else "no_series",
+        )
+    settled = total(bill.lines) - open_part
     return SpendPart(billed.name, settled, metered, data_through=bill.data_through, meters=names)
 
 
@@ -130,12 +124,15 @@ def _metered_from(state: SourceState | None, window: Window) -> datetime | None:
 
 
 def _awaits_repoll(meter: SourceState | None, billed: SourceState) -> bool:
-    """The meter is up and has not been polled since the bill's last good poll, so
-    its figures are the previous horizon's only because it has not caught up yet."""
+    """The meter is up and its last poll started before the bill's last good result was
+    recorded, so its figures are the previous horizon's only because it has not caught up
+    yet.  Compared with the time the result was recorded, not its poll's start: a meter
+    poll that started while the bill's poll ran read the previous horizon too."""
+    recorded = billed.recorded_at if billed.recorded_at is not None else billed.last_success
     return (
         meter is not None
         and meter.up
         and meter.last_attempt is not None
-        and billed.last_success is not None
-        and meter.last_attempt <= billed.last_success
+        and recorded is not None
+        and meter.last_attempt <= recorded
     )

@@ -21,6 +21,8 @@ marked::
         budget_period_end_timestamp_seconds
         budget_source_info{..., source, provider}                 always 1
         budget_meter_blind{..., source}                           per billed source with meters
+        budget_converted_spend_amount{..., source, native_currency}       spend in another
+        budget_unconverted_spend_amount{..., source, native_currency, reason}  currency
     per source {source, provider}
         budget_source_up
         budget_source_last_success_timestamp_seconds
@@ -275,7 +277,40 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         end.add_metric(values, b.window.end.timestamp())
     tuning = [anomaly, anomaly_floor, anomaly_history, critical_horizon, warning_horizon]
     amounts = [limit, spend, billed, metered, forecast]
-    return [*amounts, usage, fratio, warning, stop, *tuning, start, end, *_blind_family(budgets)]
+    return [
+        *amounts, usage, fratio, warning, stop, *tuning, start, end, *_blind_family(budgets),
+        *_conversion_families(budgets),
+    ]  # fmt: skip
+
+
+def _conversion_families(budgets: Sequence[BudgetView]) -> list[Metric]:
+    """Per budget, source and other currency: the spend counted after conversion, and the
+    spend left out for want of a fresh rate (docs/currencies.md); each family is left out
+    when no budget has such spend."""
+    static = sorted({k for b in budgets for k, _ in b.labels})
+    names = ["budget", "currency", "period", "source", "native_currency"]
+    converted = GaugeMetricFamily(
+        "budget_converted_spend_amount",
+        "The part of budget_spend_amount a source spent in another currency (native_currency), "
+        f"converted at the rate of a rates source, in the budget's currency. {CACHED}",
+        labels=[*names, *static],
+    )
+    left_out = GaugeMetricFamily(
+        "budget_unconverted_spend_amount",
+        "Spend of a source in another currency (native_currency, in that currency) that the "
+        "budget does not count: reason no_rate (no rates source publishes one) or stale_rate "
+        f"(the newest is older than its source's max_age). {CACHED}",
+        labels=[*names, "reason", *static],
+    )
+    for b in budgets:
+        extra = [dict(b.labels).get(k, "") for k in static]
+        for c in b.conversions:
+            values = [b.name, b.currency, b.period, c.source, c.currency, *extra]
+            converted.add_metric(values, float(c.amount))
+        for gone in b.left_out:
+            values = [b.name, b.currency, b.period, gone.source, gone.currency, gone.reason]
+            left_out.add_metric([*values, *extra], float(gone.native))
+    return [family for family in (converted, left_out) if family.samples]
 
 
 def _blind_family(budgets: Sequence[BudgetView]) -> list[Metric]:

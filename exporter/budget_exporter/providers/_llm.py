@@ -15,11 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from budget_exporter.core.errors import SourceError
+from budget_exporter.core.fields import Duration
 from budget_exporter.core.model import Period, PollResult, Sample, Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
@@ -49,6 +50,22 @@ _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 Tokens = dict[str, dict[str, int]]
 """model -> token type -> month-to-date count."""
 
+DEFAULT_SETTLE_LAG = timedelta(hours=6)
+"""How long a closed daily bucket is still taken as filling: neither provider states how long
+its cost report lags; integrators of Anthropic's report describe batches landing within about
+four hours (occasionally a day), and OpenAI's costs fill a few hours after the day too."""
+MAX_SETTLE_LAG = timedelta(hours=48)
+
+
+def _zero_duration(value: object) -> object:
+    """``0`` (or ``0h``, ``0s``): no lag; other values are read as durations."""
+    if value == 0 or (isinstance(value, str) and value.strip() in {"0", "0s", "0m", "0h", "0d"}):
+        return timedelta(0)
+    return value
+
+
+SettleLag = Annotated[Duration, BeforeValidator(_zero_duration)]
+
 
 class LlmSourceConfig(SourceConfig):
     """Fields shared by the LLM providers; ``admin_key`` is a secret."""
@@ -60,8 +77,19 @@ class LlmSourceConfig(SourceConfig):
     usage_tokens: bool = False
     estimate_cost: bool = False
     pricing: PricingConfig | None = None
+    settle_lag: SettleLag = DEFAULT_SETTLE_LAG
+    """How long after a daily bucket closes its costs are still arriving: until then the
+    bucket is reported as unsettled and the data horizon stays at its start, so a meter
+    joined with ``metered_after`` keeps counting that day (docs/realtime.md)."""
 
     secret_fields = frozenset({"admin_key"})
+
+    @field_validator("settle_lag")
+    @classmethod
+    def _settle_lag_range(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0) or value > MAX_SETTLE_LAG:
+            raise ValueError("settle_lag must be from 0 to 48h")
+        return value
 
     @field_validator("pricing")
     @classmethod
@@ -318,11 +346,13 @@ class LlmProvider(Provider):
         """The cost results of the pages' buckets in ``window``, summed by currency and
         dimensions; ``what`` names the results in errors.
 
-        The data horizon is the start of the newest bucket still open (ending after
-        now), or the end of the newest closed bucket when none is open; the lines of
-        buckets from the horizon on are also returned as unsettled.
+        The data horizon is the start of the oldest bucket still open (ending after
+        now) or still filling (closed less than ``settle_lag`` ago: its costs are still
+        arriving), or the end of the newest bucket when none is.  The lines of buckets from the horizon on are also returned as
+        unsettled.
         """
         now = self.context.now()
+        settled_before = now - self.config.settle_lag
         buckets: list[tuple[datetime, datetime, list[tuple[Decimal, str, dict[str, str]]]]] = []
         for data in found:
             for bucket in data:
@@ -334,9 +364,11 @@ class LlmProvider(Provider):
                     amount, currency = self.cost_of(item, f"{what} result {index}")
                     items.append((amount, currency, self.dimensions(item)))
                 buckets.append((start, end, items))
-        horizon = max(
-            (end if end <= now else start for start, end, _ in buckets), default=window.start
-        )
+        filling = [start for start, end, _ in buckets if end > settled_before]
+        if filling:  # the oldest bucket still open or filling: no figure from it on is final
+            horizon = min(filling)
+        else:
+            horizon = max((end for _, end, _ in buckets), default=window.start)
         horizon = min(horizon, now)
         sums, unsettled = LineSum(), LineSum()
         for start, _, items in buckets:

@@ -1,10 +1,12 @@
 """``prometheus``: metered spend from PromQL, through the Prometheus HTTP query API.
 
 Reads ``GET {url}/api/v1/query`` (Prometheus, Thanos, Mimir, Cortex, VictoriaMetrics), the
-query template filled with the window its figures must cover.  Emits metered spend lines::
+query template filled with the window its figures must cover.  Emits metered spend lines, and gauges of what the query answered::
 
     budget_source_cost_amount{period, currency, <configured dimensions>}
     budget_source_cost_amount{period, currency, <dimensions>, model, token_type}   mode: tokens
+    budget_source_metered_series{period}
+    budget_source_unpriced_tokens{period, model, token_type}                      mode: tokens
 
 Placeholders, token pricing, failures and joining a billed source: docs/realtime.md.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -22,19 +25,21 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from budget_exporter.core.durations import format_duration, parse_duration
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.fields import ConfigPath, Currency, Name
+from budget_exporter.core.fields import ConfigPath, Currency, Duration, Name
 from budget_exporter.core.messages import shorten
 from budget_exporter.core.model import (
     DIMENSION_NAME,
     Period,
     PollResult,
+    Sample,
     SpendLine,
     Window,
     label_clash,
 )
 from budget_exporter.core.money import AmountError, Problem, read_amount
-from budget_exporter.core.redaction import redactor
+from budget_exporter.core.redaction import basic_auth_forms, redactor
 from budget_exporter.core.secretfiles import SecretFileError, read_secret_file, secrets_of
 from budget_exporter.pricing import TOKEN_TYPES, PriceTable, PricingConfig, UnknownModelError
 from budget_exporter.providers import register
@@ -48,10 +53,32 @@ from budget_exporter.providers.base import (
 )
 
 QUERY_PATH = "/api/v1/query"
+FLAGS_PATH = "/api/v1/status/flags"
+RETENTION_FLAG = "storage.tsdb.retention.time"
+RETENTION_CHECKED_FROM = timedelta(days=2)
+"""Queries reaching back less than this (a meter joined to a daily bill) are not checked
+against the server's retention: every backend keeps that much."""
+RETENTION_RELEARNED = timedelta(days=1)
+DEFAULT_RETENTION = timedelta(days=15)
+"""Prometheus' retention when neither a time nor a size is set."""
 TENANT_HEADER = "X-Scope-OrgID"
 _RESERVED = frozenset({"source", "provider", "currency"})
 _PLACEHOLDERS = ("{range}", "{start_unix}", "{end_unix}")
+CACHE_TOKEN_TYPES = frozenset({"cached_input", "cache_write", "cache_write_1h"})
 _MAX_WARNINGS_SHOWN = 3
+MAX_RETRIES = 1
+MAX_POLLS_PER_SECOND = 10.0
+"""Polls of all ``prometheus`` sources together that may start per second."""
+SERIES = "budget_source_metered_series"
+SERIES_HELP = (
+    "Series the meter's query answered with, by period: 0 means it matched nothing (a "
+    "renamed metric or label), and counts as no spend."
+)
+UNPRICED = "budget_source_unpriced_tokens"
+UNPRICED_HELP = (
+    "Tokens of a mode: tokens meter that the price table cannot price (unknown model), by "
+    "period, model and token type: not counted as spend."
+)
 
 
 def _base_url(url: str) -> str:
@@ -78,6 +105,10 @@ class TokenLabels(BaseModel):
     )
     """Label value -> price-table token type; any other value fails the poll
     (never a silent zero)."""
+    input_includes_cached: bool = False
+    """The ``input`` series count cached and cache-write tokens too (OpenTelemetry GenAI's
+    input tokens, OpenAI's ``prompt_tokens``): the cache series answered beside them are
+    taken out of ``input`` before pricing."""
 
     @model_validator(mode="after")
     def _known_types(self) -> TokenLabels:
@@ -101,6 +132,15 @@ class PrometheusConfig(SourceConfig):
     pricing: PricingConfig | None = None
     metered_after: Name | None = None
     """A billed source: count this source's spend only after that source's data horizon."""
+    duplicates_query: str | None = Field(default=None, min_length=1, max_length=20_000)
+    """A PromQL check that answers no series while the counters are not duplicated (e.g.
+    ``count without (replica) (litellm_spend_metric_total) > 1``); any series it answers
+    fails the poll with them in the error.  May use the window placeholders."""
+    retention: Duration | None = None
+    """How far back the server keeps the raw counters (Prometheus' retention, Mimir's
+    ``max_query_lookback``, Thanos' raw retention); unset: asked of Prometheus
+    (``/api/v1/status/flags``) once a day, unknown elsewhere.  A query reaching back
+    further fails the poll: ``increase()`` would silently cover less."""
     tenant: str | None = Field(default=None, min_length=1, max_length=1024)
     """Sent as ``X-Scope-OrgID`` (Mimir, Cortex, Loki-style multi-tenancy)."""
     username: str | None = Field(default=None, min_length=1)
@@ -119,6 +159,10 @@ class PrometheusConfig(SourceConfig):
 
     def billed_source(self) -> str | None:
         return self.metered_after
+
+    def dimension_names(self) -> frozenset[str]:
+        extra = {"model", "token_type"} if self.mode == "tokens" else set()
+        return frozenset(self.dimensions) | extra
 
     @model_validator(mode="after")
     def _consistent(self) -> PrometheusConfig:
@@ -172,6 +216,12 @@ class Credentials:
     headers: Mapping[str, str] = field(repr=False)
 
 
+def evaluation_timeout(timeout: timedelta) -> str:
+    """The ``timeout`` parameter sent with a query: nine tenths of the source's timeout, so
+    the server gives up on the evaluation (and says so) before the client stops waiting."""
+    return f"{max(100, int(timeout.total_seconds() * 900))}ms"
+
+
 def promql_duration(seconds: float) -> str:
     """Whole seconds, at least one: ``3600.2`` -> ``"3601s"``."""
     return f"{max(1, math.ceil(seconds))}s"
@@ -202,11 +252,17 @@ class PrometheusProvider(Provider):
     config_model = PrometheusConfig
     default_poll_interval = timedelta(seconds=30)
     metered = True
+    max_polls_per_second = MAX_POLLS_PER_SECOND
 
     def __init__(self, config: PrometheusConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
-        self.http = context.http_client()
+        # One retry at most: a Prometheus that timed out or answered 503 is overloaded, and
+        # every retry adds a whole query to its load.
+        self.http = replace(context, retries=min(context.retries, MAX_RETRIES)).http_client()
         self.table: PriceTable | None = None
+        self._unpriced_warned: set[str] = set()
+        self._retention: tuple[datetime, timedelta | None] | None = None
+        """When the server's retention was last asked for, and its answer."""
 
     def close(self) -> None:
         self.http.close()
@@ -233,6 +289,8 @@ class PrometheusProvider(Provider):
                 raise SourceError(f"headers_file: {path} must map header names to strings")
             secrets |= secrets_of(value)
             found = replace(found, **{name: value})
+        if config.username is not None and found.password is not None:
+            secrets |= basic_auth_forms(config.username, found.password)  # the header's base64
         if secrets:
             redactor.set_owned(f"source:{config.name}", secrets)
         return found
@@ -253,12 +311,93 @@ class PrometheusProvider(Provider):
         horizon = self.context.horizon() if config.metered_after else None
         credentials = self.credentials()
         lines: list[SpendLine] = []
+        samples: list[Sample] = []
+        widest: tuple[datetime, datetime] | None = None
+        answers: dict[tuple[str, datetime], list[tuple[dict[str, str], Decimal]]] = {}
         for window in windows:
             end = min(now, window.end)
             start = metered_start(window, horizon, end)
-            answer = self.query(fill(config.query, start, end), end, credentials)
-            lines.extend(self.parse(answer, window.period).lines)
-        return PollResult(lines=tuple(lines), polled_at=now, metered_from=horizon, metered=True)
+            promql = fill(config.query, start, end)
+            # Windows that both start at the bill's horizon ask the same: ask once.
+            answer = answers.get((promql, end))
+            if answer is None:
+                answer = answers[(promql, end)] = self.query(promql, end, credentials)
+            if end - start >= RETENTION_CHECKED_FROM:  # once the server has answered at all
+                self.check_retention(window, start, end, credentials)
+            if widest is None or start < widest[0]:
+                widest = (start, end)
+            parsed = self.parse(answer, window.period)
+            lines.extend(parsed.lines)
+            period = {"period": str(window.period)}
+            samples.append(Sample.of(SERIES, SERIES_HELP, len(answer), period))
+            samples.extend(parsed.samples)
+        if config.duplicates_query is not None and widest is not None:
+            self.check_duplicates(fill(config.duplicates_query, *widest), widest[1], credentials)
+        return PollResult(
+            lines=tuple(lines),
+            samples=tuple(samples),
+            polled_at=now,
+            metered_from=horizon,
+            metered=True,
+        )
+
+    def check_duplicates(self, promql: str, at: datetime, credentials: Credentials) -> None:
+        """SourceError naming the series ``duplicates_query`` answers, if any."""
+        found = self.query(promql, at, credentials)
+        if not found:
+            return
+        shown = ", ".join(
+            f"{_series(labels)} {value}" for labels, value in found[:_MAX_WARNINGS_SHOWN]
+        )
+        more = (
+            f" and {len(found) - _MAX_WARNINGS_SHOWN} more"
+            if len(found) > _MAX_WARNINGS_SHOWN
+            else ""
+        )
+        raise SourceError(
+            f"duplicates_query found duplicated counters ({shown}{more}): sum() would count "
+            "them more than once; deduplicate them (Thanos replica labels, Mimir HA "
+            "deduplication, a multiprocess directory for LiteLLM's workers) -- see "
+            "docs/realtime.md"
+        )
+
+    def check_retention(
+        self, window: Window, start: datetime, end: datetime, credentials: Credentials
+    ) -> None:
+        """SourceError when the server keeps less than the window's range: the query's
+        answer would silently cover only the part it still has."""
+        kept, where = self.config.retention, "retention"
+        if kept is None:
+            kept, where = self.server_retention(end, credentials), RETENTION_FLAG
+        if kept is None or end - kept <= start:
+            return
+        raise SourceError(
+            f"the {window.period} window's query reaches back to {start:%Y-%m-%dT%H:%M:%SZ}, "
+            f"but the server keeps {format_duration(kept)} of samples ({where}): increase() "
+            "would cover less and undercount. Keep the counters longer (Thanos, Mimir), "
+            "shorten the budget's period, or join this meter to a bill (metered_after)"
+        )
+
+    def server_retention(self, now: datetime, credentials: Credentials) -> timedelta | None:
+        """Prometheus' ``storage.tsdb.retention.time``, asked once a day; None where the
+        server does not say (Thanos, Mimir and VictoriaMetrics have no such flag)."""
+        if self._retention is not None and now - self._retention[0] < RETENTION_RELEARNED:
+            return self._retention[1]
+        config: PrometheusConfig = self.config
+        kwargs: dict[str, Any] = {"headers": self.request_headers(credentials)}
+        if config.username is not None:
+            kwargs["auth"] = (config.username, credentials.password)
+        if config.ca_file is not None:
+            kwargs["verify"] = config.ca_file
+        kept: timedelta | None = None
+        try:
+            document = self.http.json("GET", config.url + FLAGS_PATH, **kwargs)
+            data = document.get("data") if isinstance(document, dict) else None
+            kept = _retention_of(data) if isinstance(data, dict) else None
+        except SourceError as exc:
+            self.context.logger.debug("server retention unknown: %s", exc)
+        self._retention = (now, kept)
+        return kept
 
     def query(
         self, promql: str, at: datetime, credentials: Credentials | None = None
@@ -269,7 +408,11 @@ class PrometheusProvider(Provider):
             credentials = self.credentials()
         url = config.url + QUERY_PATH
         kwargs: dict[str, Any] = {
-            "params": {"query": promql, "time": f"{at.timestamp():.3f}"},
+            "params": {
+                "query": promql,
+                "time": f"{at.timestamp():.3f}",
+                "timeout": evaluation_timeout(self.context.timeout),
+            },
             "headers": self.request_headers(credentials),
         }
         if config.username is not None:
@@ -294,19 +437,69 @@ class PrometheusProvider(Provider):
             return PollResult(lines=sums.lines(period))
         if self.table is None:
             self.table = config.price_table()
+        unpriced: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        priced = False
+        problem = ""
+        for dims, model, kind, value in self.token_counts(answer):
+            try:
+                cost = self.table.cost(model, {kind: value})
+            except UnknownModelError as exc:
+                unpriced[(model, kind)] += value
+                problem = str(exc)
+                continue
+            priced = True
+            sums.add(cost, self.table.currency, {**dims, "model": model, "token_type": kind})
+        counted = {key: n for key, n in unpriced.items() if n > 0}
+        if counted and not priced:
+            # Nothing could be priced: a zero here would be silent, so the poll fails.
+            raise SourceError(f"{problem}; add it under pricing.models or set pricing.default")
+        self.warn_unpriced(sorted({model for model, _ in counted}))
+        samples = [
+            Sample.of(
+                UNPRICED,
+                UNPRICED_HELP,
+                float(n),
+                {"period": str(period), "model": model, "token_type": kind},
+            )
+            for (model, kind), n in sorted(unpriced.items())
+        ]
+        return PollResult(lines=sums.lines(period), samples=tuple(samples))
+
+    def token_counts(
+        self, answer: list[tuple[dict[str, str], Decimal]]
+    ) -> list[tuple[dict[str, str], str, str, Decimal]]:
+        """``(dimensions, model, token type, count)`` of the answer's series, summed; with
+        ``tokens.input_includes_cached`` the cache tokens answered for the same model and
+        dimensions are taken out of ``input`` (never below zero), so each is priced once."""
+        counts: dict[tuple[tuple[tuple[str, str], ...], str, str], Decimal] = defaultdict(Decimal)
         for labels, value in answer:
             model, kind = self.token_labels(labels)
             if value < 0:
                 raise SourceError(f"series {_series(labels)}: negative token count")
-            try:
-                cost = self.table.cost(model, {kind: value})
-            except UnknownModelError as exc:
-                raise SourceError(
-                    f"{exc}; add it under pricing.models or set pricing.default"
-                ) from None
-            dims = {**self.dimensions(labels), "model": model, "token_type": kind}
-            sums.add(cost, self.table.currency, dims)
-        return PollResult(lines=sums.lines(period))
+            dims = tuple(sorted(self.dimensions(labels).items()))
+            counts[(dims, model, kind)] += value
+        if self.config.tokens.input_includes_cached:
+            for (dims, model, kind), value in list(counts.items()):
+                if kind in CACHE_TOKEN_TYPES and (dims, model, "input") in counts:
+                    left = counts[(dims, model, "input")] - value
+                    counts[(dims, model, "input")] = max(left, Decimal(0))
+        return [(dict(dims), model, kind, n) for (dims, model, kind), n in counts.items()]
+
+    def warn_unpriced(self, models: list[str]) -> None:
+        """Log once per model (for this configuration) the models whose tokens are left
+        out of the spend for want of a price."""
+        new = [m for m in models if m not in self._unpriced_warned]
+        if not new:
+            return
+        self._unpriced_warned.update(new)
+        assert self.table is not None
+        self.context.logger.warning(
+            "no price for model(s) %s in the price table (taken %s): their tokens are not "
+            "counted as spend (budget_source_unpriced_tokens); add them under pricing.models "
+            "or set pricing.default",
+            ", ".join(new),
+            self.table.taken.isoformat(),
+        )
 
     def dimensions(self, labels: Mapping[str, str]) -> dict[str, str]:
         config: PrometheusConfig = self.config
@@ -379,6 +572,36 @@ def _sample_value(sample: Any, where: str) -> Decimal:
         if exc.problem is Problem.TOO_LARGE:
             raise SourceError(f"{where}: value is not a plausible amount") from None
         raise SourceError(f"{where}: value is not a number") from None
+
+
+def _retention_of(flags: Mapping[str, Any]) -> timedelta | None:
+    """The retention Prometheus' flags say: the time flag, or its 15-day default when neither
+    a time nor a size is set (the flags then show ``0s`` and ``0B``); None when only a size
+    bounds it, or the flags are not Prometheus'."""
+    value = flags.get(RETENTION_FLAG)
+    if not isinstance(value, str):
+        return None
+    kept = _prometheus_duration(value)
+    if kept is not None:
+        return kept
+    legacy = flags.get("storage.tsdb.retention")
+    legacy_kept = _prometheus_duration(legacy) if isinstance(legacy, str) else None
+    if legacy_kept is not None:
+        return legacy_kept
+    size = str(flags.get("storage.tsdb.retention.size", "0B")).strip()
+    return DEFAULT_RETENTION if size in {"0", "0B"} else None
+
+
+def _prometheus_duration(text: str) -> timedelta | None:
+    """A Prometheus duration (``15d``, ``1y``, ``2w3d``); None for ``0s`` or unreadable."""
+    years, _, rest = text.strip().rpartition("y") if "y" in text else ("", "", text.strip())
+    try:
+        total = timedelta(days=365 * int(years)) if years else timedelta(0)
+        if rest:
+            total += parse_duration(rest)
+    except ValueError:
+        return None
+    return total if total > timedelta(0) else None
 
 
 def _series(labels: Mapping[str, str]) -> str:

@@ -1,19 +1,15 @@
-"""The JSON API: ``GET /api/v1/budgets``, ``POST /api/v1/check`` and ``POST /api/v1/release``.
-
-Answers come from the engine's current snapshot (never a provider) and its hold store.
-A check is allowed when every budget it counts against -- named, or found from the
-spend's source and dimensions -- keeps spend plus held amounts plus its cost below
-the stop threshold; stale figures follow ``global.check.on_stale``.  The model:
-docs/check-api.md.  Answers are always valid JSON (a figure too large for a float is
-``null``); money is computed under :data:`_CONTEXT`, and ``cost`` must be below
-:data:`MAX_COST`.
+"""The JSON API: ``GET /api/v1/budgets``, ``POST /api/v1/check`` and ``POST /api/v1/release``,
+answered from the engine's current snapshot and its hold store, never a provider (see
+docs/check-api.md).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import (
@@ -26,8 +22,10 @@ from decimal import (
     localcontext,
 )
 from typing import Any
+from urllib.parse import parse_qsl
 
 from budget_exporter.accounting.budgets import BudgetView, budget_state
+from budget_exporter.accounting.conversion import Conversion, LeftOut
 from budget_exporter.accounting.described import (
     DescriptionError,
     budgets_counting,
@@ -56,8 +54,10 @@ from budget_exporter.core.model import MAX_AMOUNT
 from budget_exporter.core.money import parse_cost
 from budget_exporter.runtime.engine import Engine, Snapshot
 from budget_exporter.web.jsonbody import BodyError, read_json
+from budget_exporter.web.pagecache import Page, PageCache
 
 PREFIX = "/api/v1/"
+BUDGETS_PATH = PREFIX + "budgets"
 JSON_HEADERS = {"Cache-Control": "no-store"}
 CONTENT_TYPE = "application/json"
 
@@ -98,6 +98,127 @@ def _handle(engine: Engine, method: str, path: str, body: bytes) -> Reply:
     return _error(404, "unknown API path; see /api/v1/budgets, /api/v1/check and /api/v1/release")
 
 
+def budgets_page(engine: Engine, query: str, cache: PageCache) -> Page:
+    """``GET /api/v1/budgets`` (``query``: its filters), rendered once per snapshot and
+    held amounts and kept in ``cache``; :class:`FilterError` for a bad filter."""
+    wanted = read_filter(query)
+    snapshot, now = engine.snapshot, engine.clock()
+    store, settings = _holds(engine)
+    held: dict[str, Decimal] | None = None
+    up: bool | None = None
+    if store is not None:
+        held = store.held(now, _covered_until(snapshot, settings.visible_after))
+        up = store.up()
+    key = None if held is None else (store.kind if store else "", up, tuple(sorted(held.items())))
+
+    def render() -> tuple[Page, float]:
+        with localcontext(_CONTEXT):
+            document = budgets_document(
+                snapshot, now, store, settings, wanted=wanted, held=held, up=up
+            )
+            _, body, _ = _reply(200, document)
+        return Page.of(body, CONTENT_TYPE), changes_after(snapshot, now)
+
+    return cache.get(snapshot, key, now, wanted, render)
+
+
+def changes_after(snapshot: Snapshot, now: float) -> float:
+    """The first instant after ``now`` at which what the pages show of ``snapshot`` changes
+    without a new snapshot: a source's figures turn stale, or a budget's period ends."""
+    config: Config = snapshot.config
+    states = {s.name: s for s in snapshot.states}
+    instants = [float("inf")]
+    for source in config.sources:
+        state = states.get(source.name)
+        if state is not None and state.last_success is not None:
+            instants.append(state.last_success + config.max_data_age(source).total_seconds())
+    instants.extend(view.window.end.timestamp() for view in snapshot.budgets)
+    return min((t for t in instants if t > now), default=float("inf"))
+
+
+# -- filters -------------------------------------------------------------------
+
+FILTER_STATES = ("ok", "warning", "stop", "exceeded", "unknown")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+MAX_FILTER_VALUES = 100
+
+
+class FilterError(ValueError):
+    """A query string the budget filters cannot read (answered with 400)."""
+
+
+@dataclass(frozen=True)
+class BudgetFilter:
+    """Which budgets a page shows: ``?budget=`` (names, any of them), ``?match=``
+    (label matchers ``name=value`` or ``name!=value``, all of them) and ``?state=``
+    (states, any of them).  Empty: every budget."""
+
+    names: frozenset[str] = frozenset()
+    matchers: tuple[tuple[str, bool, str], ...] = ()
+    """``(label, equal, value)``; a label a budget does not have reads as empty."""
+    states: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.matchers or self.states)
+
+    def keeps(self, name: str, labels: Mapping[str, str], state: str) -> bool:
+        if self.names and name not in self.names:
+            return False
+        if self.states and state not in self.states:
+            return False
+        return all((labels.get(k, "") == v) is equal for k, equal, v in self.matchers)
+
+    def describe(self) -> str:
+        """The filter as its query parameters, for people."""
+        parts = [f"budget={n}" for n in sorted(self.names)]
+        parts += [f"match={k}{'=' if eq else '!='}{v}" for k, eq, v in self.matchers]
+        parts += [f"state={s}" for s in FILTER_STATES if s in self.states]
+        return " ".join(parts)
+
+
+def read_filter(query: str, also: Iterable[str] = (), *, strict: bool = True) -> BudgetFilter:
+    """The filter in a query string; parameters in ``also`` are left to the caller, others
+    are an error (``strict``) or ignored."""
+    names: set[str] = set()
+    matchers: list[tuple[str, bool, str]] = []
+    states: set[str] = set()
+    known = ("budget", "match", "state", *also)
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False, max_num_fields=300)
+    except ValueError:
+        raise FilterError("too many query parameters") from None
+    for key, value in pairs:
+        if key not in known:
+            if not strict:
+                continue
+            raise FilterError(f"unknown query parameter {key[:64]!r} (known: {', '.join(known)})")
+        if key == "budget":
+            names.add(value)
+        elif key == "match":
+            matchers.append(_matcher(value))
+        elif key == "state":
+            if value not in FILTER_STATES:
+                raise FilterError(
+                    f"unknown state {value[:64]!r} (known: {', '.join(FILTER_STATES)})"
+                )
+            states.add(value)
+    if len(names) + len(matchers) > MAX_FILTER_VALUES:
+        raise FilterError(f"at most {MAX_FILTER_VALUES} budget names and matchers")
+    return BudgetFilter(frozenset(names), tuple(matchers), frozenset(states))
+
+
+def _matcher(text: str) -> tuple[str, bool, str]:
+    """``team=ml`` or ``team!=ml``."""
+    label, sep, value = text.partition("=")
+    equal = not label.endswith("!")
+    label = label.removesuffix("!")
+    if not sep or not _LABEL_NAME.fullmatch(label):
+        raise FilterError(
+            f"match must be a label matcher such as team=ml or team!=ml, not {text[:64]!r}"
+        )
+    return label, equal, value
+
+
 def _holds(engine: Engine) -> tuple[HoldStore | None, HoldSettings]:
     """The engine's hold store and settings (None for an engine that keeps none)."""
     store = getattr(engine, "holds", None)
@@ -124,6 +245,9 @@ def _reply(
 
 def _error(status: int, message: str, allow: str | None = None) -> Reply:
     return _reply(status, {"error": message}, {"Allow": allow} if allow else None)
+
+
+error_reply = _error
 
 
 def _json_safe(value: Any) -> Any:
@@ -225,9 +349,37 @@ def budget_document(
             "billed": _money(view.billed),
             "metered": _money(view.metered),
             "spend_by_source": [_part(part) for part in view.parts],
+            "converted": [_conversion(c) for c in view.conversions],
+            "left_out": [_left_out(c) for c in view.left_out],
         }
     )
     return document
+
+
+def _conversion(c: Conversion) -> dict[str, Any]:
+    """Spend in another currency counted in the budget's: native, rate and provenance."""
+    return {
+        "source": c.source,
+        "native_currency": c.currency,
+        "native": _money(c.native),
+        "rate": str(c.quote.value),
+        "rate_source": c.quote.source,
+        "rate_date": c.quote.day.isoformat() if c.quote.day else None,
+        "rate_kind": c.quote.how,
+        "amount": _money(c.amount),
+    }
+
+
+def _left_out(c: LeftOut) -> dict[str, Any]:
+    """Spend in another currency the budget does not count, and why."""
+    stale = c.stale
+    return {
+        "source": c.source,
+        "native_currency": c.currency,
+        "native": _money(c.native),
+        "reason": c.reason,
+        "stale_rate_date": stale.day.isoformat() if stale is not None and stale.day else None,
+    }
 
 
 def _part(part: SpendPart) -> dict[str, Any]:
@@ -256,16 +408,27 @@ def budgets_document(
     now: float,
     store: HoldStore | None = None,
     settings: HoldSettings | None = None,
+    *,
+    wanted: BudgetFilter | None = None,
+    held: dict[str, Decimal] | None = None,
+    up: bool | None = None,
 ) -> dict[str, Any]:
+    """The budgets document; ``wanted`` filters its budgets.  ``held`` and ``up`` are the
+    store's held amounts and health when the caller has just read them."""
     config: Config = snapshot.config
     check_config = config.global_.check
     ages = _ages(snapshot, now)
-    held: dict[str, Decimal] | None = None
     holds: dict[str, Any] | None = None
     if store is not None:
-        visible_after = (settings or HoldSettings()).visible_after
-        held = store.held(now, _covered_until(snapshot, visible_after))
-        holds = {"store": store.kind, "up": store.up()}
+        if held is None:
+            visible_after = (settings or HoldSettings()).visible_after
+            held = store.held(now, _covered_until(snapshot, visible_after))
+        holds = {"store": store.kind, "up": store.up() if up is None else up}
+    else:
+        held = None
+    budgets = [budget_document(snapshot, b, now, held) for b in config.budgets]
+    if wanted:
+        budgets = [b for b in budgets if wanted.keeps(b["name"], b["labels"], b["state"])]
     document = {
         "generated_at": _iso(now),
         "data_as_of": _iso(snapshot.built_at),
@@ -275,7 +438,7 @@ def budgets_document(
             ),
             "on_stale": check_config.on_stale,
         },
-        "budgets": [budget_document(snapshot, b, now, held) for b in config.budgets],
+        "budgets": budgets,
         "sources": [_source_health(s, ages.get(s.name)) for s in snapshot.states],
     }
     if holds is not None:
@@ -420,6 +583,14 @@ class _Refused(Exception):
         self.message = message
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'openai'?"`` when a known name is close to ``name``, else ``""``."""
+    if len(name) > 100:
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _named_budgets(config: Config, value: Any) -> list[BudgetConfig]:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
@@ -430,7 +601,8 @@ def _named_budgets(config: Config, value: Any) -> list[BudgetConfig]:
     for name in names:
         budget = _budget_named(config, name)
         if budget is None:
-            raise _Refused(404, f"unknown budget {name[:100]!r}")
+            hint = did_you_mean(name, (b.name for b in config.budgets))
+            raise _Refused(404, f"unknown budget {name[:100]!r}{hint}")
         found.append(budget)
     return found
 
@@ -475,7 +647,10 @@ def _read_check(prepared: _Prepared, request: Any, settings: HoldSettings) -> _A
             dimensions = read_dimensions(request.get("dimensions"), _known_dimensions(config))
             described, described_meters = budgets_counting(config, source, dimensions)
         except DescriptionError as exc:
-            raise _Refused(exc.status, str(exc)) from None
+            hint = ""
+            if config.source_named(source) is None:
+                hint = did_you_mean(source, (s.name for s in config.sources))
+            raise _Refused(exc.status, f"{exc}{hint}") from None
         budgets += [b for b in described if b not in budgets]
         meters = tuple(sorted({*meters, *described_meters}))
     elif "dimensions" in request:

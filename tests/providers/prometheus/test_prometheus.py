@@ -161,14 +161,28 @@ def test_error_json_is_explained(status: int) -> None:
 
 
 @responses.activate
-def test_server_errors_are_retried_then_fail() -> None:
-    for _ in range(3):
+def test_server_errors_are_retried_once_then_fail() -> None:
+    # global.retries is 3, but each retry is one more query on an overloaded server.
+    for _ in range(4):
         responses.get(QUERY_URL, status=503, json=answer("error_unavailable"))
-    p = provider()
-    p.http = make_provider("prometheus", url=URL, query=LITELLM, currency="USD", retries=2).http
+    p = make_provider("prometheus", url=URL, query=LITELLM, currency="USD", retries=3)
     with pytest.raises(SourceError, match=r"HTTP 503.*unavailable: too many queries"):
         p.poll([MONTH])
-    assert len(responses.calls) == 3
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_the_evaluation_timeout_is_sent_below_the_clients() -> None:
+    responses.get(QUERY_URL, json=answer("spend_total"))
+    make_provider("prometheus", url=URL, query=LITELLM, currency="USD", timeout=10.0).poll([MONTH])
+    assert sent(responses.calls[0])["timeout"] == ["9000ms"]
+
+
+def test_meter_polls_start_at_a_capped_rate(tmp_path: Path) -> None:
+    from budget_exporter.runtime.engine import _poll_rates
+
+    config = load_config(_config(tmp_path, "- " + METER_SOURCE + "\n"))
+    assert _poll_rates(config) == {"prometheus": 10.0}
 
 
 @responses.activate
@@ -247,6 +261,12 @@ def test_tokens_never_become_a_silent_zero(labels: dict[str, str], why: str) -> 
     )
     with pytest.raises(SourceError, match=why):
         p.poll([MONTH])
+
+
+METER_SOURCE = (
+    "{name: m, provider: prometheus, url: 'http://prom:9090', currency: USD, "
+    "query: 'sum(increase(x[{range}]))'}"
+)
 
 
 def _config(tmp_path: Path, source: str) -> Path:
