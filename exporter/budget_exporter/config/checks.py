@@ -8,7 +8,9 @@ import re
 
 from budget_exporter.config.schema import Config
 from budget_exporter.config.tuning import BudgetTuning, horizon_problem, resolve
+from budget_exporter.core.durations import format_duration
 from budget_exporter.core.errors import ConfigError
+from budget_exporter.core.model import Period
 from budget_exporter.core.periods import supports
 from budget_exporter.providers.base import SourceConfig
 
@@ -54,7 +56,7 @@ def check_horizons(config: Config) -> None:
 
 
 def check_data_ages(config: Config) -> None:
-    """A source's own ``max_data_age`` leaves room for at least one poll."""
+    """A source's ``max_data_age``, its own or ``global.check``'s, leaves room for a poll."""
     for index, source in enumerate(config.sources):
         if source.max_data_age is not None and source.max_data_age <= config.poll_interval(source):
             raise ConfigError(
@@ -62,6 +64,19 @@ def check_data_ages(config: Config) -> None:
                 f"sources[{index}].max_data_age",
                 "must be longer than the source's poll interval (else its data is stale "
                 "between two polls)",
+            )
+    everywhere = config.global_.check.max_data_age
+    if everywhere is None:
+        return
+    for source in config.sources:
+        interval = config.poll_interval(source)
+        if source.max_data_age is None and everywhere <= interval:
+            raise ConfigError(
+                config.file,
+                "global.check.max_data_age",
+                f"{format_duration(everywhere)} is not longer than the poll interval of source "
+                f"{source.name!r} ({format_duration(interval)}): its budgets would be stale between "
+                "two polls; lengthen it, or give that source a max_data_age of its own",
             )
 
 
@@ -137,11 +152,19 @@ def _matches_empty(wanted: str) -> bool:
 def check_budget_sources(config: Config) -> None:
     """Every source a budget names exists and reports spend for the budget's period."""
     names = {s.name for s in config.sources}
+    rates = {s.name for s in config.rate_sources}
     for index, budget in enumerate(config.budgets):
         for pos, name in enumerate(budget.sources or ()):
             if name != "*" and name not in names:
                 raise ConfigError(
                     config.file, f"budgets[{index}].sources[{pos}]", f"unknown source {name!r}"
+                )
+            if name in rates:
+                raise ConfigError(
+                    config.file,
+                    f"budgets[{index}].sources[{pos}]",
+                    f"source {name!r} reports exchange rates, not spend: every budget uses "
+                    "them to convert other currencies (docs/currencies.md)",
                 )
         if budget.limit_from is not None and budget.limit_from.source not in names:
             raise ConfigError(
@@ -152,7 +175,10 @@ def check_budget_sources(config: Config) -> None:
         for source in config.polled_sources(budget):
             supported = config.provider_class(source).periods_for(source)
             if not supports(supported, budget.period):
-                kinds = ", ".join(sorted(supported))
+                kinds = ", ".join(
+                    sorted(str(p) for p in supported if p != Period.ANY)
+                    + (["other ranges of whole days"] if Period.ANY in supported else [])
+                )
                 raise ConfigError(
                     config.file,
                     f"budgets[{index}].period",

@@ -69,17 +69,67 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(file, "", "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(file, "", f"cannot read file: {_os_reason(exc)}") from None
+    loader = _StrictYamlLoader(text)
     try:
-        raw = yaml.load(text, Loader=_StrictYamlLoader)
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise ConfigError(file, "", _yaml_reason(exc)) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of thousands of digits
         raise ConfigError(file, "", f"invalid YAML: {type(exc).__name__}") from None
+    finally:
+        loader.dispose()
     if raw is None:
         raise ConfigError(file, "", "file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "must be a mapping with global, sources and budgets")
-    return _ConfigBuilder(file, env, Path(file).parent).build(raw)
+    try:
+        return _ConfigBuilder(file, env, Path(file).parent).build(raw)
+    except ConfigError as exc:
+        if exc.file != file or not exc.path:
+            raise
+        raise ConfigError(file, exc.path, exc.message + _where(exc.path, raw, node)) from None
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _where(path: str, raw: dict[str, Any], node: yaml.Node) -> str:
+    """ " (source 'openai', line 12)": the entry's name and the line the YAML loader
+    saw the path at (the deepest part of it that is in the file), for an error."""
+    parts: list[str | int] = [
+        int(index) if index else key for key, index in _PATH_PART.findall(path)
+    ]
+    said = []
+    if len(parts) >= 2 and parts[0] in ("sources", "budgets") and isinstance(parts[1], int):
+        entries = raw.get(str(parts[0]))
+        entry = entries[parts[1]] if isinstance(entries, list) and parts[1] < len(entries) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name:
+            said.append(f"{str(parts[0])[:-1]} {name!r}")
+    line = _line_of(node, parts)
+    if line is not None:
+        said.append(f"line {line}")
+    return f" ({', '.join(said)})" if said else ""
+
+
+def _line_of(node: yaml.Node, parts: list[str | int]) -> int | None:
+    line = None
+    for part in parts:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            found = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if found is None:
+                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
 
 
 class _ConfigBuilder:
@@ -256,12 +306,36 @@ class _ConfigBuilder:
             # Validators may resolve relative paths against the config file's folder.
             return model.model_validate(data, context={"config_dir": str(self.base)})
         except ValidationError as exc:
-            raise self.error(*_first_error(exc, model, path)) from None
+            where, message = _first_error(exc, model, path)
+            if message.startswith("must be a URL"):
+                message += _shown_url(data, where.removeprefix(path), model)
+            raise self.error(where, message) from None
+
+
+def _shown_url(data: Any, path: str, model: type[BaseModel]) -> str:
+    """`` (got 'api.openai.com/v1')`` for a malformed URL at ``path`` below ``data``, without
+    its query or user info; nothing for a secret field."""
+    value = data
+    for key, index in _PATH_PART.findall(path):
+        if index:
+            value = value[int(index)] if isinstance(value, list) else None
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
+        if key in getattr(model, "secret_fields", ()):
+            return ""
+    if not isinstance(value, str):
+        return ""
+    shown, query, _ = value.partition("?")
+    shown = shown.rpartition("@")[2]  # no user info: it may hold a password
+    return f" (got {shown + ('?...' if query else '')!r})"
 
 
 def _first_error(exc: ValidationError, model: type[BaseModel], base: str) -> tuple[str, str]:
-    """Path and message of the first problem, without the offending input."""
-    error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    """Path and message of the first problem, without the offending input. An unknown key
+    comes first: a misspelt required key is both unknown and missing, and its spelling is
+    what the user has to fix."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     path = base
     for part in error["loc"]:
         path = (
@@ -272,7 +346,22 @@ def _first_error(exc: ValidationError, model: type[BaseModel], base: str) -> tup
         message = _unknown_field(str(error["loc"][-1]), _field_names(model, error["loc"]))
     elif error["type"] == "missing":
         message = "field required"
+    elif error["type"] in _YAML_TERMS:
+        message = _YAML_TERMS[error["type"]]
+    elif error["type"] == "string_pattern_mismatch" and "http" in error["msg"]:
+        message = "must be a URL starting with http:// or https://"
     return path, message
+
+
+_YAML_TERMS = {
+    "tuple_type": "must be a list: [a, b], or one item a line starting with -",
+    "list_type": "must be a list: [a, b], or one item a line starting with -",
+    "set_type": "must be a list: [a, b], or one item a line starting with -",
+    "dict_type": "must be a mapping: {key: value}, or one key: value a line",
+    "model_type": "must be a mapping: {key: value}, or one key: value a line",
+    "model_attributes_type": "must be a mapping: {key: value}, or one key: value a line",
+}
+"""Validation errors said in the words of the YAML the user wrote."""
 
 
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -288,7 +377,8 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         current = _inner_model(info.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        secrets = getattr(current, "secret_fields", ())
+        return [*current.model_fields, *(f"{name}_file" for name in secrets)]
     return []
 
 

@@ -32,7 +32,9 @@ ALL_PERIODS = frozenset(Period)
 
 
 def checked_url(value: str) -> str:
-    """``value`` if it names a host and any port is well formed."""
+    """``value`` if it names a host, any port is well formed and it holds no white space."""
+    if any(c.isspace() for c in value):
+        raise ValueError("contains white space (write a space in a URL as %20)")
     parts = urlsplit(value)
     try:
         parts.port  # noqa: B018 - raises on a malformed port
@@ -45,6 +47,8 @@ def checked_url(value: str) -> str:
 
 def checked_base_url(value: str) -> str:
     """``value`` without a trailing slash; plain http only to a loopback host (keys travel)."""
+    if any(c.isspace() for c in value):
+        raise ValueError("contains white space (write a space in a URL as %20)")
     if not urlsplit(value).hostname:
         raise ValueError("must be an http(s) URL with a host")
     require_tls_off_loopback(value)

@@ -190,7 +190,7 @@ def test_missing_azure_identity_fails_the_configuration(
         load_config(path)
     assert str(info.value).endswith(
         "sources[0]: provider azure_cost_management needs azure-identity: "
-        "install the azure extra: pip install 'budget-exporter[azure]'"
+        "install the azure extra: pip install 'budget-exporter[azure]' (source 'azure', line 2)"
     )
 
 

@@ -200,7 +200,7 @@ def write_config(tmp_path, source: str, extra: str = "") -> Path:
         ("table: bad!project.ds.t", "table", "not a valid project ID"),
         ("time_zone: Pacific/Nowhere", "time_zone", "unknown time zone"),
         ("maximum_bytes_billed: 1000", "maximum_bytes_billed", "greater than or equal"),
-        ("endpoint_url: ftp://x", "endpoint_url", "pattern"),
+        ("endpoint_url: ftp://x", "endpoint_url", "URL starting with http:// or https://"),
         # The bearer token goes with every request: plain http only to loopback.
         ("endpoint_url: http://bigquery.example.com", "endpoint_url", "must use https"),
         ("endpoint_url: http://10.0.0.7:9050", "endpoint_url", "must use https"),
@@ -268,7 +268,7 @@ def test_missing_sdk_fails_the_configuration_naming_the_extra(tmp_path, monkeypa
         )
     assert str(err.value).endswith(
         "config.yml: sources[0]: provider gcp_billing_export needs google-cloud-bigquery: "
-        "install the gcp extra: pip install 'budget-exporter[gcp]'"
+        "install the gcp extra: pip install 'budget-exporter[gcp]' (source 'gcp', line 5)"
     )
 
 
@@ -527,6 +527,57 @@ def test_other_periods_are_not_polled(key_file):
     daily = Window(Period.DAILY, NOW.replace(hour=0), NOW.replace(hour=0) + timedelta(days=1))
     assert provider.poll([daily]).lines == ()
     assert not counts
+
+
+@pytest.mark.extra("gcp")
+def test_fiscal_and_weekly_windows_select_their_months_and_days(mock, key_file):
+    for _ in range(4):
+        mock.add(responses.POST, f"{BQ}/queries", json=answer("jobs_query"))
+    provider, counts = make(key_file)
+    # Monday 15 September 2025: fiscal quarter from February (August to October), the
+    # ISO week from 15 September, a range of days over, and one not begun.
+    windows = [
+        window_at(Period(p), NOW)
+        for p in ("quarterly-february", "weekly", "2025-08-10/2025-08-20", "2025-10-01/2025-10-31")
+    ]
+    result = provider.poll(windows)
+    provider.close()
+    bodies = [json.loads(c.request.body) for c in api_calls(mock)]
+    assert len(bodies) == 3  # the range not begun asks nothing
+    params = [
+        {p["name"]: p["parameterValue"]["value"] for p in body["queryParameters"]}
+        for body in bodies
+    ]
+    assert params[0] == {
+        "first_month": "202508",
+        "last_month": "202510",
+        "partition_start": "2025-07-31 00:00:00+00:00",
+    }
+    assert "invoice.month BETWEEN @first_month AND @last_month" in bodies[0]["query"]
+    assert params[1] == {
+        "usage_start": "2025-09-15 00:00:00+00:00",
+        "usage_end": "2025-09-15 12:00:00+00:00",  # up to now
+        "partition_start": "2025-09-14 00:00:00+00:00",
+    }
+    assert params[2] == {
+        "usage_start": "2025-08-10 00:00:00+00:00",
+        "usage_end": "2025-08-21 00:00:00+00:00",  # the last day counts
+        "partition_start": "2025-08-09 00:00:00+00:00",
+    }
+    usage = "usage_start_time >= @usage_start AND usage_start_time < @usage_end"
+    assert usage in bodies[1]["query"]
+    totals = {
+        str(period): sum(ln.amount for ln in result.lines if ln.period == period)
+        for period in {ln.period for ln in result.lines}
+    }
+    assert totals == {
+        "quarterly-february": Decimal("1217.6912"),
+        "weekly": Decimal("1217.6912"),
+        "2025-08-10/2025-08-20": Decimal("1217.6912"),
+    }
+    samples = {s.name: s.value for s in result.samples}
+    assert samples["budget_source_query_processed_bytes"] == 3 * 52428800.0  # all three
+    assert counts == Counter({"ok": 3})
 
 
 # -- the whole exporter --------------------------------------------------------------------

@@ -14,7 +14,7 @@ import logging
 import sys
 import textwrap
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -205,7 +205,7 @@ def test_missing_sdk_fails_the_configuration_naming_the_extra(
         load_config(path)
     assert str(err.value).endswith(
         f"sources[0]: provider gcp_budgets needs {package}: "
-        "install the gcp extra: pip install 'budget-exporter[gcp]'"
+        "install the gcp extra: pip install 'budget-exporter[gcp]' (source 'b', line 2)"
     )
 
 
@@ -287,7 +287,7 @@ def test_last_period_amount_is_reported_not_guessed(mock, key_file, caplog):
 
 
 @pytest.mark.extra("gcp")
-def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, caplog):
+def test_open_ended_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, caplog):
     custom = variant(
         PLATFORM,
         name=budget_name("c0ffee00-0000-4000-8000-000000000001"),
@@ -309,7 +309,58 @@ def test_custom_periods_are_skipped_and_duplicates_keyed_by_id(mock, key_file, c
         "6f1c9e12-8a2b-4c3d-9e4f-5a6b7c8d9e0f",
         "1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     }
-    assert "custom date range" in caplog.text and "shares its display name" in caplog.text
+    assert "custom period with no end date" in caplog.text
+    assert "shares its display name" in caplog.text
+
+
+@pytest.mark.extra("gcp")
+def test_custom_period_budget_is_imported_with_its_days(mock, key_file, tmp_path):
+    (launch,) = answer("budgets_custom_period")["budgets"]
+    add_account(mock)
+    add_budget_pages(mock, [TEAM_A, launch])
+    provider, _ = make(key_file)
+    found = by_key(provider.poll(windows()))["Launch campaign"]
+    # 15 August to 14 November 2025, both days counted
+    assert found.period == Period("2025-08-15/2025-11-14")
+    assert found.period.days == (date(2025, 8, 15), date(2025, 11, 14))
+    window = window_at(found.period, NOW)
+    assert (window.start, window.end) == (
+        datetime(2025, 8, 15, tzinfo=UTC),
+        datetime(2025, 11, 15, tzinfo=UTC),
+    )
+    assert (found.limit, found.currency) == (Decimal("12000.25"), "USD")
+    assert (found.warning_ratio, found.stop_ratio) == (0.5, 0.9)
+
+    # a budget over the same days takes its limit; one over other days is told why not
+    config_path = tmp_path / "c.yml"
+    config_path.write_text(
+        textwrap.dedent(
+            f"""\
+            sources:
+              - name: gcp-budgets
+                provider: gcp_budgets
+                billing_account_id: {ACCOUNT}
+                credentials_file: {key_file}
+            budgets:
+              - name: launch
+                currency: USD
+                period: custom
+                start: 2025-08-15
+                end: 2025-11-14
+                limit_from: {{source: gcp-budgets, budget: Launch campaign}}
+              - name: launch-late
+                currency: USD
+                start: 2025-08-16
+                end: 2025-11-14
+                limit_from: {{source: gcp-budgets, budget: Launch campaign}}
+            """
+        )
+    )
+    result = PollResult(budgets=(found,))
+    assert limit_from_problems(load_config(config_path), "gcp-budgets", result) == [
+        "budget launch-late: provider budget 'Launch campaign' is 2025-08-15/2025-11-14, "
+        "not 2025-08-16/2025-11-14"
+    ]
 
 
 @pytest.mark.extra("gcp")
