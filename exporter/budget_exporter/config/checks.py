@@ -4,6 +4,7 @@ the bills they continue).  Each problem is one :class:`ConfigError`."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from budget_exporter.config.schema import Config
@@ -13,6 +14,8 @@ from budget_exporter.core.errors import ConfigError
 from budget_exporter.core.model import Period
 from budget_exporter.core.periods import supports
 from budget_exporter.providers.base import SourceConfig
+
+log = logging.getLogger(__name__)
 
 
 def check_config(config: Config) -> None:
@@ -71,12 +74,14 @@ def check_data_ages(config: Config) -> None:
     for source in config.sources:
         interval = config.poll_interval(source)
         if source.max_data_age is None and everywhere <= interval:
-            raise ConfigError(
+            log.warning(
+                "%s: global.check.max_data_age (%s) is not longer than the poll interval of "
+                "source %r (%s): its budgets are stale between two polls; lengthen it, or give "
+                "that source a max_data_age of its own",
                 config.file,
-                "global.check.max_data_age",
-                f"{format_duration(everywhere)} is not longer than the poll interval of source "
-                f"{source.name!r} ({format_duration(interval)}): its budgets would be stale between "
-                "two polls; lengthen it, or give that source a max_data_age of its own",
+                format_duration(everywhere),
+                source.name,
+                format_duration(interval),
             )
 
 
