@@ -31,6 +31,7 @@ global:
   retries: 0
   warning_ratio: 0.8
   stop_ratio: 0.95
+  poll_interval: 30m  # shorter than max_data_age, as the configuration check requires
   check: {{max_data_age: 1h, on_stale: ON_STALE}}
 sources:
   - {{name: llm, provider: static, amount: 90, currency: USD}}
@@ -301,7 +302,9 @@ def test_check_settings_in_global_config(tmp_path: Path) -> None:
     path.write_text(base)
     default = load_config(path).global_.check
     assert default.max_data_age is None and default.on_stale == "fail_open"
-    path.write_text("global: {check: {max_data_age: 30m, on_stale: fail_closed}}\n" + base)
+    path.write_text(
+        "global: {poll_interval: 10m, check: {max_data_age: 30m, on_stale: fail_closed}}\n" + base
+    )
     check_config = load_config(path).global_.check
     assert check_config.max_data_age.total_seconds() == 1800
     assert check_config.on_stale == "fail_closed"
@@ -326,7 +329,7 @@ def test_end_to_end_through_the_running_exporter(tmp_path: Path, exporter: Any) 
     config = tmp_path / "budget-exporter.yml"
     config.write_text(
         """
-global: {check: {max_data_age: 1h, on_stale: fail_closed}}
+global: {poll_interval: 30m, check: {max_data_age: 1h, on_stale: fail_closed}}
 sources:
   - {name: openai, provider: static, amount: "470.00", currency: USD}
   - {name: hunter, provider: static, amount: 20, currency: USD}
@@ -409,3 +412,30 @@ def test_figures_of_an_ended_period_are_not_used(make_engine: Any, clock: Clock)
     status, doc = call(engine, "GET", "/api/v1/budgets")
     assert status == 200
     assert {b["name"]: b["state"] for b in doc["budgets"]}["saas"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"budget": "lm"}, "unknown budget 'lm'; did you mean 'llm'?"),
+        ({"budget": "sass"}, "unknown budget 'sass'; did you mean 'saas'?"),
+        ({"budget": ["llm", "strcit"]}, "unknown budget 'strcit'; did you mean 'strict'?"),
+        ({"budget": "openai"}, "unknown budget 'openai'"),  # nothing close: no guess
+        ({"source": "sas", "dimensions": {}}, "unknown source 'sas'; did you mean 'saas'?"),
+        ({"source": "billing", "dimensions": {}}, "unknown source 'billing'"),
+    ],
+)
+def test_an_unknown_name_suggests_the_closest_one(
+    make_engine: Any, clock: Clock, body: dict[str, Any], error: str
+) -> None:
+    engine = engine_for(make_engine, clock)
+    status, answer = call(engine, "POST", "/api/v1/check", body)
+    assert status == 404 and answer == {"error": error}
+
+
+def test_no_guess_for_a_name_too_long_to_compare(make_engine: Any, clock: Clock) -> None:
+    engine = engine_for(make_engine, clock)
+    status, answer = call(engine, "POST", "/api/v1/check", {"budget": "llm" + "x" * 200})
+    assert status == 404 and "did you mean" not in answer["error"]
+    assert api.did_you_mean("opnai", ["openai", "anthropic"]) == "; did you mean 'openai'?"
+    assert api.did_you_mean("aws", ["openai", "anthropic"]) == ""

@@ -14,7 +14,7 @@ from budget_exporter.config.loader import load_config
 from budget_exporter.core.errors import ConfigError
 from budget_exporter.runtime.engine import Engine
 from budget_exporter.web.endpoints import ExporterServer
-from budget_exporter.web.landing import refresh_seconds, render_landing
+from budget_exporter.web.landing import DOCS_URL, refresh_seconds, render_landing
 from tests.conftest import Clock
 from tests.support.paths import ROOT
 
@@ -103,9 +103,12 @@ def test_legend_explains_the_tick_marks(page) -> None:
 def test_page_is_self_contained_responsive_and_keeps_secrets(page) -> None:
     html = page()
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
-    assert "<script" not in html and "@import" not in html and "url(" not in html
+    # One script, the exporter's own (a Content-Security-Policy of script-src 'self' allows it)
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/-/landing.js" defer>']
+    assert "@import" not in html and "url(" not in html
     external = re.findall(r'(?:src|href)="(https?:[^"]*)"', html)
-    assert external == [DASHBOARD.replace("&", "&amp;")]  # the configured link only
+    # the configured link and the check API's documentation only
+    assert external == [DASHBOARD.replace("&", "&amp;"), f"{DOCS_URL}check-api.md"]
     assert "SECRET-KEY-123" not in html
     assert "Connection refused" in html or "failed" in html  # the error itself is shown
     assert ".scroll{overflow-x:auto" in html and "td.num,th.num{" in html
@@ -188,3 +191,17 @@ def test_screenshot_in_docs_is_small_and_a_png() -> None:
     shot = ROOT / "docs" / "landing-page.png"
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) < 200_000
+
+
+def test_the_check_api_is_linked_with_a_line_of_curl(page) -> None:
+    html = page(ROOT / "examples" / "demo.yml")
+    assert '<a href="#check-api">Check API</a>' in html
+    section = re.search(r"<p class=meta id=check-api>(.*?)</p>", html)
+    assert section is not None
+    # The first configured budget as the example; the script puts the page's own origin in.
+    assert (
+        "<code>curl -s <span class=origin>http://localhost:9820</span>/api/v1/check "
+        "-d &#x27;{&quot;budget&quot;: &quot;global&quot;, &quot;cost&quot;: 2.50}&#x27;</code>"
+    ) in section.group(1)
+    assert f'<a href="{DOCS_URL}check-api.md">check API docs</a>' in section.group(1)
+    assert (ROOT / "docs" / "check-api.md").is_file()

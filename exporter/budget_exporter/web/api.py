@@ -106,10 +106,11 @@ def budgets_page(engine: Engine, query: str, cache: PageCache) -> Page:
     store, settings = _holds(engine)
     held: dict[str, Decimal] | None = None
     up: bool | None = None
-    if store is not None:
+    key: tuple[object, ...] = ()
+    if store is not None:  # what the document shows of the holds: part of the cache key
         held = store.held(now, _covered_until(snapshot, settings.visible_after))
         up = store.up()
-    key = None if held is None else (store.kind if store else "", up, tuple(sorted(held.items())))
+        key = (store.kind, up, tuple(sorted(held.items())))
 
     def render() -> tuple[Page, float]:
         with localcontext(_CONTEXT):
@@ -247,7 +248,9 @@ def _error(status: int, message: str, allow: str | None = None) -> Reply:
     return _reply(status, {"error": message}, {"Allow": allow} if allow else None)
 
 
-error_reply = _error
+def error_reply(status: int, message: str) -> Reply:
+    """``{"error": message}`` with ``status``."""
+    return _error(status, message)
 
 
 def _json_safe(value: Any) -> Any:

@@ -15,7 +15,8 @@ from email.message import Message
 from budget_exporter.runtime.engine import Engine
 from budget_exporter.runtime.reload import ReloadResult
 from budget_exporter.web import api, jsonbody
-from budget_exporter.web.landing import render_landing
+from budget_exporter.web.landing import SCRIPT_PATH, landing_page, render_landing, script_page
+from budget_exporter.web.pagecache import PageCache
 from budget_exporter.web.routes import Request, Response, Route, Routes, text
 from budget_exporter.web.transport import HardenedHTTPServer, Limits
 from budget_exporter.web.webconfig import AuthBusy, BasicAuth, WebConfig
@@ -66,6 +67,9 @@ class ExporterServer:
         web_config = web_config or WebConfig()
         self.headers = dict(web_config.http_server_config.headers)
         self.auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
+        # The landing page and the budgets document, rendered once per snapshot.
+        self.landing_cache = PageCache()
+        self.budgets_cache = PageCache()
         self.routes = self._routes()
         host, port = parse_listen_address(listen_address)
         limits = limits or Limits()
@@ -90,6 +94,7 @@ class ExporterServer:
     def _routes(self) -> Routes:
         routes = Routes()
         routes.add("/", {"GET": self._landing})
+        routes.add(SCRIPT_PATH, {"GET": lambda request: script_page().response(request)})
         routes.add(self.metrics_path, {"GET": self._metrics})
         routes.add("/-/healthy", {"GET": self._healthy})
         routes.add("/-/ready", {"GET": self._ready})
@@ -146,12 +151,27 @@ class ExporterServer:
         return text(200 if ok else 500, message)
 
     def _landing(self, request: Request) -> Response:
-        page = render_landing(
-            self.engine.snapshot, self.metrics_path, request.query, self.engine.clock()
-        )
-        return Response(200, page, "text/html; charset=utf-8")
+        try:
+            page = landing_page(
+                self.engine.snapshot,
+                self.metrics_path,
+                request.query,
+                self.engine.clock(),
+                self.landing_cache,
+                render_landing,
+            )
+        except api.FilterError as exc:
+            return text(400, f"Bad filter: {exc}.")
+        return page.response(request)
 
     def _api(self, request: Request) -> Response:
+        if request.path == api.BUDGETS_PATH and request.method in ("GET", "HEAD"):
+            try:
+                page = api.budgets_page(self.engine, request.query, self.budgets_cache)
+            except api.FilterError as exc:
+                status, payload, extra = api.error_reply(400, str(exc))
+                return Response(status, payload, api.CONTENT_TYPE, extra)
+            return page.response(request)
         status, payload, extra = api.handle(self.engine, request.method, request.path, request.body)
         return Response(status, payload, api.CONTENT_TYPE, extra)
 

@@ -509,8 +509,9 @@ class _Connection:
             f"Server: {_SERVER}",
             f"Date: {email.utils.formatdate(usegmt=True)}",
             f"Content-Type: {response.content_type}",
-            f"Content-Length: {response.length}",
         ]
+        if response.status != 304:  # a 304's length would be that of the page it stands for
+            lines.append(f"Content-Length: {response.length}")
         for name, value in {**self.server.app.headers, **response.headers}.items():
             lines.append(f"{name}: {value}")
         if self.close:
