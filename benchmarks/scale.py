@@ -21,6 +21,11 @@ Runs everything on 127.0.0.1 and cleans up after itself:
    so polls finish and rebuilds run all the time, and against the same
    exporter with hourly polls (no rebuilds after start-up), in interleaved
    rounds: the p99 of ``/metrics`` in both, and their ratio (target <= 2).
+4. **A restart with saved state.** The largest size with ``--storage.path``: run until
+   every budget is served, stop (SIGTERM saves the state), start again: the time from
+   starting the process until every budget is served from the saved figures (target
+   <= 2 s), the RSS then, and how many sources were polled again (none: all are
+   younger than their interval).
 
 ``python benchmarks/scale.py`` prints the tables; ``--quick`` does a small run
 (the smoke test uses it); ``--json PATH`` also writes the results.  Nothing
@@ -60,6 +65,7 @@ TARGET_RSS_MB = 300.0
 TARGET_THREADS_OVER_POOL = 6
 TARGET_REBUILD_SECONDS = 1.0
 TARGET_P99_RATIO = 2.0
+TARGET_RESTART_SECONDS = 2.0
 
 
 def sources_config(n: int, interval: str) -> dict[str, Any]:
@@ -101,7 +107,7 @@ class Exporter:
     started: float
 
     @classmethod
-    def start(cls, config: dict[str, Any], workdir: Path) -> Exporter:
+    def start(cls, config: dict[str, Any], workdir: Path, *flags: str) -> Exporter:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "config.yml"
         path.write_text(json.dumps(config), encoding="utf-8")
@@ -114,6 +120,7 @@ class Exporter:
             f"--config.file={path}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *flags,
         ]
         argv = harness.dying_with_parent(argv)  # ends with this script
         started = time.monotonic()
@@ -178,6 +185,46 @@ def scaling(sizes: tuple[int, ...], workdir: Path, timeout: float) -> list[dict[
     for row in rows:
         row["ratio"] = round(row["seconds"] / base, 2)
     return rows
+
+
+def last_successes(port: int) -> dict[str, str]:
+    """Each source's ``budget_source_last_success_timestamp_seconds``, as served."""
+    found = {}
+    for line in get(port, "/metrics")[1].decode().splitlines():
+        if line.startswith("budget_source_last_success_timestamp_seconds{"):
+            labels, _, value = line.rpartition(" ")
+            found[labels] = value
+    return found
+
+
+def restart(n: int, workdir: Path, timeout: float) -> dict[str, Any]:
+    """Seconds from restarting until every budget is served from the saved state, the RSS
+    then, and how many sources were polled again meanwhile."""
+    storage = f"--storage.path={workdir / 'storage'}"
+    config = sources_config(n, "1h")
+    first = Exporter.start(config, workdir, storage)
+    try:
+        first.wait_for_budgets(n, timeout)
+        before = last_successes(first.port)
+        if len(before) != n:
+            raise RuntimeError(f"{len(before)} last-success series served, not {n}")
+    finally:
+        first.stop()  # SIGTERM: the state is saved on the way out
+    size = (workdir / "storage" / "state.json").stat().st_size
+    second = Exporter.start(config, workdir, storage)
+    try:
+        seconds = second.wait_for_budgets(n, timeout)
+        rss = second.status("VmRSS") / 1024
+        after = last_successes(second.port)
+    finally:
+        second.stop()
+    return {
+        "sources": n,
+        "seconds": round(seconds, 3),
+        "rss_mb": round(rss, 1),
+        "state_mb": round(size / 1e6, 2),
+        "polled_again": sum(after.get(k) != v for k, v in before.items()),
+    }
 
 
 def big_source(lines: int, budgets: int, scan_slice: int) -> dict[str, Any]:
@@ -368,6 +415,14 @@ def report(result: dict[str, Any]) -> str:
         )
     else:
         out.append(f"threads <= {POLL_WORKERS} workers + {TARGET_THREADS_OVER_POOL}: {threads_ok}")
+    again = result["restart"]
+    out.append(
+        f"Restart with --storage.path, {again['sources']:,} saved sources "
+        f"({again['state_mb']:.1f} MB): every budget served after {again['seconds']:.2f}s "
+        f"(target <= {TARGET_RESTART_SECONDS:g}s: "
+        f"{'met' if again['seconds'] <= TARGET_RESTART_SECONDS else 'NOT met'}), "
+        f"RSS {again['rss_mb']:.1f} MB, {again['polled_again']} polled again"
+    )
     big = result["big_source"]
     out.append("")
     out.append(
@@ -415,6 +470,7 @@ def measure(sizes: tuple[int, ...], quick: bool, scrape_seconds: float) -> dict[
         workdir = Path(tmp)
         return {
             "scaling": scaling(sizes, workdir, timeout=120 if quick else 600),
+            "restart": restart(max(sizes), workdir / "restart", timeout=120 if quick else 600),
             "big_source": big_source(
                 lines=2000 if quick else 20000,
                 budgets=200 if quick else 2000,

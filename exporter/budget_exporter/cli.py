@@ -14,6 +14,7 @@ from budget_exporter.core.errors import ConfigError
 from budget_exporter.core.logformat import LEVELS, setup_logging
 from budget_exporter.runtime.engine import Engine
 from budget_exporter.runtime.reload import Reloader, Signals, catch_sighup
+from budget_exporter.runtime.storage import Storage
 from budget_exporter.web.endpoints import (
     DEFAULT_PORT,
     ExporterServer,
@@ -84,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve POST/PUT /-/reload (off by default, as in Prometheus; SIGHUP always reloads)",
     )
     parser.add_argument(
+        "--storage.path",
+        dest="storage_path",
+        default=None,
+        metavar="PATH",
+        help="directory keeping each source's last good figures across restarts "
+        "(default: none, a restart polls every source afresh)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -130,12 +139,14 @@ def main(argv: list[str] | None = None, sighup: Signals | None = None) -> int:
         )
         return 0
 
-    engine = Engine(config, config_path=args.config_file)
     if args.once:
+        engine = Engine(config, config_path=args.config_file)
         ok = engine.poll_all_once()
         sys.stdout.buffer.write(engine.snapshot.rendered.text)
         sys.stdout.flush()
         return 0 if ok else 1
+    storage = Storage(args.storage_path) if args.storage_path else None
+    engine = Engine(config, config_path=args.config_file, storage=storage)
     return _serve(engine, args, signals)
 
 

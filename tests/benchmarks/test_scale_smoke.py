@@ -18,6 +18,10 @@ def test_quick_scale_benchmark_completes(tmp_path: Path) -> None:
         # the pool, its scheduler, the rebuild thread, the HTTP server and main;
         # not one thread per source
         assert row["threads"] < 8 + 10
+    restart = result["restart"]
+    assert restart["sources"] == 100 and restart["seconds"] > 0 and restart["rss_mb"] > 0
+    assert restart["polled_again"] == 0  # every saved result younger than its interval
+    assert "Restart with --storage.path, 100 saved sources" in stdout
     big = result["big_source"]
     assert (big["lines"], big["budgets"]) == (2000, 200)
     assert 0 < big["rebuild_median_s"] <= big["rebuild_max_s"]

@@ -132,19 +132,29 @@ def test_rule_tests_pass_from_a_copy(tmp_path: Path) -> None:
 # Each edit breaks one behaviour the promtool cases pin down.
 MUTATIONS = [
     pytest.param(
-        "expr: budget_usage_ratio >= budget_warning_threshold_ratio",
-        "expr: budget_usage_ratio >= 0.8",
+        "(budget_usage_ratio >= budget_warning_threshold_ratio)",
+        "(budget_usage_ratio >= 0.8)",
         id="warning-threshold-hard-coded",
     ),
     pytest.param(
-        "expr: budget_usage_ratio >= budget_stop_threshold_ratio",
-        "expr: budget_usage_ratio > budget_stop_threshold_ratio",
+        "(budget_usage_ratio >= budget_stop_threshold_ratio)\n",
+        "(budget_usage_ratio > budget_stop_threshold_ratio)\n",
         id="stop-strictly-above",
     ),
     pytest.param(
-        "expr: budget_usage_ratio >= 1\n",
-        "expr: budget_usage_ratio > 1\n",
+        "(budget_usage_ratio >= 1)\n",
+        "(budget_usage_ratio > 1)\n",
         id="exceeded-strictly-above",
+    ),
+    pytest.param(
+        "expr: max without (instance, pod) (budget_usage_ratio >= budget_stop_threshold_ratio)",
+        "expr: budget_usage_ratio >= budget_stop_threshold_ratio",
+        id="stop-once-per-replica",
+    ),
+    pytest.param(
+        "expr: max without (instance, pod) (budget_source_up == 0)",
+        "expr: budget_source_up == 0",
+        id="source-down-once-per-replica",
     ),
     pytest.param("for: 30m\n", "for: 0s\n", id="warning-without-for"),
     pytest.param("for: 6h\n", "for: 1h\n", id="forecast-short-for"),
@@ -283,7 +293,7 @@ def test_rule_tests_catch_a_broken_rule(
 def test_promtool_rejects_invalid_promql(tmp_path: Path) -> None:
     broken = tmp_path / "broken.rules.yml"
     broken.write_text(
-        RULES.read_text().replace("budget_usage_ratio >= 1\n", "budget_usage_ratio >=\n")
+        RULES.read_text().replace("budget_usage_ratio >= 1)\n", "budget_usage_ratio >=)\n")
     )
     result = run(str(PROMTOOL), "check", "rules", str(broken))
     assert result.returncode != 0, output(result)

@@ -29,6 +29,7 @@ CORE_KINDS = {
     "ConfigMap",
     "Deployment",
     "NetworkPolicy",
+    "PersistentVolumeClaim",
     "PodDisruptionBudget",
     "Secret",
     "Service",

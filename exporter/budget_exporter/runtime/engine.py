@@ -50,8 +50,9 @@ from budget_exporter.providers.base import (
     SourceConfig,
     base_url_hint,
 )
-from budget_exporter.runtime.holds import hold_config, open_store
+from budget_exporter.runtime.holds import MemoryHolds, hold_config, open_store
 from budget_exporter.runtime.scheduler import Coalescer, PollScheduler
+from budget_exporter.runtime.storage import State, Storage, encode_states, fingerprint
 
 log = logging.getLogger(__name__)
 _SOURCE_LOGS = logging.getLogger("budget_exporter")
@@ -63,6 +64,12 @@ _SWITCH_INTERVAL = 0.0002
 _FULL_COLLECTION_SECONDS = 300.0
 _MAX_REBUILD_DELAY = 1.0
 """Longest wait between a finished poll and the start of the rebuild that serves it."""
+_MAX_SAVE_DELAY = 10.0
+"""Longest wait between a finished poll and the save of the state that holds it."""
+_FAILED_BEFORE_RESTART = "the last poll before the restart failed (its error is not kept)"
+FIRST_RETRY_SECONDS = 60.0
+"""After a failed poll, the next attempt comes this long after it, then twice as long
+after each further failure, but never later than the source's interval."""
 
 
 def _poll_rates(config: Config) -> dict[str, float]:
@@ -138,6 +145,8 @@ class SourceRunner:
         self._state_lock = threading.Lock()
         self._polling = False
         self._retired = False
+        self.failures = 0
+        """Polls failed in a row (the backoff before the next attempt)."""
 
     @property
     def provider(self) -> Provider:
@@ -159,9 +168,13 @@ class SourceRunner:
         self.close()
 
     def next_delay(self) -> float:
-        """The interval with jitter, but never past the next period boundary."""
+        """The interval with jitter, but never past the next period boundary; after a
+        failed poll, a backoff from :data:`FIRST_RETRY_SECONDS` up to the interval."""
         jitter = self.config.global_.jitter_ratio
         delay = self.interval * (1 + random.uniform(-jitter, jitter))
+        if self.failures:
+            backoff = FIRST_RETRY_SECONDS * 2 ** min(self.failures - 1, 16)
+            delay = min(delay, backoff * (1 + random.uniform(-jitter, jitter)))
         now = self.engine.now()
         periods = self.config.periods(self.source)
         boundary = next_boundary(periods, now)
@@ -209,6 +222,7 @@ class SourceRunner:
                 self.logger.debug("poll succeeded in %.3fs: %d lines", duration, len(result.lines))
             else:
                 self.logger.warning("poll failed after %.3fs: %s", duration, error)
+            self.failures = 0 if error is None else self.failures + 1
             self.engine.record_poll(
                 self, result, windows, now.timestamp(), duration, error, rebuild=rebuild
             )
@@ -252,8 +266,10 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         config_path: str | None = None,
+        storage: Storage | None = None,
     ) -> None:
         self.clock = clock
+        self.storage = storage
         self.config_path = config_path or config.file
         self._lock = threading.RLock()
         self._build_lock = threading.Lock()
@@ -278,8 +294,15 @@ class Engine:
         self._last_full_collection = time.monotonic()
         for source in config.sources:
             self._add_runner(config, source)
+        self._saved_due: dict[str, float] = {}  # source -> when its restored figures fall due
+        self._carried: set[str] = set()  # changed sources serving figures of their old settings
+        self._saves = Coalescer(self._save, min_delay=1.0, max_delay=_MAX_SAVE_DELAY, name="save")
+        loaded = self._restore(storage) if storage is not None else None
         self.hold_settings, redis = hold_config(config)
         self.holds = open_store(self.hold_settings, redis)  # kept across reloads
+        if loaded is not None and loaded.holds and isinstance(self.holds, MemoryHolds):
+            taken = self.holds.restore(loaded.holds, clock())
+            log.info("storage: restored %d hold(s) of the check API not yet expired", taken)
         self._live_cache: dict[bool, tuple[Snapshot, tuple[object, ...], bytes]] = {}
         self.snapshot = self._build()
 
@@ -295,14 +318,24 @@ class Engine:
         with self._lock:
             self._started = True
             self._rebuilds.start()
+            if self.storage is not None:
+                self._saves.start()
             self._scheduler.start()
             for name, runner in self.runners.items():
                 self._scheduler.schedule(name, self._first_delay(runner), runner.source.provider)
 
     def _first_delay(self, runner: SourceRunner) -> float:
-        """When to poll a source first: at once, but a meter joined to a bill without a
+        """When to poll a source first: when its restored figures fall due (see
+        :meth:`_restore`), or at once; but a meter joined to a bill without a
         horizon yet waits for the bill's first result (which polls it at once), at most as
         long as that poll may take: without a horizon it would query the whole period."""
+        due = self._saved_due.get(runner.source.name)
+        if due is not None:
+            now = self.now()
+            boundary = next_boundary(runner.config.periods(runner.source), now)
+            if boundary is not None:  # a new period is polled for at once, as always
+                due = min(due, boundary.timestamp() + _BOUNDARY_GRACE_SECONDS)
+            return max(due - now.timestamp(), 0.0)
         billed = runner.source.billed_source()
         if billed is None or billed not in self.runners or self.horizon(billed) is not None:
             return 0.0
@@ -317,6 +350,9 @@ class Engine:
         deadline = time.monotonic() + timeout
         self._scheduler.stop(timeout)
         self._rebuilds.stop(max(deadline - time.monotonic(), 0))
+        if self.storage is not None:
+            self._saves.stop(max(deadline - time.monotonic(), 0))
+            self._save()  # the last polls' figures, for the next start
         for runner in runners:
             runner.retire()
         self.holds.close()
@@ -391,7 +427,9 @@ class Engine:
         pending = [
             state.name
             for state in self.snapshot.states
-            if not state.attempted and state.name in self._startup_sources
+            if not state.attempted
+            and state.result is None  # figures restored from storage count
+            and state.name in self._startup_sources
         ]
         self._ready = not pending  # once ready, stays ready
         return pending
@@ -455,6 +493,7 @@ class Engine:
                     states[source.name] = before.with_(
                         poll_interval_seconds=new.interval, requests=states[source.name].requests
                     )
+                    self._carried.add(source.name)  # not saved under the new settings
                 self._schedule_new(new)  # after any poll of the old runner in flight
             for name, runner in old.items():
                 self._scheduler.remove(name)
@@ -462,6 +501,7 @@ class Engine:
             self._scheduler.set_rates(_poll_rates(config))
             self._scheduler.set_workers(config.global_.poll_workers)
             self.states = states
+            self._carried &= set(states)
             self._requests = {k: v for k, v in self._requests.items() if k in states}
             self.config = config
             self.hold_settings, redis = hold_config(config)
@@ -477,6 +517,7 @@ class Engine:
             self._last_reload_success = self.clock()
             redactor.replace_secrets(set(config.secrets))
         self.rebuild()
+        self._request_save()  # removed sources leave the saved state
 
     def _add_runner(
         self,
@@ -538,6 +579,7 @@ class Engine:
                     last_success=attempted_at,
                     recorded_at=self.clock(),
                 )
+                self._carried.discard(name)
             self.states[name] = state
             if moved and result is not None and result.data_through is not None:
                 for meter in self.runners.values():
@@ -550,6 +592,89 @@ class Engine:
             self.rebuild()
         elif self._started:
             self._rebuilds.request()
+        if result is not None:
+            self._request_save()
+
+    # -- storage -----------------------------------------------------------------
+
+    def _restore(self, storage: Storage) -> State:
+        """Take each source's last good state from ``storage`` (before the first snapshot).
+
+        A saved source is used only if it is still configured, with the same settings
+        (fingerprint) and provider, and polled for the windows its periods have now:
+        figures of a previous period are never served as the current ones.  It is
+        served with its real age and polled when its interval since the saved last
+        success runs out.
+        """
+        storage.check_writable()
+        loaded = storage.load()
+        saved = loaded.sources
+        if not saved:
+            return loaded
+        now = self.now()
+        sources = {s.name: s for s in self.config.sources}
+        restored, changed, gone, old = 0, 0, 0, 0
+        for name, entry in saved.items():
+            source = sources.get(name)
+            if source is None:
+                gone += 1
+                continue
+            if entry.provider != source.provider or entry.fingerprint != fingerprint(source):
+                changed += 1
+                continue
+            wanted = {p: window_at(p, now) for p in self.config.periods(source)}
+            if any(wanted.get(w.period) != w for w in entry.windows) or (
+                set(wanted) - {w.period for w in entry.windows}
+            ):
+                old += 1  # another period now, or another period asked for: poll at once
+                continue
+            state = self.states[name].with_(
+                result=entry.result,
+                windows=entry.windows,
+                earlier=entry.earlier,
+                attempted=True,
+                up=entry.up,
+                last_attempt=entry.last_attempt or entry.last_success,
+                last_success=entry.last_success,
+                recorded_at=entry.recorded_at,
+                last_error=None if entry.up else _FAILED_BEFORE_RESTART,
+            )
+            self.states[name] = state
+            # A source that was failing is tried again at once, one that was not when due.
+            due = entry.last_success + state.poll_interval_seconds if entry.up else 0.0
+            self._saved_due[name] = due
+            restored += 1
+        skipped = []
+        if gone:
+            skipped.append(f"{gone} no longer configured")
+        if changed:
+            skipped.append(f"{changed} whose settings changed")
+        if old:
+            skipped.append(f"{old} polled for an earlier period")
+        log.info(
+            "storage: restored the figures of %d of %d sources from %s%s",
+            restored,
+            len(sources),
+            storage.path,
+            f" (dropped {', '.join(skipped)})" if skipped else "",
+        )
+        return loaded
+
+    def _request_save(self) -> None:
+        if self.storage is not None and self._started:
+            self._saves.request()
+
+    def _save(self) -> None:
+        """Write every source's last good state to the storage (run by the save thread)."""
+        storage = self.storage
+        if storage is None:
+            return
+        with self._lock:
+            states = [s for n, s in self.states.items() if n not in self._carried]
+            sources = list(self.config.sources)
+        prints = {s.name: fingerprint(s) for s in sources}
+        holds = self.holds.entries() if isinstance(self.holds, MemoryHolds) else ()
+        storage.save(encode_states(states, prints, self.clock(), holds))
 
     def _check_lines(self, runner: SourceRunner, config: Config, result: PollResult) -> None:
         """Warn about a poll's unusable lines and count those left out for their currency.

@@ -11,7 +11,7 @@ import heapq
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -70,6 +70,21 @@ class MemoryHolds:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def entries(self) -> list[Entry]:
+        """Every hold and recorded cost kept now (for ``--storage.path``)."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def restore(self, entries: Iterable[Entry], now: float) -> int:
+        """Take back saved entries that have not expired by ``now``; how many were taken."""
+        taken = 0
+        with self._lock:
+            for entry in entries:
+                if entry.expires > now and entry.id not in self._entries:
+                    self._add(entry)
+                    taken += 1
+        return taken
 
     # -- bookkeeping (under the lock) --------------------------------------------
 
