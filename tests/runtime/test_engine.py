@@ -57,6 +57,25 @@ def test_next_poll_never_later_than_the_period_boundary(write_config) -> None:
     assert 4 * 3600 * 0.9 <= engine.runners["a"].next_delay() <= 4 * 3600 * 1.1  # jittered
 
 
+def test_custom_ranges_wake_the_poller_at_their_edges_only(write_config) -> None:
+    clock = Clock(datetime(2026, 11, 10, tzinfo=UTC).timestamp())
+    path = write_config(
+        """
+        global: {poll_interval: 4h}
+        sources: [{name: a, provider: static, amount: 1, currency: USD}]
+        budgets:
+          - {name: over, limit: 10, currency: USD, start: 2026-01-01, end: 2026-06-30}
+          - {name: soon, limit: 10, currency: USD, start: 2026-11-10, end: 2026-11-10}
+        """
+    )
+    engine = Engine(load_config(path), clock=clock)
+    clock.now = datetime(2026, 11, 10, 23, 50, tzinfo=UTC).timestamp()
+    assert 600 <= engine.runners["a"].next_delay() <= 610  # "soon" ends at midnight
+    # after every edge has passed (the range over long ago), the interval, not a busy loop
+    clock.now = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+    assert 4 * 3600 * 0.9 <= engine.runners["a"].next_delay() <= 4 * 3600 * 1.1
+
+
 def test_every_scrape_sees_one_consistent_snapshot(make_engine) -> None:
     """Budgets and cost lines in one exposition always come from the same poll."""
     lines = ", ".join(f"{{amount: {i}, dimensions: {{model: m{i}}}}}" for i in range(300))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
+from budget_exporter.accounting.conversion import Conversion, LeftOut, RateBook, convert
 from budget_exporter.accounting.lineindex import LineIndex, match_pattern
 from budget_exporter.accounting.nowcast import SpendPart, has_data, joined_part, plain_part
 from budget_exporter.accounting.sourcestate import ConfiguredSource, SourceState
@@ -43,6 +44,10 @@ class BudgetView:
     """Settings of the spend-rate alerts, exported as gauges."""
     parts: tuple[SpendPart, ...] = ()
     """Where ``spend`` comes from, per source (billed and metered, see nowcast)."""
+    conversions: tuple[Conversion, ...] = ()
+    """The spend in other currencies counted, converted (part of ``parts``' amounts)."""
+    left_out: tuple[LeftOut, ...] = ()
+    """The spend in other currencies not counted: no rate, or only a stale one."""
 
     @property
     def billed(self) -> Decimal:
@@ -100,16 +105,19 @@ def compute_budgets(
 ) -> list[BudgetView]:
     """Every budget whose sources all have data for its current window.
 
-    Lines in another currency than the budget's are left out (see
-    :func:`currency_mismatches` for counting them).  ``indexes``, kept by the
+    Lines in another currency than the budget's are converted at the rates of the rates
+    sources (:mod:`budget_exporter.accounting.conversion`), or left out without a fresh
+    rate (see :func:`currency_mismatches` for counting them without any rates source).
+    ``indexes``, kept by the
     caller between calls, lets a source whose result has not changed since
     keep its :class:`LineIndex` (and the sums it remembers); it must not be
     shared by calls running at the same time.
     """
     views = []
     cache = LineIndexes(indexes)
+    book = RateBook.of(config, states, now)
     for budget in config.budgets:
-        view = _compute(config, budget, states, now, cache)
+        view = _compute(config, budget, states, now, cache, book)
         if view is not None:
             views.append(view)
     if indexes is not None:  # keep what this round used, for the next one
@@ -124,6 +132,7 @@ def _compute(
     states: Mapping[str, SourceState],
     now: datetime,
     cache: LineIndexes,
+    book: RateBook,
 ) -> BudgetView | None:
     window = window_at(budget.period, now)
     elapsed = max(elapsed_fraction(window, now), forecast_floor_fraction(window))
@@ -132,6 +141,8 @@ def _compute(
         return None
     spend = forecast = Decimal(0)
     parts: list[SpendPart] = []
+    conversions: list[Conversion] = []
+    left_out: list[LeftOut] = []
     sources = config.budget_sources(budget)
     meters = _joined_meters(sources)
     joined = {name for names in meters.values() for name in names}
@@ -149,11 +160,21 @@ def _compute(
                 window,
                 lambda lines: _sum(lines, budget),
             )
+            own = part.amount
         else:
-            part = plain_part(state, _totals(state, budget, cache).get(budget.currency, Decimal(0)))
+            totals = _totals(state, budget, cache)
+            own = totals.get(budget.currency, Decimal(0))
+            converted = _convert(source.name, totals, budget.currency, book)
+            conversions.extend(c for c in converted if isinstance(c, Conversion))
+            left_out.extend(c for c in converted if isinstance(c, LeftOut))
+            extra = sum((c.amount for c in converted if isinstance(c, Conversion)), Decimal(0))
+            part = plain_part(state, own + extra)
         parts.append(part)
         spend += part.amount
-        forecast += _source_forecast(state, budget, part.amount, elapsed)
+        forecast += _source_forecast(state, budget, own, elapsed)
+        if part.amount != own:  # converted spend: projected at the same rate
+            rest = part.amount - own
+            forecast += rest / Decimal(repr(elapsed)) if state.accrues else rest
     warning, stop = config.warning_ratio(budget), config.stop_ratio(budget)
     if external is not None:
         if budget.spend_from_provider:
@@ -179,7 +200,26 @@ def _compute(
         stop_ratio=stop,
         tuning=config.alert_tuning(budget),
         parts=tuple(parts),
+        conversions=tuple(conversions),
+        left_out=tuple(left_out),
     )
+
+
+def _convert(
+    source: str, totals: Mapping[str, Decimal], currency: str, book: RateBook
+) -> list[Conversion | LeftOut]:
+    """The source's totals in other currencies than ``currency``: each converted at the
+    book's rate, or left out (with why) when there is no fresh one."""
+    found: list[Conversion | LeftOut] = []
+    for other, native in sorted(totals.items()):
+        if other == currency:
+            continue
+        quote = book.quote(other, currency)
+        if isinstance(quote, LeftOut):
+            found.append(LeftOut(source, other, native, quote.reason, quote.stale))
+        else:
+            found.append(Conversion(source, other, native, quote, convert(native, quote)))
+    return found
 
 
 def _joined_meters(sources: Sequence[ConfiguredSource]) -> dict[str, list[str]]:
@@ -351,8 +391,11 @@ def currency_mismatches(
     config: Config, source: str, result: PollResult, indexes: PeriodIndexes | None = None
 ) -> Counter[tuple[str, str, str]]:
     """``(budget, source, currency)`` counts of the source's lines that a budget
-    would sum but for their currency (there is no conversion)."""
+    would sum but for their currency, when no rates source is configured (with one,
+    each snapshot converts them or says why not: :attr:`BudgetView.left_out`)."""
     found: Counter[tuple[str, str, str]] = Counter()
+    if config.rate_sources:
+        return found
     indexes = {} if indexes is None else indexes
     for budget in config.source_budgets(source):
         index = _period_index(result, budget.period, indexes)

@@ -266,11 +266,11 @@ class Config:
         return get_provider(source.provider)
 
     def budget_sources(self, budget: BudgetConfig) -> list[SourceConfig]:
-        """Sources whose spend lines the budget sums."""
+        """Sources whose spend lines the budget sums (``"*"``: all but rates sources)."""
         if budget.spend_from_provider:
             return []
         if budget.sources is None or "*" in budget.sources:
-            return list(self.sources)
+            return [s for s in self.sources if not self.supplies_rates(s)]
         order = self._source_order
         found = sorted({order[name] for name in budget.sources if name in order})
         return [self.sources[i] for i in found]  # in config order, each once
@@ -284,6 +284,15 @@ class Config:
         if all(s.name != ref.source for s in found):
             found.append(self.sources[self._source_order[ref.source]])
         return found
+
+    def supplies_rates(self, source: SourceConfig) -> bool:
+        """A rates source (``ecb_rates``, ...): it reports exchange rates, not spend."""
+        return bool(getattr(self.provider_class(source), "supplies_rates", False))
+
+    @cached_property
+    def rate_sources(self) -> tuple[SourceConfig, ...]:
+        """The rates sources, in config order (the earlier wins a tie, docs/currencies.md)."""
+        return tuple(s for s in self.sources if self.supplies_rates(s))
 
     def source_named(self, name: str) -> SourceConfig | None:
         """The source called ``name`` (looked up, not scanned)."""

@@ -143,8 +143,8 @@ class Period(str, metaclass=_PeriodType):
     def __repr__(self) -> str:
         return f"Period({str(self)!r})"
 
-    def __reduce__(self) -> tuple[type[Period], tuple[str]]:
-        return Period, (str(self),)
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _period_named, (str(self),)
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
@@ -155,6 +155,11 @@ class Period(str, metaclass=_PeriodType):
             core_schema.str_schema(),
             serialization=core_schema.to_string_ser_schema(),
         )
+
+
+def _period_named(text: str) -> Period:
+    """The period called ``text`` (:attr:`Period.ANY` too): copies and pickles stay one object."""
+    return _INTERNED.get(text) or Period(text)
 
 
 def _canonical(text: str) -> str:
@@ -284,6 +289,17 @@ class ProviderBudget:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """An exchange rate: one ``base`` is ``value`` ``quote``, as published for the day
+    starting at ``day`` (midnight UTC; None: a fixed rate, never stale)."""
+
+    base: str
+    quote: str
+    value: Decimal
+    day: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PollResult:
     """Everything one successful poll of a source produced."""
 
@@ -304,3 +320,5 @@ class PollResult:
     at (its lines are spend from there, or from the window start if later, to now)."""
     metered: bool = False
     """The lines are metered spend (counted by the applications), not billed spend."""
+    rates: tuple[Rate, ...] = ()
+    """Exchange rates (a rates source's result: it has no lines)."""

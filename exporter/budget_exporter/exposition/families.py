@@ -482,7 +482,7 @@ def _exporter_families(status: ExporterStatus) -> list[Metric]:
     mismatch = CounterMetricFamily(
         "budget_currency_mismatch_lines",
         "Spend lines left out of a budget because their currency is not the budget's "
-        "(counted once per poll of the source; there is no currency conversion).",
+        "(counted once per poll of the source, when no rates source converts currencies).",
         labels=["budget", "source", "currency"],
     )
     for (budget, source, currency), count in sorted(status.mismatches.items()):

@@ -1,9 +1,9 @@
 """``aws_budgets``: the budgets kept in AWS Budgets, as limits for budget-exporter budgets.
 
 Reads ``DescribeBudgets`` (every page) and, per budget, ``DescribeNotificationsForBudget``.
-Emits no series of its own: each COST budget with a calendar period becomes a provider
-budget (limit, AWS's actual and forecast spend, warning and stop ratios) that a budget takes
-with ``limit_from``.  Which budgets and thresholds count: docs/providers-aws.md#aws_budgets.
+Emits no series of its own: each COST budget (daily, monthly, quarterly or annual from its
+start month, or custom days) becomes a provider budget (limit, AWS's actual and forecast
+spend, warning and stop ratios) that a budget takes with ``limit_from``.  Which budgets and thresholds count: docs/providers-aws.md#aws_budgets.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ TIME_UNITS = {
     "QUARTERLY": Period.QUARTERLY,
     "ANNUALLY": Period.YEARLY,
 }
+"""Each time unit's period; a quarterly or annual budget starts its year in the month of
+its ``TimePeriod.Start`` (an annual budget from April runs April to March), and a CUSTOM
+budget covers the days from its start to its end."""
 PAGE_SIZE = 100
 
 
@@ -92,18 +95,35 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
+def budget_period(unit: str, start: float | None, end: float | None) -> Period | None:
+    """The period of a budget with time unit ``unit`` and ``TimePeriod`` ``start``/``end``
+    (Unix times), or None when it has none."""
+    first = None if start is None else datetime.fromtimestamp(start, UTC)
+    if unit == "CUSTOM":
+        if first is None or end is None:
+            return None
+        # End is exclusive at midnight (AWS shows 00:00 of the next day); else its day counts.
+        last = datetime.fromtimestamp(end, UTC) - timedelta(microseconds=1)
+        return Period.of("custom", first_day=first.date(), last_day=max(last.date(), first.date()))
+    period = TIME_UNITS.get(unit)
+    if period is not None and first is not None and unit in ("QUARTERLY", "ANNUALLY"):
+        return Period.of(period.kind, first_month=first.month)
+    return period
+
+
 def parse_budget(budget: Mapping[str, Any], now: datetime) -> ProviderBudget | str:
     """A ProviderBudget, or the reason the budget cannot be one."""
     name = str(budget.get("BudgetName") or "")
     where = f"budget {name!r}"
     if budget.get("BudgetType") != "COST":
         return f"{where} is a {budget.get('BudgetType')} budget, not COST"
-    period = TIME_UNITS.get(str(budget.get("TimeUnit")))
-    if period is None:
-        return f"{where} has time unit {budget.get('TimeUnit')}, not a calendar period"
-    end = _epoch((budget.get("TimePeriod") or {}).get("End"))
+    time_period = budget.get("TimePeriod") or {}
+    end = _epoch(time_period.get("End"))
     if end is not None and end <= now.timestamp():
         return f"{where} has ended"
+    period = budget_period(str(budget.get("TimeUnit")), _epoch(time_period.get("Start")), end)
+    if period is None:
+        return f"{where} has time unit {budget.get('TimeUnit')}, without the dates it needs"
     window: Window = window_at(period, now)
     limit = _amount(budget.get("BudgetLimit"), f"{where} BudgetLimit")
     if limit is None:
@@ -132,7 +152,8 @@ class BudgetsProvider(Provider):
     config_model = BudgetsConfig
     default_poll_interval = timedelta(hours=1)
     max_polls_per_second = 5.0
-    supported_periods = frozenset(TIME_UNITS.values())
+    # No spend lines, so any period is fine (a weekly budget over "*" sources must not be
+    # refused because of this source); each provider budget carries its own period.
 
     def __init__(self, config: BudgetsConfig, context: Any) -> None:
         super().__init__(config, context)

@@ -30,6 +30,7 @@ from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import Duration
 from budget_exporter.core.model import Forecast, Period, PollResult, Sample, SpendLine, Window
 from budget_exporter.core.money import parse_amount
+from budget_exporter.core.periods import month_aligned, supports
 from budget_exporter.providers import register
 from budget_exporter.providers._aws import (
     AwsSession,
@@ -60,7 +61,9 @@ _LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
 _UNUSABLE_LABELS = frozenset(
     {"source", "provider", "currency", "service", "region", "instance", "job", "cluster", "env"}
 )
-_SUPPORTED = frozenset({Period.MONTHLY, Period.QUARTERLY, Period.YEARLY})
+_SUPPORTED = frozenset({Period.MONTHLY, Period.QUARTERLY, Period.YEARLY, Period.ANY})
+"""Any window of whole days but a daily one: the query ends before today (its costs are
+still arriving), so today's window would always be empty."""
 ESTIMATED = "budget_source_cost_estimated"
 ESTIMATED_HELP = (
     "1 if the provider marks the current month's spend as estimated (not yet final), else 0."
@@ -259,6 +262,21 @@ def _add(data: CostData, start: date, keys: tuple[str, ...], value: Any, where: 
     data.amounts[(start, keys, unit)] += amount
 
 
+def query_ranges(windows: Sequence[Window], today: date) -> list[tuple[date, date]]:
+    """The ``GetCostAndUsage`` range answering each window: windows of whole months share
+    one (its MONTHLY results start on the 1st, so each window picks its months); any
+    other window (a week, a custom range) has its own, its days only, up to today."""
+    aligned = [w.start.date() for w in windows if month_aligned(w)]
+    shared = (min(aligned), today) if aligned else None
+    ranges = []
+    for window in windows:
+        if month_aligned(window) and shared is not None:
+            ranges.append(shared)
+        else:
+            ranges.append((window.start.date(), min(window.end.date(), today)))
+    return ranges
+
+
 @dataclass(frozen=True)
 class _CachedForecast:
     window: Window
@@ -294,22 +312,25 @@ class CostExplorerProvider(Provider):
         config: CostExplorerConfig = self.config
         now = self.context.now()
         today = now.date()
-        windows = [w for w in windows if w.period in _SUPPORTED]
+        windows = [w for w in windows if supports(_SUPPORTED, w.period)]
         if not windows:
             return PollResult(polled_at=now)
-        first = min(w.start.date() for w in windows)
-        with aws_errors(config.role_arn):
-            data = self.fetch_costs(first, today)
         horizon = today - (config.settle_lag or timedelta(0))
-        unsettled_data = data if horizon <= first else CostData()
-        if first < horizon < today:  # the days still arriving, asked for on their own
-            with aws_errors(config.role_arn):
-                unsettled_data = self.fetch_costs(horizon, today)
+        answers: dict[tuple[date, date], CostData] = {}
         lines: list[SpendLine] = []
         unsettled: list[SpendLine] = []
         samples: list[Sample] = []
         forecasts: list[Forecast] = []
-        for window in windows:
+        for window, query in zip(windows, query_ranges(windows, today), strict=True):
+            first, end = query
+            # The range, and the days in it still arriving (settle_lag), asked for once each.
+            recent = query if horizon <= first else (horizon, end) if horizon < end else None
+            with aws_errors(config.role_arn):
+                for wanted in (query, recent):
+                    if wanted is not None and wanted not in answers:
+                        answers[wanted] = self.fetch_costs(*wanted)
+            data = answers[query]
+            unsettled_data = answers[recent] if recent is not None else CostData()
             spend = self.parse(data, unsettled_data, window, today)
             lines.extend(spend.lines)
             unsettled.extend(spend.unsettled)
@@ -353,7 +374,8 @@ class CostExplorerProvider(Provider):
         return request
 
     def fetch_costs(self, start: date, today: date) -> CostData:
-        """Every page of spend from ``start`` up to ``today`` (exclusive)."""
+        """Every page of spend from ``start`` up to ``today`` (exclusive; or the end of a
+        window already over)."""
         config: CostExplorerConfig = self.config
         if start >= today:
             return CostData()  # first day of the period: the range is empty, nothing to ask
@@ -416,6 +438,8 @@ class CostExplorerProvider(Provider):
         """Spend so far plus AWS's forecast for the rest of the window, if available."""
         config: CostExplorerConfig = self.config
         today = now.date()
+        if not window.start.date() <= today < window.end.date():
+            return None  # a custom range not begun or over: nothing to forecast
         cached = self._forecasts.get(window.period)
         if (
             cached is None

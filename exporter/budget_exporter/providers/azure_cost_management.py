@@ -1,10 +1,11 @@
-"""``azure_cost_management``: month-to-date Azure spend from the Cost Management Query API.
+"""``azure_cost_management``: Azure spend from the Cost Management Query API.
 
-Reads ``POST {base_url}/{scope}/providers/Microsoft.CostManagement/query`` (``MonthToDate``,
-no time granularity, every ``nextLink`` page), with a token from Microsoft Entra ID
-(``azure-identity``, the ``azure`` extra).  Emits monthly spend lines::
+Reads ``POST {base_url}/{scope}/providers/Microsoft.CostManagement/query`` (``MonthToDate``
+for the month, ``Custom`` with the window's days for any other period; no time
+granularity, every ``nextLink`` page), with a token from Microsoft Entra ID
+(``azure-identity``, the ``azure`` extra).  Emits spend lines::
 
-    budget_source_cost_amount{period="monthly", currency,
+    budget_source_cost_amount{period, currency,
         service_name, x_resource_group_name, sub_account_id, sub_account_name, region_id}
 
 (the dimensions of ``group_by``, at most two).  Why the query skips the Azure SDK, and how
@@ -17,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -29,6 +30,7 @@ from budget_exporter.core.errors import SourceError
 from budget_exporter.core.messages import first_line, shorten
 from budget_exporter.core.model import Period, PollResult, SpendLine, Window
 from budget_exporter.core.money import parse_amount
+from budget_exporter.core.periods import supports
 from budget_exporter.core.redaction import redactor
 from budget_exporter.providers import _extras, register
 from budget_exporter.providers._http import (
@@ -206,11 +208,21 @@ class AzureCostManagementConfig(SourceConfig):
         parts = urlsplit(self.base_url)
         return f"{parts.scheme}://{parts.netloc}/.default"
 
-    def query_body(self) -> dict[str, Any]:
-        """The Cost Management ``QueryDefinition`` sent with every page."""
+    def query_body(self, days: tuple[date, date] | None = None) -> dict[str, Any]:
+        """The Cost Management ``QueryDefinition`` sent with every page: month to date, or
+        from the first to the last of ``days`` (both counted)."""
+        when: dict[str, Any] = {"timeframe": "MonthToDate"}
+        if days is not None:
+            when = {
+                "timeframe": "Custom",
+                "timePeriod": {
+                    "from": f"{days[0].isoformat()}T00:00:00Z",
+                    "to": f"{days[1].isoformat()}T23:59:59Z",
+                },
+            }
         return {
             "type": self.cost_type,
-            "timeframe": "MonthToDate",
+            **when,
             "dataset": {
                 "granularity": "None",
                 "aggregation": {"totalCost": {"name": self.cost_column, "function": "Sum"}},
@@ -367,7 +379,9 @@ class AzureCostManagementProvider(Provider):
     max_polls_per_second = 1.0
     """Cost Management refreshes a few times a day (data lags 8-24 h) and its
     query quotas are small and shared by the whole tenant."""
-    supported_periods = frozenset({Period.MONTHLY})
+    # The month to date, or any other range of whole days (``Custom``); not today alone:
+    # Cost Management lags 8-24 h.
+    supported_periods = frozenset({Period.MONTHLY, Period.ANY})
 
     def __init__(self, config: AzureCostManagementConfig, context: Any) -> None:
         super().__init__(config, context)
@@ -479,26 +493,32 @@ class AzureCostManagementProvider(Provider):
     # -- polling -------------------------------------------------------------------
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
-        if not any(w.period == Period.MONTHLY for w in windows):
-            return PollResult()
         config: AzureCostManagementConfig = self.config
-        token = self.token()
-        totals: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = {}
-        for document in self.pages(token):
-            page = parse_query_result(document, config.group_by, config.cost_column)
-            for line in page.lines:  # the same dimensions on two pages are one line
-                key = (line.currency, line.dimensions)
-                totals[key] = totals.get(key, Decimal(0)) + line.amount
-        lines = tuple(
-            SpendLine(Period.MONTHLY, amount, currency, dims)
-            for (currency, dims), amount in totals.items()
-        )
-        return PollResult(lines=lines)
+        now = self.context.now()
+        lines: list[SpendLine] = []
+        for window in windows:
+            if not supports(self.supported_periods, window.period) or window.start >= now:
+                continue  # today alone, or a custom range not begun: nothing to ask
+            days = None
+            if window.period != Period.MONTHLY:
+                last = min(window.end - timedelta(days=1), now).date()
+                days = (window.start.date(), last)
+            totals: dict[tuple[str, tuple[tuple[str, str], ...]], Decimal] = {}
+            for document in self.pages(self.token(), config.query_body(days)):
+                page = parse_query_result(document, config.group_by, config.cost_column)
+                for line in page.lines:  # the same dimensions on two pages are one line
+                    key = (line.currency, line.dimensions)
+                    totals[key] = totals.get(key, Decimal(0)) + line.amount
+            lines.extend(
+                SpendLine(window.period, amount, currency, dims)
+                for (currency, dims), amount in totals.items()
+            )
+        return PollResult(lines=tuple(lines))
 
-    def pages(self, token: str) -> Iterator[Any]:
+    def pages(self, token: str, body: dict[str, Any] | None = None) -> Iterator[Any]:
         """Each page of the query answer; ``nextLink`` pages take the same body."""
         config: AzureCostManagementConfig = self.config
-        body = config.query_body()
+        body = config.query_body() if body is None else body
         headers = {"Authorization": f"Bearer {token}"}
         url = config.query_url
         params: dict[str, str] | None = {"api-version": config.api_version}

@@ -1,9 +1,11 @@
-"""``gcp_billing_export``: month-to-date Google Cloud spend from the BigQuery billing export.
+"""``gcp_billing_export``: Google Cloud spend from the BigQuery billing export.
 
-Reads the standard usage cost table with one ``jobs.query`` per poll (net cost of the
-invoice month, partitions of that month only, ``maximum_bytes_billed`` as a cap).  Emits::
+Reads the standard usage cost table with one ``jobs.query`` per period and poll (net cost
+of the invoice month, or of the invoice months of a window of whole months, or, for a week
+or a custom range of days, of the usage in its UTC days; partitions of those days only,
+``maximum_bytes_billed`` as a cap).  Emits::
 
-    budget_source_cost_amount{period="monthly", currency, sub_account_id, service_name}
+    budget_source_cost_amount{period, currency, sub_account_id, service_name}
     budget_source_data_timestamp_seconds      MAX(export_time) of the invoice month
     budget_source_query_processed_bytes       bytes the last query scanned
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import ConfigPath, Duration
 from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
 from budget_exporter.core.money import parse_amount
+from budget_exporter.core.periods import month_aligned, supports
 from budget_exporter.providers import _extras, _gcp, register
 from budget_exporter.providers.base import Provider, SourceConfig
 
@@ -126,6 +128,12 @@ def invoice_month(window: Window) -> str:
     return f"{middle.year:04d}{middle.month:02d}"
 
 
+def invoice_months(window: Window) -> tuple[str, str]:
+    """``YYYYMM`` of the first and last invoice months of a window of whole months."""
+    last = window.end - timedelta(days=1)
+    return f"{window.start.year:04d}{window.start.month:02d}", f"{last.year:04d}{last.month:02d}"
+
+
 def partition_start(month: str, zone: str) -> datetime:
     """First export-day partition that can hold rows of invoice month ``month``.
 
@@ -137,7 +145,17 @@ def partition_start(month: str, zone: str) -> datetime:
     return utc_day - _PARTITION_MARGIN
 
 
-def build_query(config: GcpBillingExportConfig) -> str:
+Span = str
+"""What a query selects: ``month`` (one invoice month), ``months`` (a range of invoice
+months) or ``usage`` (usage from ``@usage_start`` up to ``@usage_end``)."""
+_SPANS = {
+    "month": "invoice.month = @invoice_month",
+    "months": "invoice.month BETWEEN @first_month AND @last_month",
+    "usage": "usage_start_time >= @usage_start AND usage_start_time < @usage_end",
+}
+
+
+def build_query(config: GcpBillingExportConfig, span: Span = "month") -> str:
     credits = (
         "\n    + SUM(IFNULL((SELECT SUM(CAST(c.amount AS NUMERIC)) FROM UNNEST(credits) AS c), 0))"
         if config.include_credits
@@ -152,7 +170,7 @@ def build_query(config: GcpBillingExportConfig) -> str:
         f"  SUM(CAST(cost AS NUMERIC)){credits} AS net_cost,\n"
         "  MAX(export_time) AS last_export_time\n"
         f"FROM `{config.table}`\n"
-        f"WHERE invoice.month = @invoice_month{partition}\n"
+        f"WHERE {_SPANS[span]}{partition}\n"
         "GROUP BY project_id, service_description, currency"
     )
 
@@ -198,7 +216,9 @@ class GcpBillingExportProvider(Provider):
     config_model = GcpBillingExportConfig
     default_poll_interval = timedelta(hours=4)
     max_polls_per_second = 2.0
-    supported_periods = frozenset({Period.MONTHLY})
+    # The invoice month; whole invoice months (quarters, fiscal years, ranges of months);
+    # any other range of whole days by usage time.  Not today alone: the export lags hours.
+    supported_periods = frozenset({Period.MONTHLY, Period.ANY})
 
     def __init__(self, config: GcpBillingExportConfig, context: Any) -> None:
         super().__init__(config, context)
@@ -230,37 +250,71 @@ class GcpBillingExportProvider(Provider):
         return self._client
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
-        window = next((w for w in windows if w.period is Period.MONTHLY), None)
-        if window is None:
-            return PollResult()
-        month = invoice_month(window)
-        client = self.client()
-        rows, processed = _gcp.call(
-            self.context, lambda: self.run_query(client, month), api=API, hints=_HINTS
-        )
-        parsed = parse_rows(rows, window.period)
-        self.log.debug(
-            "invoice month %s: %d lines, %s bytes processed",
-            month,
-            len(parsed.lines),
-            processed,
-        )
-        if processed is None:
-            return parsed
-        return replace(parsed, samples=(*parsed.samples, Sample.of(BYTES, BYTES_DOC, processed)))
+        now = self.context.now()
+        lines: list[SpendLine] = []
+        newest: float | None = None
+        processed_total: int | None = None
+        for window in windows:
+            if not supports(self.supported_periods, window.period) or window.start >= now:
+                continue  # today alone, or a custom range not begun: nothing to ask
+            rows, processed = _gcp.call(
+                self.context,
+                lambda w=window: self.run_query(self.client(), w, now),
+                api=API,
+                hints=_HINTS,
+            )
+            parsed = parse_rows(rows, window.period)
+            self.log.debug(
+                "%s window: %d lines, %s bytes processed",
+                window.period,
+                len(parsed.lines),
+                processed,
+            )
+            lines.extend(parsed.lines)
+            for sample in parsed.samples:
+                newest = sample.value if newest is None else max(newest, sample.value)
+            if processed is not None:
+                processed_total = (processed_total or 0) + processed
+        samples = [] if newest is None else [Sample.of(FRESHNESS, FRESHNESS_DOC, newest)]
+        if processed_total is not None:
+            samples.append(Sample.of(BYTES, BYTES_DOC, processed_total))
+        return PollResult(lines=tuple(lines), samples=tuple(samples))
 
-    def run_query(self, client: Any, month: str) -> tuple[list[Any], int | None]:
-        """Run the query and read every page; raises the library's exceptions."""
+    def parameters(self, window: Window, now: datetime) -> tuple[Span, list[Any]]:
+        """The span and the query parameters selecting ``window``'s spend."""
         from google.cloud import bigquery
 
         config: GcpBillingExportConfig = self.config
-        parameters: list[Any] = [bigquery.ScalarQueryParameter("invoice_month", "STRING", month)]
+        if window.period == Period.MONTHLY:
+            month = invoice_month(window)
+            span: Span = "month"
+            found = [bigquery.ScalarQueryParameter("invoice_month", "STRING", month)]
+            first = partition_start(month, config.time_zone)
+        elif month_aligned(window):
+            month, last = invoice_months(window)
+            span = "months"
+            found = [
+                bigquery.ScalarQueryParameter("first_month", "STRING", month),
+                bigquery.ScalarQueryParameter("last_month", "STRING", last),
+            ]
+            first = partition_start(month, config.time_zone)
+        else:
+            span = "usage"
+            found = [
+                bigquery.ScalarQueryParameter("usage_start", "TIMESTAMP", window.start),
+                bigquery.ScalarQueryParameter("usage_end", "TIMESTAMP", min(window.end, now)),
+            ]
+            first = window.start - _PARTITION_MARGIN
         if config.partition_filter:
-            parameters.append(
-                bigquery.ScalarQueryParameter(
-                    "partition_start", "TIMESTAMP", partition_start(month, config.time_zone)
-                )
-            )
+            found.append(bigquery.ScalarQueryParameter("partition_start", "TIMESTAMP", first))
+        return span, found
+
+    def run_query(self, client: Any, window: Window, now: datetime) -> tuple[list[Any], int | None]:
+        """Run ``window``'s query and read every page; raises the library's exceptions."""
+        from google.cloud import bigquery
+
+        config: GcpBillingExportConfig = self.config
+        span, parameters = self.parameters(window, now)
         job_config = bigquery.QueryJobConfig(
             query_parameters=parameters,
             labels={"app": "budget-exporter", "source": self.context.source},
@@ -270,7 +324,7 @@ class GcpBillingExportProvider(Provider):
             job_config.maximum_bytes_billed = config.maximum_bytes_billed
         try:
             result = client.query_and_wait(
-                build_query(config),
+                build_query(config, span),
                 job_config=job_config,
                 location=config.location,
                 project=config.job_project,

@@ -6,7 +6,8 @@ Billing API (the account; with ``projects``, its project billing info).  Emits::
     budget_source_billing_account_info{billing_account_id, billing_account_name, currency}
     budget_source_project_billing_enabled{sub_account_id}       per configured project
 
-and one provider budget per GCP budget with a calendar period, for ``limit_from``.  How a
+and one provider budget per GCP budget with a calendar period or a custom range of days,
+for ``limit_from``.  How a
 GCP budget maps onto one: docs/providers-gcp.md#gcp_budgets.
 """
 
@@ -17,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -112,20 +113,29 @@ def threshold_ratios(rules: Iterable[Any]) -> tuple[float | None, float | None]:
     return ratios[0], ratios[-1]
 
 
-def budget_period(budget: Any) -> Period | None:
-    """The recurring period of a budget, or None for a custom date range."""
+def budget_period(budget: Any) -> Period | str:
+    """The period of a budget (a custom date range with its days), or why it has none."""
     from google.cloud.billing import budgets_v1
 
     budget_filter = budget.budget_filter
     if "custom_period" in budget_filter:
-        return None
+        custom = budget_filter.custom_period
+        if "end_date" not in custom:
+            return "a custom period with no end date (all spend since its start)"
+        try:
+            first, last = (
+                date(day.year, day.month, day.day) for day in (custom.start_date, custom.end_date)
+            )
+            return Period.of("custom", first_day=first, last_day=last)
+        except ValueError as exc:
+            return f"a custom period that is not a valid range of days ({exc})"
     periods = {
         budgets_v1.CalendarPeriod.CALENDAR_PERIOD_UNSPECIFIED: Period.MONTHLY,
         budgets_v1.CalendarPeriod.MONTH: Period.MONTHLY,
         budgets_v1.CalendarPeriod.QUARTER: Period.QUARTERLY,
         budgets_v1.CalendarPeriod.YEAR: Period.YEARLY,
     }
-    return periods.get(budget_filter.calendar_period)
+    return periods.get(budget_filter.calendar_period, "a calendar period it does not know")
 
 
 def budget_id(budget: Any) -> str:
@@ -284,8 +294,8 @@ class GcpBudgetsProvider(Provider):
         }
 
     def parse_budgets(self, budgets: Sequence[Any], account_currency: str) -> PollResult:
-        """The budgets with a calendar period as provider budgets; what keeps one from
-        backing a limit is logged once."""
+        """The budgets with a calendar period or a custom range of days as provider
+        budgets; what keeps one from backing a limit is logged once."""
         found = []
         for budget, key in zip(budgets, budget_keys(budgets), strict=True):
             if key != budget.display_name and budget.display_name:
@@ -297,12 +307,8 @@ class GcpBudgetsProvider(Provider):
                     key,
                 )
             period = budget_period(budget)
-            if period is None:
-                self.report(
-                    f"custom:{budget.name}",
-                    "GCP budget %r has a custom date range, not a calendar period; skipped",
-                    key,
-                )
+            if not isinstance(period, Period):
+                self.report(f"period:{budget.name}", "GCP budget %r has %s; skipped", key, period)
                 continue
             amount = budget.amount
             if "specified_amount" in amount:

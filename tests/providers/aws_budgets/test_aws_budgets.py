@@ -32,6 +32,9 @@ from tests.support.fixtures import load_fixture
 
 NOW = datetime(2026, 8, 21, 12, 0, tzinfo=UTC)
 OTHER_ACCOUNT = "111122223333"
+# AWS starts a budget created without dates at the start of its period (1 January for an
+# annual one); moto starts every budget on the 1st of the current month: give the dates.
+CALENDAR = {"Start": datetime(2026, 1, 1, tzinfo=UTC), "End": datetime(2087, 6, 15, tzinfo=UTC)}
 
 # -- helpers -------------------------------------------------------------------------
 
@@ -156,6 +159,46 @@ def test_planned_limits_pick_the_current_period() -> None:
     assert later == "budget 'planned' has no limit for the current period"
 
 
+def test_quarterly_annual_and_custom_budgets_keep_their_periods() -> None:
+    budgets = load_fixture("aws_budgets", "describe_budgets_periods")["Budgets"]
+    parsed = {b["BudgetName"]: parse_budget(b, NOW) for b in budgets}
+    assert all(isinstance(p, ProviderBudget) for p in parsed.values()), parsed
+    fiscal_year, fiscal_quarter, grant = (
+        parsed[n] for n in ("fy-platform", "fq-data", "grant-2026")
+    )
+    assert isinstance(fiscal_year, ProviderBudget)
+    assert isinstance(fiscal_quarter, ProviderBudget)
+    assert isinstance(grant, ProviderBudget)
+    # ANNUALLY from 1 April 2025: April to March; on 21 August 2026, April 2026 to April 2027.
+    assert fiscal_year.period == Period("yearly-april")
+    assert (fiscal_year.limit, fiscal_year.actual, fiscal_year.forecast) == (
+        Decimal("120000.0"), Decimal("48211.17"), Decimal("101500.4")
+    )  # fmt: skip
+    window = window_at(fiscal_year.period, NOW)
+    assert (window.start, window.end) == (
+        datetime(2026, 4, 1, tzinfo=UTC), datetime(2027, 4, 1, tzinfo=UTC)
+    )  # fmt: skip
+    # QUARTERLY from 1 February: February-April, May-July, August-October, ...
+    assert fiscal_quarter.period == Period("quarterly-february")
+    window = window_at(fiscal_quarter.period, NOW)
+    assert (window.start, window.end) == (
+        datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    )  # fmt: skip
+    # CUSTOM from 1 March to 1 October 00:00 (exclusive): 1 March to 30 September.
+    assert grant.period == Period("2026-03-01/2026-09-30")
+    assert grant.limit == Decimal("25000.0")
+    # A quarterly budget from April is a calendar quarter; one that ended is skipped.
+    april = {**budgets[1], "TimePeriod": {"Start": budgets[0]["TimePeriod"]["Start"]}}
+    assert parse_budget(april, NOW).period == Period.QUARTERLY  # type: ignore[union-attr]
+    assert parse_budget(budgets[2], datetime(2026, 10, 1, tzinfo=UTC)) == (
+        "budget 'grant-2026' has ended"
+    )
+    undated = {**budgets[2], "TimePeriod": {}}
+    assert parse_budget(undated, NOW) == (
+        "budget 'grant-2026' has time unit CUSTOM, without the dates it needs"
+    )
+
+
 # -- DescribeBudgets through moto --------------------------------------------------------
 
 
@@ -169,9 +212,13 @@ def test_cost_budgets_are_imported_with_spend_and_thresholds() -> None:
             },
             notifications=[notification(80.0), notification(95.0), notification(50, "FORECASTED")],
         )
-        create_budget("quarterly", limit="3000", time_unit="QUARTERLY")
+        create_budget("quarterly", limit="3000", time_unit="QUARTERLY", TimePeriod=CALENDAR)
         create_budget(
-            "yearly", limit="12000", time_unit="ANNUALLY", notifications=[notification(90)]
+            "yearly",
+            limit="12000",
+            time_unit="ANNUALLY",
+            notifications=[notification(90)],
+            TimePeriod=CALENDAR,
         )
         create_budget("daily", limit="40", time_unit="DAILY", spend={"ActualSpend": money("3")})
         create_budget("usage-hours", budget_type="USAGE", limit=None,
@@ -327,7 +374,7 @@ def test_whole_exporter_budgets_take_limits_from_aws(make_engine) -> None:
             notifications=[notification(50), notification(75)],
         )
         create_budget("aws-quarterly", limit="900", time_unit="QUARTERLY",
-                      spend={"ActualSpend": money("300")})  # fmt: skip
+                      spend={"ActualSpend": money("300")}, TimePeriod=CALENDAR)  # fmt: skip
         ce_backends[DEFAULT_ACCOUNT_ID]["global"].cost_usage_results_queue.append(
             {
                 "GroupDefinitions": [{"Type": "DIMENSION", "Key": "SERVICE"}],

@@ -30,7 +30,7 @@ from tests.support.net import loopback_only  # noqa: F401 (autouse fixture: belt
 @pytest.mark.extra("azure")
 def test_registered_under_its_name() -> None:
     assert get_provider("azure_cost_management") is AzureCostManagementProvider
-    assert AzureCostManagementProvider.periods_for(make_config()) == {Period.MONTHLY}
+    assert AzureCostManagementProvider.periods_for(make_config()) == {Period.MONTHLY, Period.ANY}
     assert AzureCostManagementProvider.default_poll_interval == timedelta(hours=4)
 
 

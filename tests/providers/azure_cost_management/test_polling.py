@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +21,7 @@ from urllib3 import HTTPResponse
 
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.model import Period
+from budget_exporter.core.periods import window_at
 from budget_exporter.providers.azure_cost_management import _CostManagementRetry
 from tests.support.azure import (
     ACCESS_TOKEN,
@@ -129,6 +130,34 @@ def test_only_monthly_windows_are_queried(rs: Any) -> None:
     result = make_provider().poll(())
     assert result.lines == ()
     assert len(rs.calls) == 0
+
+
+@pytest.mark.extra("azure")
+def test_other_windows_ask_for_their_days(rs: Any) -> None:
+    mock_login(rs)
+    rs.post(QUERY_URL, json=answer("by_service"))
+    rs.post(QUERY_URL, json=answer("by_service"))
+    now = datetime(2026, 1, 1, 9, tzinfo=UTC)  # Thursday 1 January 2026: ISO week 1 of 2026
+    provider = make_provider(ctx={"now": lambda: now})
+    windows = [
+        window_at(Period(p), now)
+        for p in ("weekly", "yearly-april", "2026-02-01/2026-02-28", "daily")
+    ]
+    result = provider.poll(windows)
+    bodies = [json.loads(c.request.body) for c in query_calls(rs)]
+    # the week from Monday 29 December 2025 to today; the fiscal year from 1 April 2025;
+    # the range not begun and today alone are not asked for
+    assert [(b["timeframe"], b["timePeriod"]) for b in bodies] == [
+        ("Custom", {"from": "2025-12-29T00:00:00Z", "to": "2026-01-01T23:59:59Z"}),
+        ("Custom", {"from": "2025-04-01T00:00:00Z", "to": "2026-01-01T23:59:59Z"}),
+    ]
+    monthly_body = provider.config.query_body()
+    assert all(b["dataset"] == monthly_body["dataset"] for b in bodies)
+    by_period = {ln.period for ln in result.lines}
+    assert by_period == {Period.WEEKLY, Period("yearly-april")}
+    week = sum(ln.amount for ln in result.lines if ln.period == Period.WEEKLY)
+    year = sum(ln.amount for ln in result.lines if ln.period == Period("yearly-april"))
+    assert week == year > 0
 
 
 @pytest.mark.extra("azure")
