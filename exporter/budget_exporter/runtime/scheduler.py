@@ -1,15 +1,5 @@
-"""When polls run and when snapshots are rebuilt.
-
-:class:`PollScheduler` keeps one heap of next-due times, one entry per source,
-and hands due polls to a fixed pool of worker threads, so the thread count does
-not grow with the number of sources.  A source is never polled twice at once,
-and sources of a provider with a rate limit start at most that many polls per
-second (spreading the start-up and period-boundary bursts).
-
-:class:`Coalescer` runs an action (the snapshot rebuild) once for a burst of
-requests: at most one run at a time, at most one waiting, and a request made
-while a run is in progress always leads to another run, so the last poll's data
-always ends up served.
+"""When polls run (:class:`PollScheduler`, a heap of due times and a fixed worker pool) and
+when snapshots are rebuilt (:class:`Coalescer`, once per burst of requests).
 """
 
 from __future__ import annotations
@@ -21,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-log = logging.getLogger("budget_exporter")
+log = logging.getLogger(__name__)
 
 PollTask = Callable[[str], float | None]
 """Polls the named source; returns seconds until its next poll, or None to drop it."""
