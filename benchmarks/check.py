@@ -70,13 +70,6 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def config_text(budgets: int, redis_url: str | None) -> str:
     """One static source with a line per team, and ``budgets`` budgets over it."""
     teams = max(budgets // 4, 1)
@@ -132,20 +125,9 @@ def wait_ready(url_host: str, port: int, path: str, timeout: float = 60) -> None
 def start_exporter(workdir: Path, name: str, text: str) -> tuple[subprocess.Popen[bytes], int]:
     config = workdir / f"{name}.yml"
     config.write_text(text)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'exporter'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "budget_exporter",
-        f"--config.file={config}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=error",
-    ]
-    process = subprocess.Popen(harness.dying_with_parent(argv), env=env, stderr=subprocess.DEVNULL)
+    port = harness.free_port()
+    argv = harness.exporter_argv(config, port, "--log.level=error")
+    process = subprocess.Popen(argv, env=harness.exporter_env(), stderr=subprocess.DEVNULL)
     wait_ready("127.0.0.1", port, "/-/ready")
     return process, port
 
@@ -154,7 +136,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     binary = shutil.which("redis-server")
     if binary is None:
         return None
-    port = free_port()
+    port = harness.free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(workdir)]
     process = subprocess.Popen(
@@ -219,11 +201,9 @@ def load(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict[s
     times = asyncio.run(run())
     if len(times) < 10:
         raise RuntimeError(f"only {len(times)} answers in {seconds:g}s")
-    cuts = statistics.quantiles(times, n=100)
     return {
         "checks_per_second": len(times) / seconds,
-        "p50_ms": cuts[49] * 1000,
-        "p99_ms": cuts[98] * 1000,
+        **harness.percentiles_ms(times),
         "answers": len(times),
     }
 
@@ -240,7 +220,7 @@ BASELINES = ("bare_tuned", "bare_stdlib")
 
 
 def start_bare(kind: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port = harness.free_port()
     argv = [sys.executable, "-c", BARE_SERVER, str(port), kind.removeprefix("bare_")]
     process = subprocess.Popen(harness.dying_with_parent(argv))
     wait_ready("127.0.0.1", port, "")

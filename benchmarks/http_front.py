@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import harness
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """
 sources: [{name: a, provider: static, amount: 1, currency: USD}]
 budgets: [{name: b, limit: 10, currency: USD}]
@@ -56,45 +54,40 @@ budgets: [{name: b, limit: 10, currency: USD}]
 AUTH = ("prom", "scrape-pass")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def launch(
+    name: str, config: Path, *flags: str, timeout: float, auth: tuple[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The exporter on ``config``, once ``/-/ready`` (asked with ``auth``) answers 200."""
+    port = harness.free_port()
+    process = subprocess.Popen(
+        harness.exporter_argv(config, port, *flags, "--log.level=error"),
+        env=harness.exporter_env(),
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/-/ready", auth=auth, timeout=1).status_code == 200:
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit(f"the {name} did not become ready")
 
 
 def start_exporter(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     (workdir / "config.yml").write_text(CONFIG)
     hashed = bcrypt.hashpw(AUTH[1].encode(), bcrypt.gensalt(rounds=10)).decode()
     (workdir / "web.yml").write_text(f"basic_auth_users:\n  {AUTH[0]}: '{hashed}'\n")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'exporter'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "budget_exporter",
-            f"--config.file={workdir / 'config.yml'}",
-            f"--web.config.file={workdir / 'web.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.read-timeout=5s",
-            "--log.level=error",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
+    return launch(
+        "exporter",
+        workdir / "config.yml",
+        f"--web.config.file={workdir / 'web.yml'}",
+        "--web.read-timeout=5s",
+        timeout=30,
+        auth=AUTH,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/-/ready", auth=AUTH, timeout=1).status_code == 200:
-                return process, url
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the exporter did not become ready")
 
 
 def scrape_latencies(url: str, count: int) -> list[float]:
@@ -108,8 +101,7 @@ def scrape_latencies(url: str, count: int) -> list[float]:
 
 
 def summary(times: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(times, n=100)
-    return {"p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000, "samples": len(times)}
+    return {**harness.percentiles_ms(times), "samples": len(times)}
 
 
 FLOOD = """
@@ -181,145 +173,15 @@ BIG_BUDGETS = 1500
 
 
 def big_config(path: Path) -> None:
-    """~1,500 static sources and budgets with labels (JSON is YAML, and quicker to load)."""
-    config = {
-        "global": {"poll_interval": "1h"},
-        "sources": [
-            {"name": f"src-{i}", "provider": "static", "amount": i % 97 + 1, "currency": "USD"}
-            for i in range(BIG_BUDGETS)
-        ],
-        "budgets": [
-            {
-                "name": f"budget-{i}-with-a-longer-name",
-                "limit": 1000,
-                "currency": "USD",
-                "sources": [f"src-{i}"],
-                "labels": {"team": f"team-{i % 50}", "cost_center": f"cc-{i % 200}"},
-            }
-            for i in range(BIG_BUDGETS)
-        ],
-    }
-    path.write_text(json.dumps(config))
+    """~1,500 static sources and budgets with labels."""
+    path.write_text(json.dumps(harness.labelled_budgets(BIG_BUDGETS, limit=1000)))
 
 
 def start_big_exporter(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     big_config(workdir / "big.yml")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'exporter'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "budget_exporter",
-            f"--config.file={workdir / 'big.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=error",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                requests.get(f"{url}/metrics", timeout=30)  # the body is paid for once
-                return process, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the big exporter did not become ready")
-
-
-def rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
-
-
-def threads_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
-
-
-def never_reader(port: int) -> socket.socket:
-    """Asks for /metrics (uncompressed: the largest answer) and never reads it."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
-    return sock
-
-
-HEADER_LINE = b"X-Pad: " + b"a" * (64 * 1024 - 9) + b"\r\n"
-
-
-def unfinished_headers(port: int) -> socket.socket:
-    """Sends up to 98 headers of 64 KiB, never the blank line that ends them."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):  # the server stops reading long before the end
-        for _ in range(98):
-            sock.send(HEADER_LINE)
-    return sock
-
-
-class Attack:
-    """Keeps ``count`` connections from ``open_one`` open (one the server closed is
-    made again) and samples the exporter's RSS and threads every 0.1 s."""
-
-    def __init__(self, pid: int, count: int, open_one: Callable[[], socket.socket]) -> None:
-        self.pid, self.count, self.open_one = pid, count, open_one
-        self.peak_rss = 0.0
-        self.peak_threads = 0
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Attack:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    def sample(self) -> None:
-        self.peak_rss = max(self.peak_rss, rss_mb(self.pid))
-        self.peak_threads = max(self.peak_threads, threads_of(self.pid))
-
-    def _run(self) -> None:
-        live: list[socket.socket] = []
-        try:
-            while not self._stop.is_set():
-                while len(live) < self.count and not self._stop.is_set():
-                    try:
-                        live.append(self.open_one())
-                        self.connections += 1
-                    except OSError:
-                        break
-                self.sample()
-                if self._stop.wait(0.1):
-                    break
-                kept = []
-                for sock in live:
-                    try:
-                        sock.setblocking(False)
-                        gone = sock.recv(1, socket.MSG_PEEK) == b""
-                    except BlockingIOError:
-                        gone = False
-                    except OSError:
-                        gone = True
-                    if gone:
-                        sock.close()
-                    else:
-                        kept.append(sock)
-                live = kept
-        finally:
-            for sock in live:
-                sock.close()
+    process, url = launch("big exporter", workdir / "big.yml", timeout=120)
+    requests.get(f"{url}/metrics", timeout=30)  # the body is paid for once
+    return process, url
 
 
 def scrapes_for(url: str, seconds: float, sample: Callable[[], object]) -> tuple[list[float], int]:
@@ -345,23 +207,23 @@ def big_scenarios(
 ) -> dict[str, dict[str, Any]]:
     pid, port = process.pid, int(url.rsplit(":", 1)[1])
     results: dict[str, dict[str, Any]] = {}
-    base = rss_mb(pid)
+    base = harness.rss_mb(pid)
     idle_peak = [base]
-    times, failed = scrapes_for(url, seconds, lambda: idle_peak.append(rss_mb(pid)))
+    times, failed = scrapes_for(url, seconds, lambda: idle_peak.append(harness.rss_mb(pid)))
     results["big_idle"] = {
         **summary(times),
         "failed": failed,
         "rss_mb": round(max(idle_peak), 1),
         "rss_growth_mb": round(max(idle_peak) - base, 1),
-        "threads": threads_of(pid),
+        "threads": harness.threads_of(pid),
     }
     attacks: list[tuple[str, int, Callable[[], socket.socket], int]] = [
-        ("slow_readers_300", 30 if quick else 300, lambda: never_reader(port), 300),
-        ("unfinished_headers_60", 60, lambda: unfinished_headers(port), 150),
+        ("slow_readers_300", 30 if quick else 300, lambda: harness.never_reader(port), 300),
+        ("unfinished_headers_60", 60, lambda: harness.unfinished_headers(port), 150),
     ]
     for name, count, open_one, target in attacks:
-        before = rss_mb(pid)
-        with Attack(pid, count, open_one) as attack:
+        before = harness.rss_mb(pid)
+        with harness.Attack(pid, count, open_one) as attack:
             time.sleep(1)
             times, failed = scrapes_for(url, seconds, attack.sample)
         results[name] = {

@@ -24,7 +24,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,55 +33,20 @@ from typing import Any
 
 import harness
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("/", "/api/v1/budgets")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def config(budgets: int) -> str:
-    """Static sources and budgets with labels (JSON is YAML, and quicker to load)."""
-    document = {
-        "global": {"poll_interval": "1h"},
-        "sources": [
-            {"name": f"src-{i}", "provider": "static", "amount": i % 97 + 1, "currency": "USD"}
-            for i in range(budgets)
-        ],
-        "budgets": [
-            {
-                "name": f"budget-{i}-with-a-longer-name",
-                "limit": 100,
-                "currency": "USD",
-                "sources": [f"src-{i}"],
-                "labels": {"team": f"team-{i % 50}", "cost_center": f"cc-{i % 200}"},
-            }
-            for i in range(budgets)
-        ],
-    }
-    return json.dumps(document)
+    """Static sources and budgets with labels."""
+    return json.dumps(harness.labelled_budgets(budgets, limit=100))
 
 
 def start_exporter(workdir: Path, budgets: int) -> tuple[subprocess.Popen[bytes], int]:
     path = workdir / "pages.yml"
     path.write_text(config(budgets))
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'exporter'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "budget_exporter",
-        f"--config.file={path}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=error",
-    ]
-    process = subprocess.Popen(harness.dying_with_parent(argv), env=env, stderr=subprocess.DEVNULL)
+    port = harness.free_port()
+    argv = harness.exporter_argv(path, port, "--log.level=error")
+    process = subprocess.Popen(argv, env=harness.exporter_env(), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

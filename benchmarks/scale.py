@@ -41,10 +41,8 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -83,12 +81,6 @@ def sources_config(n: int, interval: str) -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def get(port: int, path: str, gzip: bool = False) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -111,18 +103,9 @@ class Exporter:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "config.yml"
         path.write_text(json.dumps(config), encoding="utf-8")
-        port = free_port()
+        port = harness.free_port()
         log = workdir / "exporter.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "budget_exporter",
-            f"--config.file={path}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-            *flags,
-        ]
-        argv = harness.dying_with_parent(argv)  # ends with this script
+        argv = harness.exporter_argv(path, port, "--log.level=warn", *flags)
         started = time.monotonic()
         with log.open("wb") as out:
             process = subprocess.Popen(

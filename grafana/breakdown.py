@@ -17,9 +17,9 @@ from panels import (
     instant,
     last_value,
     legend,
+    mapped,
     money,
     per_row_threshold_bars,
-    prop,
     query,
     query_variable,
     stacked,
@@ -251,16 +251,11 @@ def config_reload() -> stat.Panel:
         .override_by_name(
             "Last reload",
             [
-                prop(
-                    "mappings",
-                    [
-                        models.ValueMap(
-                            options={
-                                "0": models.ValueMappingResult(text="Failed", color="red"),
-                                "1": models.ValueMappingResult(text="OK", color="green"),
-                            }
-                        )
-                    ],
+                mapped(
+                    {
+                        "0": models.ValueMappingResult(text="Failed", color="red"),
+                        "1": models.ValueMappingResult(text="OK", color="green"),
+                    }
                 )
             ],
         )

@@ -16,12 +16,14 @@ from panels import (
     DATASOURCE,
     Layout,
     base_dashboard,
+    color_background,
     described,
     exporter_variables,
     fixed_color,
     instant,
     last_value,
     legend,
+    mapped,
     money,
     per_row_threshold_bars,
     prop,
@@ -143,7 +145,17 @@ def ratio_cell(*steps: tuple[float | None, str]) -> list[models.DynamicConfigVal
         prop("decimals", 1),
         prop("thresholds", thresholds(*steps).build()),
         prop("color", {"mode": "thresholds"}),
-        prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+        color_background(),
+    ]
+
+
+def state_cell(states: dict[str, tuple[str, str]]) -> list[models.DynamicConfigValue]:
+    """A numeric state shown as a coloured word (``states``: value -> (text, colour))."""
+    return [
+        prop("unit", "none"),
+        prop("decimals", 0),
+        prop("mappings", value_mappings(states)),
+        color_background(),
     ]
 
 
@@ -189,21 +201,11 @@ def budgets_table() -> table.Panel:
         .override_by_name("Days left", [prop("unit", "none"), prop("decimals", 1)])
         .override_by_name(
             "State",
-            [
-                prop("unit", "none"),
-                prop("decimals", 0),
-                prop("mappings", value_mappings(STATES)),
-                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
-            ],
+            state_cell(STATES),
         )
         .override_by_name(
             "Sources",
-            [
-                prop("unit", "none"),
-                prop("decimals", 0),
-                prop("mappings", value_mappings(SOURCE_STATES)),
-                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
-            ],
+            state_cell(SOURCE_STATES),
         )
         .override_by_name("Data age", [prop("unit", "s"), prop("decimals", 0)])
     )
@@ -270,18 +272,13 @@ def alerts_table() -> table.Panel:
         .override_by_name(
             "State",
             [
-                prop(
-                    "mappings",
-                    [
-                        models.ValueMap(
-                            options={
-                                "firing": models.ValueMappingResult(color="red", index=0),
-                                "pending": models.ValueMappingResult(color="orange", index=1),
-                            }
-                        )
-                    ],
+                mapped(
+                    {
+                        "firing": models.ValueMappingResult(color="red", index=0),
+                        "pending": models.ValueMappingResult(color="orange", index=1),
+                    }
                 ),
-                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+                color_background(),
             ],
         )
     )
@@ -465,7 +462,7 @@ def budget_sources_table() -> table.Panel:
             [
                 prop("unit", "none"),
                 prop("mappings", value_mappings(SOURCE_STATES)),
-                prop("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+                color_background(),
             ],
         )
     )

@@ -132,6 +132,16 @@ def value_mappings(states: dict[str, tuple[str, str]]) -> list[models.ValueMappi
     ]
 
 
+def mapped(options: dict[str, models.ValueMappingResult]) -> models.DynamicConfigValue:
+    """An override's value mappings: each raw value (``options`` key) shown as its result."""
+    return prop("mappings", [models.ValueMap(options=options)])
+
+
+def color_background() -> models.DynamicConfigValue:
+    """A table cell painted in its value's colour."""
+    return prop("custom.cellOptions", {"type": "color-background", "mode": "basic"})
+
+
 # -- panels ------------------------------------------------------------------------------
 
 

@@ -13,26 +13,15 @@ from typing import Any
 import pytest
 import requests
 import responses
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from budget_exporter.guard import BudgetCheckError, BudgetExceeded, BudgetGuard
 from budget_exporter.metering import OTHER, Meter, TooManyBudgets
 from budget_exporter.pricing import TokenCounts, UnknownModelError, estimate, load_price_table
-from tests.support.llm import parse_metrics
+from tests.support.llm import APP_SPEND_TOTAL, app_spend, parse_metrics
 
 URL = "http://exporter.test:9820"
 CHECK = f"{URL}/api/v1/check"
-TOTAL = "budget_app_spend_amount_total"
-
-
-def spend(registry: CollectorRegistry) -> dict[tuple[str, str, str], float]:
-    series = parse_metrics(generate_latest(registry).decode())
-    return {
-        (labels["budget"], labels["model"], labels["currency"]): value
-        for (name, frozen), value in series.items()
-        if name == TOTAL
-        for labels in [dict(frozen)]
-    }
 
 
 def test_costs_and_priced_tokens_accumulate() -> None:
@@ -43,7 +32,7 @@ def test_costs_and_priced_tokens_accumulate() -> None:
     meter.record_cost("ads", 2, currency="eur")
     priced = meter.record_tokens("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=500)
     assert priced == estimate("gpt-4o-mini", 1000, 500)
-    assert spend(registry) == pytest.approx(
+    assert app_spend(registry) == pytest.approx(
         {
             ("openai", "gpt-4o", "USD"): 0.75,
             ("ads", "", "EUR"): 2.0,
@@ -73,7 +62,7 @@ def test_label_combinations_are_bounded() -> None:
     meter = Meter(registry, max_series=2)
     for index in range(5):
         meter.record_cost("openai", 1, model=f"model-{index}")
-    assert spend(registry) == {
+    assert app_spend(registry) == {
         ("openai", "model-0", "USD"): 1.0,
         ("openai", "model-1", "USD"): 1.0,
         ("openai", OTHER, "USD"): 3.0,  # nothing lost, the total stays right
@@ -89,7 +78,7 @@ def test_budget_names_are_bounded_and_never_merged() -> None:
     with pytest.raises(TooManyBudgets, match="'c' is not recorded"):
         meter.record_cost("c", 5, model="m1")
     meter.record_cost("a", 1, model="m4")  # known budgets still record
-    assert spend(registry) == {
+    assert app_spend(registry) == {
         ("a", "m1", "USD"): 1.0,
         ("b", "m2", "USD"): 1.0,
         ("b", OTHER, "USD"): 2.0,
@@ -149,7 +138,10 @@ def test_multiprocess_mode_sums_every_worker(tmp_path: Path) -> None:
         [sys.executable, "-c", collect], env=env, check=True, capture_output=True, text=True
     ).stdout
     series = parse_metrics(out)
-    key = (TOTAL, frozenset({"budget": "openai", "model": "gpt-4o", "currency": "USD"}.items()))
+    key = (
+        APP_SPEND_TOTAL,
+        frozenset({"budget": "openai", "model": "gpt-4o", "currency": "USD"}.items()),
+    )
     assert series[key] == pytest.approx(20.0)
 
 
@@ -168,7 +160,7 @@ def test_spending_records_the_actual_cost() -> None:
     guard = BudgetGuard(URL, meter=Meter(registry))
     with guard.spending("openai", cost=0.05) as spent:
         spent.record_tokens("gpt-4o", 1000, 200)
-    assert spend(registry) == pytest.approx(
+    assert app_spend(registry) == pytest.approx(
         {("openai", "gpt-4o", "USD"): float(estimate("gpt-4o", 1000, 200))}
     )
 
@@ -184,7 +176,7 @@ def test_spending_records_the_estimate_unless_told_or_failed() -> None:
         spent.record(0)  # told it was free: nothing more
     with pytest.raises(RuntimeError), guard.spending("openai", cost=0.05):
         raise RuntimeError("the call failed before spending")
-    assert spend(registry) == pytest.approx({("openai", "", "EUR"): 0.05})
+    assert app_spend(registry) == pytest.approx({("openai", "", "EUR"): 0.05})
 
 
 @responses.activate
@@ -196,7 +188,7 @@ def test_spending_is_denied_before_the_block_runs() -> None:
     ran = []
     with pytest.raises(BudgetExceeded), BudgetGuard(URL, meter=Meter(registry)).spending("openai"):
         ran.append(True)
-    assert not ran and spend(registry) == {}
+    assert not ran and app_spend(registry) == {}
 
 
 @responses.activate
@@ -211,7 +203,7 @@ def test_guarded_records_from_the_result() -> None:
 
     assert call() == {"cost": 0.07}
     assert call() == {"cost": 0.07}
-    assert spend(registry) == pytest.approx({("openai", "", "USD"): 0.14})
+    assert app_spend(registry) == pytest.approx({("openai", "", "USD"): 0.14})
 
 
 @responses.activate
@@ -225,7 +217,7 @@ def test_the_caller_says_the_currency_when_the_exporter_cannot(how: str) -> None
             spent.record(0.25)
     else:
         guard.guarded("ads", cost=0.5, record=lambda reply: reply, currency="EUR")(lambda: 0.25)()
-    assert spend(registry) == {("ads", "", "EUR"): 0.25}  # not USD, which the budget ignores
+    assert app_spend(registry) == {("ads", "", "EUR"): 0.25}  # not USD, which the budget ignores
 
 
 @responses.activate
@@ -241,7 +233,7 @@ def test_without_a_currency_nothing_is_recorded_in_a_guessed_one(
     assert "pass currency=" in caplog.text
     with guard.spending("ads", cost=0.5) as spent:  # tokens are priced in the table's currency
         priced = spent.record_tokens("gpt-4o", 1000, 200)
-    assert spend(registry) == pytest.approx({("ads", "gpt-4o", "USD"): float(priced)})
+    assert app_spend(registry) == pytest.approx({("ads", "gpt-4o", "USD"): float(priced)})
 
 
 @responses.activate
@@ -253,7 +245,7 @@ def test_the_currency_the_exporter_gave_is_remembered_for_an_outage() -> None:
     for cost in (1, 2):  # the first check is answered, the second is not
         with guard.spending("openai", cost=cost) as spent:
             spent.record(cost / 10)
-    assert spend(registry) == pytest.approx({("openai", "", "EUR"): 0.3})
+    assert app_spend(registry) == pytest.approx({("openai", "", "EUR"): 0.3})
 
 
 @responses.activate

@@ -9,38 +9,26 @@ Prometheus and a series born in the middle of the meter's range).
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from budget_exporter.metering import Meter, TooManyBudgets
-from tests.support.llm import parse_metrics
-
-TOTAL = "budget_app_spend_amount_total"
-
-
-def spend(registry: CollectorRegistry) -> dict[tuple[str, str, str], float]:
-    series = parse_metrics(generate_latest(registry).decode())
-    return {
-        (labels["budget"], labels["model"], labels["currency"]): value
-        for (name, frozen), value in series.items()
-        if name == TOTAL
-        for labels in [dict(frozen)]
-    }
+from tests.support.llm import app_spend
 
 
 def test_declared_series_are_exposed_at_zero_before_any_spend() -> None:
     registry = CollectorRegistry()
     meter = Meter(registry)
-    assert spend(registry) == {}  # a label child exists only once created
+    assert app_spend(registry) == {}  # a label child exists only once created
     meter.declare("agent", models=("gpt-4o", "gpt-4o-mini"))
     meter.declare("ads", currency="eur")
-    assert spend(registry) == {
+    assert app_spend(registry) == {
         ("agent", "gpt-4o", "USD"): 0.0,
         ("agent", "gpt-4o-mini", "USD"): 0.0,
         ("ads", "", "EUR"): 0.0,
     }
     meter.record_cost("agent", 50, model="gpt-4o")
     meter.declare("agent", models=("gpt-4o",))  # declaring again changes nothing
-    assert spend(registry)[("agent", "gpt-4o", "USD")] == 50.0
+    assert app_spend(registry)[("agent", "gpt-4o", "USD")] == 50.0
 
 
 def test_declarations_are_bounded_like_records() -> None:

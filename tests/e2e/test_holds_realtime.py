@@ -11,7 +11,6 @@ snapshot's rebuild, as docs/check-api.md says.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -77,14 +76,7 @@ def test_a_recorded_cost_counts_until_the_meter_shows_it(
         }
         config_file = tmp_path / "exporter.yml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        argv = [
-            sys.executable,
-            "-m",
-            "budget_exporter",
-            f"--config.file={config_file}",
-            f"--web.listen-address=127.0.0.1:{exporter_port}",
-        ]
-        exporter = services.start("exporter", argv, exporter_port, "/-/ready")
+        exporter = services.exporter(config_file, port=exporter_port, lifecycle=False)
         wait_until(
             lambda: prom_query(
                 prometheus, "count_over_time(budget_app_spend_amount_total[1m]) >= 2"

@@ -395,16 +395,7 @@ def test_realtime_budget_end_to_end(tmp_path: Path, services: ServiceSet, billin
     }
     config_file = tmp_path / "exporter.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    argv = [
-        sys.executable,
-        "-m",
-        "budget_exporter",
-        "--config.file",
-        str(config_file),
-        "--web.listen-address",
-        f"127.0.0.1:{exporter_port}",
-    ]
-    exporter = services.start("exporter", argv, exporter_port, "/-/ready")
+    exporter = services.exporter(config_file, port=exporter_port, lifecycle=False)
 
     # Before any spending: the bill alone, and the meter joined at its horizon.
     agent = wait_until(

@@ -4,13 +4,11 @@ once, not once per replica, and BudgetExporterDown still fires when one replica 
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_alerting import alertmanager_copy, rules_copy
 from tests.support import (
     ALERTMANAGER,
     PROMETHEUS,
@@ -21,6 +19,7 @@ from tests.support import (
     prom_alerts,
     wait_until,
 )
+from tests.support.alerting import start_alerting
 from tests.support.tools import APT_ALERTMANAGER, APT_PROMETHEUS, needs_tool
 
 pytestmark = [
@@ -65,28 +64,9 @@ def test_two_replicas_notify_once_per_budget_and_a_dead_one_still_alerts(
     replicas = [
         services.exporter(config, f"--storage.path={tmp_path / f'data-{i}'}") for i in range(2)
     ]
-    slack_url_file = tmp_path / "slack-url"
-    slack_url_file.write_text(slack_receiver.url + "\n")
-    password_file = tmp_path / "smtp-password"
-    password_file.write_text(secrets.token_hex(8))
-    token_file = tmp_path / "webhook-token"
-    token_file.write_text(secrets.token_hex(8) + "\n")
-    alertmanager = services.alertmanager(
-        alertmanager_copy(
-            tmp_path / "alertmanager.yml",
-            smtp_recorder,
-            slack_url_file,
-            password_file,
-            webhook_receiver,
-            token_file,
-        )
-    )
-    targets = [f"127.0.0.1:{r.port}" for r in replicas]
-    prometheus = services.prometheus(
-        {"budget-exporter": targets},
-        rule_files=[rules_copy(tmp_path / "rules.yml")],
-        alertmanagers=[f"127.0.0.1:{alertmanager.port}"],
-    )
+    prometheus = start_alerting(
+        tmp_path, services, slack_receiver, smtp_recorder, webhook_receiver, replicas
+    ).prometheus
 
     # Both replicas scraped, each exporting every budget: the alert still fires once.
     wait_until(
@@ -115,7 +95,7 @@ def test_two_replicas_notify_once_per_budget_and_a_dead_one_still_alerts(
         ]
 
     wait_until(lambda: bool(down()), 30, "BudgetExporterDown for the dead replica")
-    assert [a["instance"] for a in down()] == [targets[1]]
+    assert [a["instance"] for a in down()] == [f"127.0.0.1:{replicas[1].port}"]
     firing = [
         a["labels"] for a in prom_alerts(prometheus) if a["labels"]["alertname"] == "BudgetStop"
     ]

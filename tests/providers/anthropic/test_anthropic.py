@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from budget_exporter.core.errors import SourceError
 from budget_exporter.core.model import Period
 from budget_exporter.core.periods import window_at
 from tests.support import llm
@@ -138,32 +137,26 @@ def test_429_with_retry_after_is_retried() -> None:
 
 def broken(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     """``cost_report_web_search`` (one day, one result of 500 cents) after ``change``."""
-    document = answer("cost_report_web_search")
-    change(document)
-    return document
-
-
-def first_result(document: dict[str, Any]) -> dict[str, Any]:
-    return document["data"][0]["results"][0]
+    return llm.changed(answer("cost_report_web_search"), change)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda d: d.pop("data"), "no data list"),
-        (lambda d: first_result(d).update(amount="1.2.3"), "not a number"),
+        (lambda d: llm.first_result(d).update(amount="1.2.3"), "not a number"),
         (lambda d: d.update(data=[{"results": []}]), "no starting_at"),
         (lambda d: d.update(data=[{"starting_at": "yesterday", "results": []}]), "RFC 3339"),
-        (lambda d: first_result(d).update(currency=None), "currency"),
+        (lambda d: llm.first_result(d).update(currency=None), "currency"),
     ],
 )
 @responses.activate
 def test_malformed_answers_fail_the_poll(
     change: Callable[[dict[str, Any]], object], message: str
 ) -> None:
-    responses.add(responses.GET, COSTS, json=broken(change))
-    with pytest.raises(SourceError, match=message):
-        make_provider("anthropic", admin_key=KEY, base_url=BASE).poll([MONTH])
+    llm.assert_malformed_fails(
+        "anthropic", COSTS, broken(change), message, admin_key=KEY, base_url=BASE
+    )
 
 
 @responses.activate

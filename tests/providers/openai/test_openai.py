@@ -170,21 +170,15 @@ def test_retry_after_is_waited_for_on_a_real_connection(upstream: FakeUpstream) 
 
 def broken(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     """``costs_ungrouped`` (one day, one result of 1 USD) after ``change``."""
-    document = answer("costs_ungrouped")
-    change(document)
-    return document
-
-
-def first_result(document: dict[str, Any]) -> dict[str, Any]:
-    return document["data"][0]["results"][0]
+    return llm.changed(answer("costs_ungrouped"), change)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda d: d.pop("data"), "no data list"),
-        (lambda d: first_result(d)["amount"].update(value="12,5"), "not a number"),
-        (lambda d: first_result(d)["amount"].update(value=None), "missing"),
+        (lambda d: llm.first_result(d)["amount"].update(value="12,5"), "not a number"),
+        (lambda d: llm.first_result(d)["amount"].update(value=None), "missing"),
         (
             lambda d: d["data"][0].update(
                 results=[{"amount": {"value": 1, "currency": "dollars"}}]
@@ -198,9 +192,9 @@ def first_result(document: dict[str, Any]) -> dict[str, Any]:
 def test_malformed_answers_fail_the_poll(
     change: Callable[[dict[str, Any]], object], message: str
 ) -> None:
-    responses.add(responses.GET, COSTS, json=broken(change))
-    with pytest.raises(SourceError, match=message):
-        make_provider("openai", admin_key=KEY, base_url=BASE).poll([MONTH])
+    llm.assert_malformed_fails(
+        "openai", COSTS, broken(change), message, admin_key=KEY, base_url=BASE
+    )
 
 
 @responses.activate
