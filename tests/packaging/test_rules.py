@@ -200,7 +200,10 @@ SPEND_RATE_TESTS = {
     "budget-anomaly-patterns.test.yml",
     "budget-burn-rate.test.yml",
 }
-THRESHOLD_TESTS = {path.name for path in RULE_TESTS} - SPEND_RATE_TESTS
+SLOW_CALENDAR_TESTS = {"periods.test.yml"}
+"""Period ends over whole years of samples: seconds of promtool each, and no threshold rule in
+them; they run in test_promtool_rule_tests_pass, not once per threshold mutation."""
+THRESHOLD_TESTS = {path.name for path in RULE_TESTS} - SPEND_RATE_TESTS - SLOW_CALENDAR_TESTS
 SPEND_RATE_MUTATIONS = [
     pytest.param(
         "unless resets(budget_spend_amount[1d]) > changes(budget_period_start_timestamp_seconds[1d])",
