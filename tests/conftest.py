@@ -67,3 +67,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``needs_tool``: skipped where the tool is missing, failed under CI."""
     for marker in item.iter_markers("needs_tool"):
         require_tool(*marker.args[0], install=marker.kwargs["install"])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the image test is to run, debootstrap its stand-in base meanwhile (a minute of
+    mostly network and disk, off the suite's critical path)."""
+    if any(item.nodeid.startswith("tests/packaging/test_image.py") for item in session.items):
+        from tests.support.image import prepare_stand_in
+        from tests.support.paths import ROOT
+
+        prepare_stand_in(ROOT / "Dockerfile")

@@ -26,6 +26,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -361,3 +362,29 @@ def build_image(
         )
     rootfs = Path(podman("image", "mount", name).strip())
     return BuiltImage(podman, name, base, rootfs, log, made, timings)
+
+
+def prepare_stand_in(dockerfile: Path) -> threading.Thread | None:
+    """Start making the stand-in base in a background thread, so that the minute debootstrap
+    takes passes while other tests run; the image test then finds it made (or waits on the
+    lock for the rest). Nothing starts where the image test could not run (no tools, not
+    root, no mirror) or the cache has it already; a failure here is left for the image test
+    to meet and report."""
+    debootstrap = shutil.which("debootstrap")
+    if debootstrap is None or shutil.which("podman") is None or os.geteuid() != 0:
+        return None
+    suite = base_suite(dockerfile.read_text())
+    mirror = debian_mirror(suite, apt_sources())
+    if mirror is None:
+        return None
+    cache = cache_root()
+    if (cache / f"stand-in-{suite}-{stand_in_key(suite, mirror)}.tar").is_file():
+        return None
+
+    def make() -> None:
+        with contextlib.suppress(Exception):
+            stand_in_tarball(debootstrap, suite, mirror, cache)
+
+    thread = threading.Thread(target=make, name="stand-in", daemon=True)
+    thread.start()
+    return thread
