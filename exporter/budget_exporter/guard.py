@@ -9,7 +9,6 @@ it spent; raise :class:`BudgetExceeded` when denied (see docs/check-api.md#the-p
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import requests
 
@@ -556,27 +555,37 @@ def default_guard() -> BudgetGuard:
         return _default
 
 
-def _on_default_guard(method: Callable[Concatenate[BudgetGuard, P], R], doc: str) -> Callable[P, R]:
-    """``method`` called on :func:`default_guard` (looked up at each call), as a module-level
-    function with the method's parameters (less ``self``) and the docstring ``doc``."""
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return method(default_guard(), *args, **kwargs)
-
-    signature = inspect.signature(method)
-    parameters = list(signature.parameters.values())[1:]  # less self
-    call.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    call.__name__ = call.__qualname__ = method.__name__
-    call.__doc__ = doc
-    return call
+def check_budget(
+    budget: Budgets = None,
+    cost: Cost = None,
+    *,
+    source: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+) -> Decision:
+    """Ask the default guard; raise :class:`BudgetExceeded` when denied."""
+    return default_guard().check_budget(budget, cost, source=source, dimensions=dimensions)
 
 
-check_budget = _on_default_guard(
-    BudgetGuard.check_budget, "Ask the default guard; raise :class:`BudgetExceeded` when denied."
-)
-spending = _on_default_guard(
-    BudgetGuard.spending, ":meth:`BudgetGuard.spending` of the default guard (a context manager)."
-)
+def spending(
+    budget: Budgets = None,
+    cost: Cost = None,
+    *,
+    source: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    currency: str | None = None,
+    hold: bool = True,
+    hold_seconds: float | None = None,
+) -> Any:
+    """:meth:`BudgetGuard.spending` of the default guard (a context manager)."""
+    return default_guard().spending(
+        budget,
+        cost,
+        source=source,
+        dimensions=dimensions,
+        currency=currency,
+        hold=hold,
+        hold_seconds=hold_seconds,
+    )
 
 
 def guarded(
