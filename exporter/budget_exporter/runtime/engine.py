@@ -62,6 +62,8 @@ _BOUNDARY_GRACE_SECONDS = 5.0
 _SWITCH_INTERVAL = 0.0002
 """Seconds a thread may hold the GIL while others wait (Python's default is 0.005)."""
 _FULL_COLLECTION_SECONDS = 300.0
+_SHOWN_HELD_SECONDS = 1.0
+"""How long scrapes and pages share one answer of a Redis hold store."""
 _MAX_REBUILD_DELAY = 1.0
 """Longest wait between a finished poll and the start of the rebuild that serves it."""
 _MAX_SAVE_DELAY = 10.0
@@ -304,6 +306,7 @@ class Engine:
             taken = self.holds.restore(loaded.holds, clock())
             log.info("storage: restored %d hold(s) of the check API not yet expired", taken)
         self._live_cache: dict[bool, tuple[Snapshot, tuple[object, ...], bytes]] = {}
+        self._shown_held: tuple[Snapshot, float, dict[str, Decimal]] | None = None
         self.snapshot = self._build()
 
     def now(self) -> datetime:
@@ -800,10 +803,21 @@ class Engine:
             )
 
     def _held_now(self) -> dict[str, Decimal]:
-        """Every budget's held amount now, judged against the served snapshot's polls."""
+        """Every budget's held amount now, judged against the served snapshot's polls, as
+        scrapes and pages show it. From Redis this is a round trip: scrapes and pages share
+        one answer for up to a second instead of each waiting on Redis (checks always ask)."""
         snapshot = self.snapshot
+        shared = self.holds.kind == "redis"
+        started = time.monotonic()
+        shown = self._shown_held
+        fresh = shown is not None and started - shown[1] < _SHOWN_HELD_SECONDS
+        if shared and fresh and shown is not None and shown[0] is snapshot:
+            return shown[2]
         covered = covered_until(snapshot.config, snapshot.states, self.hold_settings.visible_after)
-        return self.holds.held(self.clock(), covered)
+        held = self.holds.held(self.clock(), covered)
+        if shared:
+            self._shown_held = (snapshot, started, held)
+        return held
 
     def _live(self, openmetrics: bool) -> bytes:
         """The families rendered at each scrape: the held amounts and the holds store's health

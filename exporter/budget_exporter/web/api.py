@@ -108,7 +108,10 @@ def budgets_page(engine: Engine, query: str, cache: PageCache) -> Page:
     up: bool | None = None
     key: tuple[object, ...] = ()
     if store is not None:  # what the document shows of the holds: part of the cache key
-        held = store.held(now, _covered_until(snapshot, settings.visible_after))
+        if snapshot.held is not None:  # the engine's, shared with scrapes and the page
+            held = snapshot.held()
+        else:
+            held = store.held(now, _covered_until(snapshot, settings.visible_after))
         up = store.up()
         key = (store.kind, up, tuple(sorted(held.items())))
 
