@@ -307,6 +307,7 @@ class Engine:
             log.info("storage: restored %d hold(s) of the check API not yet expired", taken)
         self._live_cache: dict[bool, tuple[Snapshot, tuple[object, ...], bytes]] = {}
         self._shown_held: tuple[Snapshot, float, dict[str, Decimal]] | None = None
+        self._covered: tuple[Snapshot, dict[str, float]] | None = None
         self.snapshot = self._build()
 
     def now(self) -> datetime:
@@ -813,7 +814,13 @@ class Engine:
         fresh = shown is not None and started - shown[1] < _SHOWN_HELD_SECONDS
         if shared and fresh and shown is not None and shown[0] is snapshot:
             return shown[2]
-        covered = covered_until(snapshot.config, snapshot.states, self.hold_settings.visible_after)
+        kept = self._covered
+        if kept is not None and kept[0] is snapshot:  # the same for every scrape of a snapshot
+            covered = kept[1]
+        else:
+            after = self.hold_settings.visible_after
+            covered = covered_until(snapshot.config, snapshot.states, after)
+            self._covered = (snapshot, covered)
         held = self.holds.held(self.clock(), covered)
         if shared:
             self._shown_held = (snapshot, started, held)
