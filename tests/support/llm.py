@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,9 @@ def assert_usage_is_optional(
 
     # 5. A new month with usage failing: last month's tokens are not carried over.
     caplog.clear()
-    next_month = window_at(Period.MONTHLY, MONTH.end + timedelta(days=1))
+    later = MONTH.end + timedelta(days=1)
+    next_month = window_at(Period.MONTHLY, later)
+    provider.context = replace(provider.context, now=lambda: later)
     fifth = provider.poll([next_month])
     assert fifth.samples == ()
     assert "no token figures until a usage request succeeds" in caplog.text

@@ -1,8 +1,10 @@
 """Shared by ``openai`` and ``anthropic``: pages of daily buckets, cost lines and their horizon,
 token counts and their estimate.
 
-Both APIs answer with pages of daily buckets (``data``, ``has_more``, ``next_page``) and
-need an organization Admin key; docs/providers-llm-saas.md.
+Both APIs answer with pages of daily UTC buckets (``data``, ``has_more``, ``next_page``),
+each with its start and end, and need an organization Admin key; docs/providers-llm-saas.md.
+Every budget period is a window of whole UTC days, so one request range from the earliest
+window's start answers them all: each bucket counts in every window it starts in.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import Duration
-from budget_exporter.core.model import Period, PollResult, Sample, Window
+from budget_exporter.core.model import Period, PollResult, Sample, SpendLine, Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.pricing import PriceTable, PricingConfig, PricingError, UnknownModelError
 from budget_exporter.providers._http import HttpClient, HttpStatusError
 from budget_exporter.providers.base import (
+    ALL_PERIODS,
     BaseUrl,
     LineSum,
     Provider,
@@ -108,6 +111,15 @@ class LlmSourceConfig(SourceConfig):
 
 def monthly_window(windows: Sequence[Window]) -> Window | None:
     return next((w for w in windows if w.period == Period.MONTHLY), None)
+
+
+def request_range(windows: Sequence[Window], now: datetime) -> tuple[datetime, datetime | None]:
+    """The one range of days that covers ``windows`` (none of which starts after ``now``):
+    from the earliest start to the latest end, or open-ended (the API answers up to now)
+    when a window has not ended yet."""
+    start = min(w.start for w in windows)
+    end = max(w.end for w in windows)
+    return start, (end if end <= now else None)
 
 
 def pages(
@@ -214,17 +226,22 @@ def admin_key_error(exc: HttpStatusError, api: str) -> SourceError:
 
 
 class LlmProvider(Provider):
-    """Month-to-date costs of an LLM organization, and optionally its tokens and their estimate.
+    """The costs of an LLM organization in every window asked (daily, weekly, monthly, fiscal,
+    custom: all made of whole UTC days), and optionally its month's tokens and their estimate.
 
     A subclass names its API (for the admin-key hint), gives its auth
     ``headers``, how a bucket's start and end are read (:meth:`bounds`), the query
-    of its cost and usage endpoints (:meth:`costs`, :meth:`tokens`) and how
+    of its cost and usage endpoints (:meth:`cost_request`, :meth:`tokens`) and how
     one result reads (:meth:`cost_of`, :meth:`dimensions`, :meth:`tokens_of`).
     """
 
     api: ClassVar[str]
     """The API named in the admin-key hint on a 401/403, e.g. ``"OpenAI Costs/Usage API"``."""
-    supported_periods = frozenset({Period.MONTHLY})
+    cost_results: ClassVar[str]
+    """What a cost result is called in errors, e.g. ``"costs"`` (``costs result 0: ...``)."""
+    supported_periods = ALL_PERIODS
+    """Daily buckets with explicit bounds say the spend of any window of whole UTC days;
+    ``daily`` included: today's open bucket fills as the day goes (see :meth:`parse_costs`)."""
     reports_horizon = True
 
     def __init__(self, config: LlmSourceConfig, context: ProviderContext) -> None:
@@ -253,8 +270,11 @@ class LlmProvider(Provider):
         return window.start <= self.bounds(bucket)[0] < window.end
 
     @abstractmethod
-    def costs(self, window: Window) -> PollResult:
-        """Month-to-date cost lines, their unsettled part and horizon (:meth:`cost_lines`)."""
+    def cost_request(
+        self, start: datetime, end: datetime | None
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The cost endpoint's URL and query for the daily buckets from ``start`` to ``end``
+        (exclusive; None: up to now)."""
 
     @abstractmethod
     def tokens(self, window: Window) -> Tokens:
@@ -273,23 +293,32 @@ class LlmProvider(Provider):
         """A usage result's counts by token type."""
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
-        """The cost lines (their failure fails the poll) and, when enabled, the token
-        samples (their failure does not: see :meth:`usage_samples`)."""
-        window = monthly_window(windows)
-        if window is None:
+        """The cost lines of every window that has started (their failure fails the poll)
+        and, when enabled, the month's token samples (their failure does not: see
+        :meth:`usage_samples`).  A window that starts after now has no spend yet: no lines."""
+        started = [w for w in windows if w.start <= self.context.now()]
+        if not started:
             return PollResult()
         try:
-            costs = self.costs(window)
+            costs = self.costs(started)
         except HttpStatusError as exc:
             if exc.status in (401, 403):
                 raise admin_key_error(exc, self.api) from None
             raise
-        if not (self.config.usage_tokens or self.config.estimate_cost):
+        month = monthly_window(started)
+        if month is None or not (self.config.usage_tokens or self.config.estimate_cost):
             return costs
-        return replace(costs, samples=self.usage_samples(window))
+        return replace(costs, samples=self.usage_samples(month))
+
+    def costs(self, windows: Sequence[Window]) -> PollResult:
+        """The cost lines of ``windows`` from one request range covering them all (every
+        page of it), their unsettled part and the horizon (:meth:`parse_costs`)."""
+        url, params = self.cost_request(*request_range(windows, self.context.now()))
+        found = pages(self.http, url, params, self.headers, self.config.max_pages)
+        return self.parse_costs(found, windows, self.cost_results)
 
     def usage_samples(self, window: Window) -> tuple[Sample, ...]:
-        """Token counts and estimates for ``window``.
+        """Token counts and estimates for ``window`` (the month).
 
         Token usage is an optional extra: when its request (or the price table)
         fails, a warning is logged and the samples of the last successful usage
@@ -333,32 +362,27 @@ class LlmProvider(Provider):
                 if self.in_window(bucket, window):
                     yield from enumerate(results(bucket))
 
-    def cost_lines(
-        self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str
-    ) -> PollResult:
-        """Every page of the cost endpoint, read by :meth:`parse_costs`."""
-        found = pages(self.http, url, params, self.headers, self.config.max_pages)
-        return self.parse_costs(found, window, what)
-
     def parse_costs(
-        self, found: Iterable[list[dict[str, Any]]], window: Window, what: str
+        self, found: Iterable[list[dict[str, Any]]], windows: Sequence[Window], what: str
     ) -> PollResult:
-        """The cost results of the pages' buckets in ``window``, summed by currency and
-        dimensions; ``what`` names the results in errors.
+        """The cost results of the pages' buckets, summed by currency and dimensions into
+        lines per window (with its period; a bucket counts in every window it starts in,
+        buckets in none are left out); ``what`` names the results in errors.
 
         The data horizon is the start of the oldest bucket still open (ending after
         now) or still filling (closed less than ``settle_lag`` ago: its costs are still
-        arriving), or the end of the newest bucket when none is.  The lines of buckets from the horizon on are also returned as
-        unsettled.
+        arriving), or the end of the newest bucket when none is (the start of the
+        earliest window when there is no bucket at all).  The lines of buckets from the
+        horizon on are also returned as unsettled, per window.
         """
         now = self.context.now()
         settled_before = now - self.config.settle_lag
         buckets: list[tuple[datetime, datetime, list[tuple[Decimal, str, dict[str, str]]]]] = []
         for data in found:
             for bucket in data:
-                if not self.in_window(bucket, window):
-                    continue
                 start, end = self.bounds(bucket)
+                if not any(w.start <= start < w.end for w in windows):
+                    continue
                 items = []
                 for index, item in enumerate(results(bucket)):
                     amount, currency = self.cost_of(item, f"{what} result {index}")
@@ -368,19 +392,23 @@ class LlmProvider(Provider):
         if filling:  # the oldest bucket still open or filling: no figure from it on is final
             horizon = min(filling)
         else:
-            horizon = max((end for _, end, _ in buckets), default=window.start)
+            earliest = min((w.start for w in windows), default=now)
+            horizon = max((end for _, end, _ in buckets), default=earliest)
         horizon = min(horizon, now)
-        sums, unsettled = LineSum(), LineSum()
-        for start, _, items in buckets:
-            for amount, currency, dims in items:
-                sums.add(amount, currency, dims)
-                if start >= horizon:
-                    unsettled.add(amount, currency, dims)
-        return PollResult(
-            lines=sums.lines(window.period),
-            unsettled=unsettled.lines(window.period),
-            data_through=horizon,
-        )
+        lines: list[SpendLine] = []
+        unsettled: list[SpendLine] = []
+        for window in windows:
+            sums, still_open = LineSum(), LineSum()
+            for start, _, items in buckets:
+                if not window.start <= start < window.end:
+                    continue
+                for amount, currency, dims in items:
+                    sums.add(amount, currency, dims)
+                    if start >= horizon:
+                        still_open.add(amount, currency, dims)
+            lines.extend(sums.lines(window.period))
+            unsettled.extend(still_open.lines(window.period))
+        return PollResult(lines=tuple(lines), unsettled=tuple(unsettled), data_through=horizon)
 
     def token_counts(
         self, url: str, params: Sequence[tuple[str, str]], window: Window, what: str

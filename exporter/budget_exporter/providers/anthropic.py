@@ -1,10 +1,11 @@
-"""``anthropic``: month-to-date organization costs from Anthropic's Admin API.
+"""``anthropic``: organization costs from Anthropic's Admin API, for any period of whole UTC
+days.
 
-Reads ``GET {base_url}/v1/organizations/cost_report`` (daily buckets from the first of the
-month, every page; amounts in cents) and, for token figures,
-``/v1/organizations/usage_report/messages``.  Emits::
+Reads ``GET {base_url}/v1/organizations/cost_report`` (daily buckets from the start of the
+earliest window asked, every page, once per poll; amounts in cents) and, for the month's token
+figures, ``/v1/organizations/usage_report/messages``.  Emits::
 
-    budget_source_cost_amount{period="monthly", currency,
+    budget_source_cost_amount{period, currency,
         sub_account_id, charge_category, model, token_type}
     budget_source_data_through_timestamp_seconds
     budget_source_usage_tokens{model, token_type}                       usage_tokens: true
@@ -20,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.model import PollResult, Window
+from budget_exporter.core.model import Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import (
@@ -58,6 +59,7 @@ class AnthropicProvider(LlmProvider):
     default_poll_interval = timedelta(minutes=30)
     max_polls_per_second = 2.0
     api = "Anthropic Admin API"
+    cost_results = "cost_report"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -66,18 +68,18 @@ class AnthropicProvider(LlmProvider):
             "anthropic-version": self.config.anthropic_version,
         }
 
-    def _params(self, window: Window) -> list[tuple[str, str]]:
-        return [
-            ("starting_at", window.start.strftime("%Y-%m-%dT%H:%M:%SZ")),
-            ("bucket_width", "1d"),
-            ("limit", str(self.config.page_size)),
-        ]
+    def _params(self, start: datetime, end: datetime | None) -> list[tuple[str, str]]:
+        params = [("starting_at", _rfc3339(start))]
+        if end is not None:
+            params.append(("ending_at", _rfc3339(end)))
+        return [*params, ("bucket_width", "1d"), ("limit", str(self.config.page_size))]
 
-    def costs(self, window: Window) -> PollResult:
+    def cost_request(
+        self, start: datetime, end: datetime | None
+    ) -> tuple[str, list[tuple[str, str]]]:
         config: AnthropicConfig = self.config
-        params = self._params(window) + [("group_by[]", g) for g in config.group_by]
-        url = f"{config.base_url}/v1/organizations/cost_report"
-        return self.cost_lines(url, params, window, "cost_report")
+        params = self._params(start, end) + [("group_by[]", g) for g in config.group_by]
+        return f"{config.base_url}/v1/organizations/cost_report", params
 
     def cost_of(self, item: dict[str, Any], where: str) -> tuple[Decimal, str]:
         cents = parse_amount(item.get("amount"), f"{where} amount")
@@ -100,7 +102,7 @@ class AnthropicProvider(LlmProvider):
 
     def tokens(self, window: Window) -> Tokens:
         config: AnthropicConfig = self.config
-        params = [*self._params(window), ("group_by[]", "model")]
+        params = [*self._params(window.start, None), ("group_by[]", "model")]
         url = f"{config.base_url}/v1/organizations/usage_report/messages"
         return self.token_counts(url, params, window, "usage_report")
 
@@ -127,6 +129,10 @@ class AnthropicProvider(LlmProvider):
         start = _moment(bucket.get("starting_at"), "starting_at")
         end = bucket.get("ending_at")
         return start, bucket_end(start, None if end is None else _moment(end, "ending_at"))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _moment(value: Any, name: str) -> datetime:

@@ -1,9 +1,10 @@
-"""``openai``: month-to-date organization costs from OpenAI's Costs API.
+"""``openai``: organization costs from OpenAI's Costs API, for any period of whole UTC days.
 
-Reads ``GET {base_url}/organization/costs`` (daily buckets from the first of the month,
-every page) and, for token figures, ``/organization/usage/completions``.  Emits::
+Reads ``GET {base_url}/organization/costs`` (daily buckets from the start of the earliest
+window asked, every page, once per poll) and, for the month's token figures,
+``/organization/usage/completions``.  Emits::
 
-    budget_source_cost_amount{period="monthly", currency,
+    budget_source_cost_amount{period, currency,
         sub_account_id, charge_category, model, token_type}
     budget_source_data_through_timestamp_seconds
     budget_source_usage_tokens{model, token_type}                       usage_tokens: true
@@ -19,8 +20,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from pydantic import Field
+
 from budget_exporter.core.errors import SourceError
-from budget_exporter.core.model import PollResult, Window
+from budget_exporter.core.model import Window
 from budget_exporter.core.money import parse_amount
 from budget_exporter.providers import register
 from budget_exporter.providers._llm import (
@@ -38,6 +41,9 @@ _NOT_WORD = re.compile(r"[^a-z0-9]+")
 
 class OpenAIConfig(LlmSourceConfig):
     base_url: BaseUrl = "https://api.openai.com/v1"
+    page_size: int = Field(default=31, ge=1, le=180)
+    """Buckets per page of the Costs API (its ``limit`` goes to 180); the usage API's
+    daily pages hold at most 31, so its requests take the smaller of the two."""
     group_by: tuple[Literal["project_id", "line_item"], ...] = ("project_id", "line_item")
     project_ids: tuple[str, ...] = ()
 
@@ -64,25 +70,27 @@ class OpenAIProvider(LlmProvider):
     default_poll_interval = timedelta(hours=1)
     max_polls_per_second = 2.0
     api = "OpenAI Costs/Usage API"
+    cost_results = "costs"
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.admin_key}"}
 
-    def _params(self, window: Window, limit: int) -> list[tuple[str, str]]:
-        return [
-            ("start_time", str(int(window.start.timestamp()))),
-            ("bucket_width", "1d"),
-            ("limit", str(limit)),
-        ]
+    @staticmethod
+    def _params(start: datetime, end: datetime | None, limit: int) -> list[tuple[str, str]]:
+        params = [("start_time", str(int(start.timestamp())))]
+        if end is not None:
+            params.append(("end_time", str(int(end.timestamp()))))
+        return [*params, ("bucket_width", "1d"), ("limit", str(limit))]
 
-    def costs(self, window: Window) -> PollResult:
+    def cost_request(
+        self, start: datetime, end: datetime | None
+    ) -> tuple[str, list[tuple[str, str]]]:
         config: OpenAIConfig = self.config
-        params = self._params(window, config.page_size)
+        params = self._params(start, end, config.page_size)
         params += [("group_by", g) for g in config.group_by]
         params += [("project_ids", p) for p in config.project_ids]
-        url = f"{config.base_url}/organization/costs"
-        return self.cost_lines(url, params, window, "costs")
+        return f"{config.base_url}/organization/costs", params
 
     def cost_of(self, item: dict[str, Any], where: str) -> tuple[Decimal, str]:
         amount = item.get("amount")
@@ -108,7 +116,10 @@ class OpenAIProvider(LlmProvider):
 
     def tokens(self, window: Window) -> Tokens:
         config: OpenAIConfig = self.config
-        params = [*self._params(window, min(config.page_size, 31)), ("group_by", "model")]
+        params = [
+            *self._params(window.start, None, min(config.page_size, 31)),
+            ("group_by", "model"),
+        ]
         params += [("project_ids", p) for p in config.project_ids]
         url = f"{config.base_url}/organization/usage/completions"
         return self.token_counts(url, params, window, "usage")
