@@ -17,6 +17,8 @@
 - :mod:`tests.support.llm`: what the LLM/SaaS provider, check API and guard tests share
   (a provider built with a test context, the month under test, samples by labels).
 - :mod:`tests.support.clock`: ``Clock``, a settable clock for the engine.
+- :mod:`tests.support.backfill`: a counter's samples as OpenMetrics, loaded into a
+  Prometheus data directory with ``promtool tsdb create-blocks-from openmetrics``.
 - :mod:`tests.support.benchmarks`: ``run_quick``, a benchmark script's quick run (its
   JSON result and report), stopped and failed if it overstays.
 
