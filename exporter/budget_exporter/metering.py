@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
@@ -129,19 +129,28 @@ class Meter:
         Bounded as the per-budget counter: at most ``max_budgets`` sources, and beyond
         ``max_series`` combinations a new one is counted with every dimension ``other``."""
         amount = given_cost(cost)
-        currency = currency_code(currency)
-        if not source:
-            raise ValueError("source must name the source the spend shows up in")
-        dims = dict(dimensions or {})
-        unknown = sorted(set(dims) - set(SOURCE_DIMENSIONS))
-        if unknown:
-            raise ValueError(
-                f"dimension {unknown[0]!r} cannot be recorded (known: {', '.join(SOURCE_DIMENSIONS)})"
-            )
+        values = _source_values(source, dimensions, currency)
         if amount:
-            values = (source, *(str(dims.get(d, "")) for d in SOURCE_DIMENSIONS), currency)
             self._spend_counter().labels(*self._source_labels(values)).inc(float(amount))
         return amount
+
+    def declare_spend(
+        self,
+        source: str,
+        *,
+        dimensions: Mapping[str, str] | Iterable[Mapping[str, str]] = ({},),
+        currency: str = "USD",
+    ) -> None:
+        """Create the per-source counter's series at zero, if new, for ``dimensions`` (one
+        set, or several) and ``currency``: :meth:`declare` for the spend :meth:`record_spend`
+        records.  Declare at start-up each source and dimensions the process will record, so
+        Prometheus scrapes them at zero before their first spend.  Checked (every set before
+        any series is made) and bounded as :meth:`record_spend`."""
+        sets = [dimensions] if isinstance(dimensions, Mapping) else list(dimensions)
+        found = [_source_values(source, dims, currency) for dims in sets]
+        counter = self._spend_counter()
+        for values in found:
+            counter.labels(*self._source_labels(values))
 
     def _spend_counter(self) -> Counter:
         with self._lock:
@@ -213,6 +222,25 @@ class Meter:
         return (budget, OTHER, currency)
 
 
+def _source_values(
+    source: str, dimensions: Mapping[str, str] | None, currency: str
+) -> tuple[str, ...]:
+    """The per-source counter's label values for a described spend; ValueError (one line)
+    for an empty source, an unknown dimension or a currency that is not a code."""
+    currency = currency_code(currency)
+    if not source:
+        raise ValueError("source must name the source the spend shows up in")
+    if dimensions is not None and not isinstance(dimensions, Mapping):
+        raise ValueError("dimensions must map dimension names to values")
+    dims = dict(dimensions or {})
+    unknown = sorted(set(dims) - set(SOURCE_DIMENSIONS))
+    if unknown:
+        raise ValueError(
+            f"dimension {unknown[0]!r} cannot be recorded (known: {', '.join(SOURCE_DIMENSIONS)})"
+        )
+    return (source, *(str(dims.get(d, "")) for d in SOURCE_DIMENSIONS), currency)
+
+
 _default: Meter | None = None
 _default_lock = threading.Lock()
 
@@ -246,3 +274,13 @@ def record_spend(
 ) -> Decimal:
     """Record a described spend with the default meter; see :meth:`Meter.record_spend`."""
     return default_meter().record_spend(source, cost, dimensions=dimensions, currency=currency)
+
+
+def declare_spend(
+    source: str,
+    *,
+    dimensions: Mapping[str, str] | Iterable[Mapping[str, str]] = ({},),
+    currency: str = "USD",
+) -> None:
+    """Create per-source series at zero with the default meter; see :meth:`Meter.declare_spend`."""
+    default_meter().declare_spend(source, dimensions=dimensions, currency=currency)

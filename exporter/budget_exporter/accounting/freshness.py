@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 
 from budget_exporter.accounting.sourcestate import ConfiguredSource, SourceState
 from budget_exporter.config.schema import BudgetConfig, Config
+from budget_exporter.core.model import Period
 
 S = TypeVar("S", bound=ConfiguredSource, contravariant=True)
 
@@ -28,7 +29,8 @@ class SourceAge:
 
     name: str
     age: float | None
-    """Seconds since its last successful poll; None if it never succeeded."""
+    """Seconds since its last successful poll (of the budget's window: see
+    :meth:`SourceState.success_of`); None if it never succeeded."""
     allowed: float
     """Its ``max_data_age`` in seconds."""
 
@@ -59,9 +61,19 @@ class Freshness:
         return not self.sources or bool(self.stale_sources)
 
 
-def source_age(config: DataAges[S], source: S, state: SourceState | None, now: float) -> SourceAge:
-    """How old ``source``'s figures (its ``state``) are at ``now``."""
-    last = None if state is None else state.last_success
+def source_age(
+    config: DataAges[S],
+    source: S,
+    state: SourceState | None,
+    now: float,
+    period: Period | None = None,
+) -> SourceAge:
+    """How old ``source``'s figures (its ``state``) are at ``now``; those of ``period``
+    when given (a window that failed alone keeps older figures than the others)."""
+    if state is None:
+        last = None
+    else:
+        last = state.last_success if period is None else state.success_of(period)
     age = None if last is None else max(0.0, now - last)
     return SourceAge(source.name, age, config.max_data_age(source).total_seconds())
 
@@ -73,7 +85,7 @@ def budget_freshness(
     by_name = {s.name: s for s in states}
     return Freshness(
         tuple(
-            source_age(config, source, by_name.get(source.name), now)
+            source_age(config, source, by_name.get(source.name), now, budget.period)
             for source in config.polled_sources(budget)
         )
     )

@@ -201,6 +201,6 @@ def covered_until(
         source = config.source_named(state.name)
         if source is None or state.last_success is None:
             continue
-        if config.provider_class(source).metered:
-            found[state.name] = state.last_success - visible_after
+        if config.provider_class(source).metered:  # every window's figures, a failed one's too
+            found[state.name] = (state.oldest_success or state.last_success) - visible_after
     return found

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from budget_exporter.core.model import Period, PollResult, Window
+from budget_exporter.core.model import Period, PollResult, Sample, Window
 
 
 class ConfiguredSource(Protocol):
@@ -61,5 +61,72 @@ class SourceState:
                 return result
         return None
 
+    def success_of(self, period: Period) -> float | None:
+        """When the figures served for ``period`` were polled (the poll's start): the
+        source's last success, or, for a window that failed alone since, the last poll that
+        answered it (None: it has no figures)."""
+        if self.result is not None:
+            for failed in self.result.failed_windows:
+                if failed.period == period:
+                    return failed.last_success
+        return self.last_success
+
+    @property
+    def oldest_success(self) -> float | None:
+        """The start of the oldest poll whose figures are served: :attr:`last_success`, or
+        a window's that failed alone since and keeps older figures."""
+        if self.last_success is None or self.result is None:
+            return self.last_success
+        kept = [f.last_success for f in self.result.failed_windows if f.last_success is not None]
+        return min([self.last_success, *kept])
+
     def with_(self, **changes: object) -> SourceState:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def keep_failed_windows(
+    state: SourceState, result: PollResult, windows: tuple[Window, ...]
+) -> tuple[PollResult, tuple[Window, ...]]:
+    """``result``, a poll some of whose windows failed alone, with ``state``'s figures of
+    those windows put back, and the windows they now cover.
+
+    A failed window keeps its previous lines, samples, forecasts and provider budgets only
+    if they are of the same window (last month's figures are never this month's) and, for a
+    meter, metered from the same horizon (else they would overlap the bill); its
+    :class:`~budget_exporter.core.model.FailedWindow` then says when they were polled.  A
+    failed window without such figures is left out of the windows returned: its budgets
+    have no data, as before a source's first poll.
+    """
+    before = state.result
+    marked = []
+    kept: set[Period] = set()
+    for failed in result.failed_windows:
+        window = next((w for w in windows if w.period == failed.period), None)
+        since = state.success_of(failed.period)
+        usable = (
+            before is not None
+            and window is not None
+            and since is not None
+            and state.window(failed.period) == window
+            and before.metered_from == result.metered_from
+        )
+        if usable:
+            kept.add(failed.period)
+        marked.append(replace(failed, last_success=since if usable else None))
+    merged = replace(result, failed_windows=tuple(marked))
+    if before is not None and kept:
+        merged = replace(
+            merged,
+            lines=result.lines + tuple(x for x in before.lines if x.period in kept),
+            unsettled=result.unsettled + tuple(x for x in before.unsettled if x.period in kept),
+            forecasts=result.forecasts + tuple(x for x in before.forecasts if x.period in kept),
+            budgets=result.budgets + tuple(x for x in before.budgets if x.period in kept),
+            samples=result.samples + tuple(x for x in before.samples if _period_of(x) in kept),
+        )
+    dropped = {f.period for f in result.failed_windows} - kept
+    return merged, tuple(w for w in windows if w.period not in dropped)
+
+
+def _period_of(sample: Sample) -> str | None:
+    """The ``period`` label of a provider's sample, if it has one."""
+    return next((value for name, value in sample.labels if name == "period"), None)

@@ -300,6 +300,21 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedWindow:
+    """A window whose query failed while the poll's other windows answered (a provider that
+    asks for each window apart, such as ``prometheus``): the result has no lines, samples,
+    forecasts or budgets of its period."""
+
+    period: Period
+    error: str
+    """Why, in one line (as the error of a failed poll)."""
+    last_success: float | None = None
+    """Set by the engine on the result it keeps, not by providers: the start (Unix seconds)
+    of the last poll that answered this window, whose figures of the period are kept; None
+    when none are (the window's budgets have no data)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PollResult:
     """Everything one successful poll of a source produced."""
 
@@ -322,3 +337,8 @@ class PollResult:
     """The lines are metered spend (counted by the applications), not billed spend."""
     rates: tuple[Rate, ...] = ()
     """Exchange rates (a rates source's result: it has no lines)."""
+    failed_windows: tuple[FailedWindow, ...] = ()
+    """The windows that failed alone: the poll answered for the others (at least one), and
+    the engine keeps the failed windows' previous figures of the same window, judged by
+    their own age (see docs/realtime.md, when the meter is wrong).  A provider whose every
+    window fails raises SourceError instead."""

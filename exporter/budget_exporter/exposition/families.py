@@ -25,6 +25,7 @@ marked::
         budget_unconverted_spend_amount{..., source, native_currency, reason}  currency
     per source {source, provider}
         budget_source_up
+        budget_source_window_up{period}
         budget_source_last_success_timestamp_seconds
         budget_source_last_attempt_timestamp_seconds
         budget_source_poll_duration_seconds
@@ -344,6 +345,12 @@ def _source_families(states: Sequence[SourceState]) -> list[Metric]:
         "1 if the last background poll of the source succeeded, else 0 (scrapes never poll).",
         labels=labels,
     )
+    window_up = GaugeMetricFamily(
+        "budget_source_window_up",
+        "1 if the last poll answered for the source's window of this period, else 0 (a "
+        "window that fails alone keeps its last good figures; the source is down).",
+        labels=[*labels, "period"],
+    )
     success = GaugeMetricFamily(
         "budget_source_last_success_timestamp_seconds",
         "Unix time of the last successful poll.",
@@ -385,13 +392,24 @@ def _source_families(states: Sequence[SourceState]) -> list[Metric]:
         if not s.attempted:
             continue
         up.add_metric(values, 1 if s.up else 0)
+        for period, answered in _windows_up(s):
+            window_up.add_metric([*values, period], 1 if answered else 0)
         if s.last_attempt is not None:
             attempt.add_metric(values, s.last_attempt)
         if s.last_success is not None:
             success.add_metric(values, s.last_success)
         if s.duration is not None:
             duration.add_metric(values, s.duration)
-    return [up, success, attempt, duration, interval, requests, through]
+    return [up, window_up, success, attempt, duration, interval, requests, through]
+
+
+def _windows_up(state: SourceState) -> list[tuple[str, bool]]:
+    """Each period the source's last good result covers or failed for, and whether the last
+    poll answered for it (a poll that failed whole answered for none)."""
+    failed = {f.period for f in state.result.failed_windows} if state.result else set()
+    periods = sorted({str(w.period) for w in state.windows} | failed)
+    whole = not state.up and state.last_attempt != state.last_success
+    return [(period, not whole and period not in failed) for period in periods]
 
 
 def _feeds_family(feeds: Sequence[Feed]) -> Metric:

@@ -8,7 +8,9 @@ query template filled with the window its figures must cover.  Emits metered spe
     budget_source_metered_series{period}
     budget_source_unpriced_tokens{period, model, token_type}                      mode: tokens
 
-Placeholders, token pricing, failures and joining a billed source: docs/realtime.md.
+Each window's query fails on its own (a ``FailedWindow`` of the result); the poll fails only
+when every window does.  Placeholders, token pricing, failures and joining a billed source:
+docs/realtime.md.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from budget_exporter.core.durations import format_duration, parse_duration
 from budget_exporter.core.errors import SourceError
 from budget_exporter.core.fields import ConfigPath, Currency, Duration, Name
-from budget_exporter.core.messages import shorten
+from budget_exporter.core.messages import one_line, shorten
 from budget_exporter.core.model import (
     DIMENSION_NAME,
+    FailedWindow,
     Period,
     PollResult,
     Sample,
@@ -62,6 +65,8 @@ RETENTION_RELEARNED = timedelta(days=1)
 DEFAULT_RETENTION = timedelta(days=15)
 """Prometheus' retention when neither a time nor a size is set."""
 TENANT_HEADER = "X-Scope-OrgID"
+Answer = list[tuple[dict[str, str], Decimal]]
+"""``(labels, value)`` of each series of a query's answer."""
 _RESERVED = frozenset({"source", "provider", "currency"})
 _PLACEHOLDERS = ("{range}", "{start_unix}", "{end_unix}")
 CACHE_TOKEN_TYPES = frozenset({"cached_input", "cache_write", "cache_write_1h"})
@@ -306,32 +311,39 @@ class PrometheusProvider(Provider):
         return headers
 
     def poll(self, windows: Sequence[Window]) -> PollResult:
+        """Each window's query apart: a window that fails (a month's query timing out, a
+        range beyond the server's retention) is a :class:`FailedWindow` of the result and
+        the others still count; only when every window fails does the poll fail."""
         config: PrometheusConfig = self.config
         now = self.context.now()
         horizon = self.context.horizon() if config.metered_after else None
         credentials = self.credentials()
         lines: list[SpendLine] = []
         samples: list[Sample] = []
+        failed: list[FailedWindow] = []
+        first_error: SourceError | None = None
         widest: tuple[datetime, datetime] | None = None
-        answers: dict[tuple[str, datetime], list[tuple[dict[str, str], Decimal]]] = {}
+        answers: dict[tuple[str, datetime], Answer | SourceError] = {}
         for window in windows:
             end = min(now, window.end)
             start = metered_start(window, horizon, end)
-            promql = fill(config.query, start, end)
-            # Windows that both start at the bill's horizon ask the same: ask once.
-            answer = answers.get((promql, end))
-            if answer is None:
-                answer = answers[(promql, end)] = self.query(promql, end, credentials)
-            if end - start >= RETENTION_CHECKED_FROM:  # once the server has answered at all
-                self.check_retention(window, start, end, credentials)
+            try:
+                answer = self.window_answer(window, start, end, answers, credentials)
+                parsed = self.parse(answer, window.period)
+            except SourceError as exc:
+                first_error = first_error or exc
+                failed.append(FailedWindow(window.period, one_line(str(exc))))
+                continue
             if widest is None or start < widest[0]:
                 widest = (start, end)
-            parsed = self.parse(answer, window.period)
             lines.extend(parsed.lines)
             period = {"period": str(window.period)}
             samples.append(Sample.of(SERIES, SERIES_HELP, len(answer), period))
             samples.extend(parsed.samples)
+        if first_error is not None and len(failed) == len(windows):
+            raise first_error
         if config.duplicates_query is not None and widest is not None:
+            # Over the windows that answered: their figures are the ones served.
             self.check_duplicates(fill(config.duplicates_query, *widest), widest[1], credentials)
         return PollResult(
             lines=tuple(lines),
@@ -339,7 +351,33 @@ class PrometheusProvider(Provider):
             polled_at=now,
             metered_from=horizon,
             metered=True,
+            failed_windows=tuple(failed),
         )
+
+    def window_answer(
+        self,
+        window: Window,
+        start: datetime,
+        end: datetime,
+        answers: dict[tuple[str, datetime], Answer | SourceError],
+        credentials: Credentials,
+    ) -> Answer:
+        """The answer to ``window``'s query; SourceError if it failed or reaches back beyond
+        the server's retention.  ``answers`` holds this poll's answers (and failures) by query:
+        windows that both start at the bill's horizon ask the same, once."""
+        promql = fill(self.config.query, start, end)
+        found = answers.get((promql, end))
+        if found is None:
+            try:
+                found = self.query(promql, end, credentials)
+            except SourceError as exc:
+                found = exc
+            answers[(promql, end)] = found
+        if isinstance(found, SourceError):
+            raise found
+        if end - start >= RETENTION_CHECKED_FROM:  # once the server has answered at all
+            self.check_retention(window, start, end, credentials)
+        return found
 
     def check_duplicates(self, promql: str, at: datetime, credentials: Credentials) -> None:
         """SourceError naming the series ``duplicates_query`` answers, if any."""
@@ -399,9 +437,7 @@ class PrometheusProvider(Provider):
         self._retention = (now, kept)
         return kept
 
-    def query(
-        self, promql: str, at: datetime, credentials: Credentials | None = None
-    ) -> list[tuple[dict[str, str], Decimal]]:
+    def query(self, promql: str, at: datetime, credentials: Credentials | None = None) -> Answer:
         """``(labels, value)`` of each series of the answer to ``promql`` at ``at``."""
         config: PrometheusConfig = self.config
         if credentials is None:
@@ -425,7 +461,7 @@ class PrometheusProvider(Provider):
             raise _api_error(exc, url) from None
         return parse_answer(document)
 
-    def parse(self, answer: list[tuple[dict[str, str], Decimal]], period: Period) -> PollResult:
+    def parse(self, answer: Answer, period: Period) -> PollResult:
         """The series of an answer as spend lines: amounts, or (``mode: tokens``) token
         counts priced with the price table."""
         config: PrometheusConfig = self.config
@@ -465,9 +501,7 @@ class PrometheusProvider(Provider):
         ]
         return PollResult(lines=sums.lines(period), samples=tuple(samples))
 
-    def token_counts(
-        self, answer: list[tuple[dict[str, str], Decimal]]
-    ) -> list[tuple[dict[str, str], str, str, Decimal]]:
+    def token_counts(self, answer: Answer) -> list[tuple[dict[str, str], str, str, Decimal]]:
         """``(dimensions, model, token type, count)`` of the answer's series, summed; with
         ``tokens.input_includes_cached`` the cache tokens answered for the same model and
         dimensions are taken out of ``input`` (never below zero), so each is priced once."""
@@ -524,7 +558,7 @@ class PrometheusProvider(Provider):
         return model, kind
 
 
-def parse_answer(document: Any) -> list[tuple[dict[str, str], Decimal]]:
+def parse_answer(document: Any) -> Answer:
     """The series of a Prometheus query API answer; SourceError for an error,
     a partial answer (``warnings``) or a result that is not an instant vector or scalar."""
     if not isinstance(document, dict):
@@ -548,7 +582,7 @@ def parse_answer(document: Any) -> list[tuple[dict[str, str], Decimal]]:
         )
     if not isinstance(result, list):
         raise SourceError("the query API's data.result is not a list")
-    series: list[tuple[dict[str, str], Decimal]] = []
+    series: Answer = []
     for item in result:
         if not isinstance(item, dict) or not isinstance(item.get("metric", {}), dict):
             raise SourceError("a series of the answer is not an object with metric labels")

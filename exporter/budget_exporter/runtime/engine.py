@@ -28,7 +28,7 @@ from budget_exporter.accounting.budgets import (
 )
 from budget_exporter.accounting.feeds import budget_feeds
 from budget_exporter.accounting.holds import covered_until
-from budget_exporter.accounting.sourcestate import SourceState
+from budget_exporter.accounting.sourcestate import SourceState, keep_failed_windows
 from budget_exporter.config.loader import load_config
 from budget_exporter.config.schema import Config
 from budget_exporter.core.errors import ConfigError, SourceError
@@ -220,8 +220,12 @@ class SourceRunner:
             duration = time.monotonic() - started
             if error is not None:
                 result = None
-            if result is not None:
+            elif result is not None and result.failed_windows:
+                error, result = _failed_windows(result, windows)
+            if result is not None and error is None:
                 self.logger.debug("poll succeeded in %.3fs: %d lines", duration, len(result.lines))
+            elif result is not None:
+                self.logger.warning("poll failed in part after %.3fs: %s", duration, error)
             else:
                 self.logger.warning("poll failed after %.3fs: %s", duration, error)
             self.failures = 0 if error is None else self.failures + 1
@@ -231,14 +235,29 @@ class SourceRunner:
             return error is None
 
 
+def _failed_windows(
+    result: PollResult, windows: tuple[Window, ...]
+) -> tuple[str, PollResult | None]:
+    """The error of a poll some windows of which failed alone, each named (the source is
+    down: ``budget_source_up 0``), and the result to keep: None when no window answered."""
+    error = redactor("; ".join(f"the {f.period} window: {f.error}" for f in result.failed_windows))
+    answered = {w.period for w in windows} - {f.period for f in result.failed_windows}
+    return error, result if answered else None
+
+
 def _check_result(result: object, windows: tuple[Window, ...]) -> None:
     """Reject results no provider should return, before they reach the budgets."""
     if not isinstance(result, PollResult):
         raise TypeError(f"provider returned {type(result).__name__}, not PollResult")
     wanted = {w.period for w in windows}
+    failed = {f.period for f in result.failed_windows}
+    if not failed <= wanted:
+        raise ValueError("provider returned a failed window for a period it was not asked for")
     for line in result.lines:
         if line.period not in wanted:
             raise ValueError("provider returned lines for a period it was not asked for")
+        if failed and line.period in failed:
+            raise ValueError("provider returned lines for a window it says failed")
         if not is_plausible(line.amount):
             raise ValueError(f"provider returned an implausible amount ({line.amount:.3e})")
     for item in (*result.forecasts, *result.budgets):
@@ -324,9 +343,11 @@ class Engine:
             self._rebuilds.start()
             if self.storage is not None:
                 self._saves.start()
-            self._scheduler.start()
             for name, runner in self.runners.items():
                 self._scheduler.schedule(name, self._first_delay(runner), runner.source.provider)
+            # Started once all are in: each schedule() would wake every idle worker and the
+            # dispatcher (a fifth of a restart with 5,000 sources).
+            self._scheduler.start()
 
     def _first_delay(self, runner: SourceRunner) -> float:
         """When to poll a source first: when its restored figures fall due (see
@@ -570,6 +591,9 @@ class Engine:
                 last_error=error,
             )
             moved = False
+            if result is not None and result.failed_windows:
+                # The other windows' figures are new; the failed ones keep theirs.
+                result, windows = keep_failed_windows(state, result, windows)
             if result is not None:
                 before = state.result
                 moved = before is None or before.data_through != result.data_through

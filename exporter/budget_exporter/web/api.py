@@ -136,6 +136,8 @@ def changes_after(snapshot: Snapshot, now: float) -> float:
         state = states.get(source.name)
         if state is not None and state.last_success is not None:
             instants.append(state.last_success + config.max_data_age(source).total_seconds())
+            if state.oldest_success is not None:  # a window that failed alone turns stale first
+                instants.append(state.oldest_success + config.max_data_age(source).total_seconds())
     instants.extend(view.window.end.timestamp() for view in snapshot.budgets)
     return min((t for t in instants if t > now), default=float("inf"))
 
@@ -513,7 +515,9 @@ class _Prepared:
             ages = tuple(
                 (
                     source.name,
-                    state.last_success if (state := self.states.get(source.name)) else None,
+                    state.success_of(budget.period)
+                    if (state := self.states.get(source.name))
+                    else None,
                     config.max_data_age(source).total_seconds(),
                 )
                 for source in config.polled_sources(budget)
