@@ -417,3 +417,39 @@ def test_the_decorator_holds_and_releases_with_the_recorded_cost() -> None:
     call()
     assert sent(responses.calls[0])["hold"] is True
     assert sent(responses.calls[1]) == {"hold": HOLD_ID, "cost": 1.25}
+
+
+@responses.activate
+def test_an_allowed_check_declares_the_series_at_zero_before_the_block_spends() -> None:
+    """A scrape between the check and the record sees the new series at zero, so the
+    meter's ``increase()`` counts the first cost whole (issue 19, item 1)."""
+    responses.add(responses.POST, CHECK, json=described_answer(True))
+    responses.add(responses.POST, CHECK, json={**answer(True), "currency": "EUR"})
+    registry = CollectorRegistry()
+    guard = BudgetGuard(URL, meter=Meter(registry))
+    described = {
+        "source": "openai",
+        "model": "gpt-4o",
+        "sub_account_id": "growth",
+        "service_name": "",
+        "region_id": "",
+        "charge_category": "",
+        "currency": "USD",
+    }
+    with guard.spending(
+        source="openai", dimensions={"model": "gpt-4o", "sub_account_id": "growth"}, hold=False
+    ) as spent:
+        assert registry.get_sample_value("budget_app_source_spend_amount_total", described) == 0
+        spent.record(2)
+    assert registry.get_sample_value("budget_app_source_spend_amount_total", described) == 2
+    named = {"budget": "openai", "model": "", "currency": "EUR"}
+    with guard.spending("openai", hold=False, currency="EUR"):
+        assert registry.get_sample_value("budget_app_spend_amount_total", named) == 0
+    # A denied check declares nothing.
+    responses.add(responses.POST, CHECK, json=answer(False))
+    with pytest.raises(BudgetExceeded), guard.spending("ads", cost=1, hold=False):
+        pass
+    assert (
+        registry.get_sample_value("budget_app_spend_amount_total", {**named, "budget": "ads"})
+        is None
+    )

@@ -199,6 +199,7 @@ class BudgetGuard:
         if not decision.allowed:
             raise BudgetExceeded(decision)
         block = Spending(self.meter, spend, self.record_currency(decision, currency))
+        block.declare()
         ended = False
         try:
             yield block
@@ -327,6 +328,8 @@ class BudgetGuard:
                 if not decision.allowed:
                     raise BudgetExceeded(decision)
                 recording = self.record_currency(decision, currency) if record else None
+                if recording is not None:
+                    Spending(self.meter, spend, recording).declare()
                 actual: Decimal | None = None
                 try:
                     result = func(*args, **kwargs)
@@ -480,6 +483,27 @@ class Spending:
         """The total recorded so far."""
         self.calls = 0
         """How many times :meth:`record` or :meth:`record_tokens` was called."""
+
+    def declare(self) -> None:
+        """Create, at zero, the series the block's cost will be recorded in, if new.
+
+        An allowed check comes before the spend: a scrape between the two sees the new
+        series at zero, so ``increase()`` counts its first cost whole (docs/realtime.md, a
+        new series' first increment).  Best effort: a series the meter refuses (beyond its
+        bounds, bad dimensions) is left for :meth:`record` to report."""
+        if self.currency is None:
+            return
+        spend = self.spend
+        try:
+            if spend.source:
+                self.meter.declare_spend(
+                    spend.source, dimensions=dict(spend.dimensions), currency=self.currency
+                )
+            else:
+                for name in spend.budgets:  # the model a record() may name is not known yet
+                    self.meter.declare(name, currency=self.currency)
+        except ValueError:
+            pass
 
     def record(self, cost: float | int | Decimal, *, model: str = "") -> Decimal:
         """Record ``cost`` (in the budget's currency); may be called more than once.
