@@ -5,12 +5,13 @@ Opened from a budget in the overview, it shows that budget's sources (docs/dashb
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, dashboard, stat, table, timeseries
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as models
 from panels import (
     Layout,
     base_dashboard,
+    color_background,
     described,
     exporter_variables,
     fixed_color,
@@ -20,30 +21,52 @@ from panels import (
     mapped,
     money,
     per_row_threshold_bars,
+    prop,
     query,
     query_variable,
     stacked,
     thresholds,
     tooltip,
+    transform,
     unit_from_data,
     unit_query,
     value_mappings,
 )
 from promql import (
+    CONVERTED,
     COST_SELECTOR,
     EXPORTER_SELECTOR,
+    LEFT_OUT_REASONS,
     SCRAPE_JOB_LABELS,
     SOURCE_SELECTOR,
+    UNCONVERTED,
     by_exporter,
     change_over_range,
+    conversion,
     cost_lines,
+    left_out_reason,
     merged,
+    native_spend,
+    rates_into_currency,
     with_exporter,
 )
 
 TIME_FROM = "now-7d"
 UNATTRIBUTED = "(unattributed)"
 """How spend a source does not attribute to a dimension is named."""
+OTHER_CURRENCIES = "Spend in other currencies"
+"""The table of the budgets' spend in other currencies: native, converted, left out."""
+ONLY_THIS_CURRENCY = (
+    "Only lines in $currency: a source's lines in another currency, which a budget in "
+    f"$currency counts converted at a rates source's rate, are in {OTHER_CURRENCIES} below, "
+    "in their own currency and converted."
+)
+"""Said by every spend panel: converted spend is not in them, and where it is."""
+LEFT_OUT_STATES = {"0": ("Converted", "green")} | {
+    str(number): (reason.replace("_", " ").capitalize(), "red" if reason == "no_rate" else "orange")
+    for reason, number in LEFT_OUT_REASONS.items()
+}
+"""How left_out_reason()'s numbers read: Converted, No rate, Stale rate."""
 
 
 def spend_by(
@@ -57,7 +80,7 @@ def spend_by(
     if not only_attributed and dimension not in ("source", "provider"):
         # Lines without the dimension are named, not dropped: the total stays whole.
         expr = f'label_replace({expr}, "{dimension}", "{UNATTRIBUTED}", "{dimension}", "")'
-    panel = described(timeseries.Panel(), title, description, 12)
+    panel = described(timeseries.Panel(), title, f"{description} {ONLY_THIS_CURRENCY}", 12)
     return (
         money(
             panel,
@@ -76,6 +99,121 @@ def spend_by(
             .sort_desc(True)
         )
         .tooltip(tooltip())
+    )
+
+
+def other_currencies_table() -> table.Panel:
+    """Per budget, source and other currency: the native spend, the converted part, what is
+    left out and why.  Never a sum across currencies: each row is one native currency."""
+    panel = described(
+        table.Panel(),
+        f"{OTHER_CURRENCIES}, counted in $currency",
+        "What the chosen budgets in $currency count of their sources' spend in other "
+        "currencies, per budget, source and native currency: the source's spend so far in the "
+        "period in that currency (its cost lines in that currency, in that currency; a "
+        "budget's match is not applied), the part the budget counts converted at a rates "
+        f"source's rate, in $currency ({CONVERTED}), and what it leaves out for want of a "
+        f"fresh rate, in the native currency ({UNCONVERTED}), with the reason: no rate for "
+        "the pair, or only a stale one. The rates are in the table beside.",
+        16,
+        8,
+    )
+    columns = [
+        ("A", native_spend(), "Native spend"),
+        ("B", conversion(CONVERTED), "Converted"),
+        ("C", conversion(UNCONVERTED), "Left out"),
+        ("D", left_out_reason(), "Status"),
+    ]
+    money(
+        panel,
+        "budget_source_info",
+        f'{EXPORTER_SELECTOR}, currency="$currency", period="$period"',
+        *(instant(expr, ref, table_format=True) for ref, expr, _ in columns),
+    )
+    rename = {f"Value #{ref}": name for ref, _, name in columns}
+    rename.update(
+        {
+            "budget": "Budget",
+            "period": "Period",
+            "source": "Source",
+            "native_currency": "Native currency",
+            "currency": "Currency",
+            "exporter": "Exporter",
+        }
+    )
+    values = [f"Value #{ref}" for ref, _, _ in columns]
+    order = ["budget", "period", "source", "native_currency", *values, "currency", "exporter"]
+    native_amount = [prop("unit", "none"), prop("decimals", 2)]
+    return (
+        panel.with_transformation(transform("merge", {}))
+        .with_transformation(
+            transform(
+                "organize",
+                {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {name: i for i, name in enumerate(order)},
+                    "renameByName": rename,
+                },
+            )
+        )
+        .with_transformation(transform("sortBy", {"sort": [{"field": "Converted", "desc": True}]}))
+        # The unit of $currency is for the converted column only: the native amounts are
+        # each in their row's native currency.
+        .override_by_name("Native spend", native_amount)
+        .override_by_name("Left out", native_amount)
+        .override_by_name(
+            "Status",
+            [
+                prop("unit", "none"),
+                prop("decimals", 0),
+                prop("mappings", value_mappings(LEFT_OUT_STATES)),
+                color_background(),
+            ],
+        )
+    )
+
+
+def exchange_rates_table() -> table.Panel:
+    """The published rates that convert the other currencies into $currency."""
+    panel = described(
+        table.Panel(),
+        "Exchange rates into $currency",
+        "The rates the rates sources published (budget_exchange_rate) that convert the "
+        "currencies of the table beside into $currency: one unit of the native currency in "
+        "$currency, directly, as the inverse of a $currency rate, or across through a third "
+        "currency (Via) both are published from by one source for one day, with the day "
+        "(empty for a fixed rate). Of the rates that are not stale the exporter uses the "
+        "newest; at a tie direct, then inverse, then cross; then the rates source listed "
+        "first.",
+        8,
+        8,
+    )
+    order = ["native_currency", "Value", "kind", "base", "source", "date", "exporter"]
+    return (
+        panel.with_target(instant(rates_into_currency(), "A", table_format=True))
+        .with_transformation(
+            transform(
+                "organize",
+                {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {name: i for i, name in enumerate(order)},
+                    "renameByName": {
+                        "native_currency": "Native currency",
+                        "Value": "1 unit in $currency",
+                        "kind": "Kind",
+                        "base": "Via",
+                        "source": "Rates source",
+                        "date": "Date",
+                        "exporter": "Exporter",
+                    },
+                },
+            )
+        )
+        .with_transformation(
+            transform("sortBy", {"sort": [{"field": "Native currency", "desc": False}]})
+        )
+        .unit("none")
+        .min(0)
     )
 
 
@@ -269,7 +407,8 @@ def build() -> dashboard.Dashboard:
         "Budget breakdown",
         "budget-exporter-breakdown",
         "Where the money goes: spend so far in the period by provider, source, service, "
-        "sub-account, region and LLM model, the biggest movers, and the exporter's own health. "
+        "sub-account, region and LLM model, spend in other currencies (native and converted), "
+        "the biggest movers, and the exporter's own health. "
         "Opened from a budget in the overview, it shows that budget's sources.",
         TIME_FROM,
     )
@@ -281,8 +420,9 @@ def build() -> dashboard.Dashboard:
                 "period",
                 "Period",
                 f"label_values(budget_source_cost_amount{{{EXPORTER_SELECTOR}}}, period)",
-                "Spend so far in the current daily, monthly, quarterly or yearly period. "
-                "Monthly is always there; the others when a budget uses them.",
+                "Spend so far in the current period: the calendar month (always there), or any "
+                "other period a budget uses: daily, weekly, quarterly, yearly, fiscal ones "
+                "(yearly-april...) and custom ranges (2026-04-01/2026-09-30).",
                 multi=False,
             ).current(models.VariableOption(selected=True, text="monthly", value="monthly"))
         )
@@ -290,9 +430,11 @@ def build() -> dashboard.Dashboard:
             query_variable(
                 "currency",
                 "Currency",
-                f'label_values(budget_source_cost_amount{{{EXPORTER_SELECTOR}, period="$period"}}'
-                ", currency)",
-                "Spend is shown one currency at a time: amounts are never added across currencies.",
+                'label_values({__name__=~"budget_source_cost_amount|budget_source_info", '
+                f'{EXPORTER_SELECTOR}, period="$period"}}, currency)',
+                "Spend is shown one currency at a time: amounts are never added across "
+                "currencies. The currencies of the sources' lines and of the budgets: a budget's "
+                "spend in other currencies is under Spend in other currencies.",
                 multi=False,
             )
         )
@@ -376,6 +518,9 @@ def build() -> dashboard.Dashboard:
     ]
     for dimension, title, description, only in dims:
         layout.add(spend_by(dimension, title, description, only_attributed=only))
+    layout.row(f"{OTHER_CURRENCIES}, counted in $currency")
+    layout.add(other_currencies_table())
+    layout.add(exchange_rates_table())
     layout.row("Top movers")
     layout.add(top_movers())
     layout.row("Exporter health")

@@ -16,7 +16,10 @@ file, never the JSON.  ``helm/sync.py`` copies the result into the Helm chart.
 Conventions kept by every panel:
 
 * Money is never summed across currencies: the ``currency`` variable is
-  single-valued and every money query filters on it (or groups by it).
+  single-valued and every money query filters on it (or groups by it).  The
+  breakdown's spend in other currencies keeps one row per native currency: its
+  native amounts are plain numbers in that row's currency, and only the
+  converted column takes the unit of ``currency``.
 * Money panels take their unit from the data: an extra instant query (refId
   ``UNIT``) returns the Grafana unit for the selected currency as a label, and
   the "Config from query results" transformation applies it.  Currencies

@@ -18,6 +18,13 @@ SOURCE_SELECTOR = f'{EXPORTER_SELECTOR}, provider=~"$provider", source=~"$source
 """The breakdown's sources: Provider and Source."""
 COST_SELECTOR = f'{SOURCE_SELECTOR}, currency="$currency", period="$period"'
 """The breakdown's cost lines: its sources' lines of one currency and one period."""
+NATIVE_SELECTOR = f'{SOURCE_SELECTOR}, currency!="$currency", period="$period"'
+"""The breakdown's sources' lines in every other currency, each in its own (native) one."""
+CONVERSION_SELECTOR = (
+    f'{EXPORTER_SELECTOR}, currency="$currency", period="$period", budget=~"$budget", '
+    'source=~"$source"'
+)
+"""The breakdown's budgets' spend in other currencies: budgets in one currency and period."""
 
 BUDGET_LABELS = "budget, currency, period"
 """The labels that name a budget's series."""
@@ -123,7 +130,12 @@ def data_age(by: str = BUDGET_LABELS) -> str:
 STEP = "$__interval"
 STEP_SECONDS = "($__interval_ms / 1000)"
 PERIOD_ENDS = "period:budget_period_end_timestamp_seconds:utc"
-"""When the current UTC day, month, quarter and year end (a recording rule of rules/)."""
+"""When the current period of each ``period`` label ends (a recording rule of rules/): the
+UTC day, month, quarter and year from the calendar (a source's monthly lines exist with no
+monthly budget), every other period (weekly, fiscal, custom) from the exporter's own
+``budget_period_end_timestamp_seconds`` of the budgets counting it."""
+CUSTOM_RANGE = ".*/.*"
+"""The ``period`` labels of custom ranges (``2026-04-01/2026-09-30``): one window each."""
 
 
 def cost_lines(selector: str = COST_SELECTOR, offset: str = "") -> str:
@@ -134,10 +146,14 @@ def cost_lines(selector: str = COST_SELECTOR, offset: str = "") -> str:
 def period_started() -> str:
     """One series ``{period=...}`` for each period that started in the last step.
 
-    The period that was current a step ago ended since then; periods are UTC calendar
-    periods, as in the exporter.
+    The period that was current a step ago ended since then.  Whatever the period (a day,
+    an ISO or Sunday week, a calendar or fiscal quarter or year), its end is the one the
+    exporter works with: ``PERIOD_ENDS`` takes the non-calendar ones from the exporter's
+    per-budget end gauge, so no calendar is assumed here.  A custom range (its label
+    ``2026-04-01/2026-09-30`` has a ``/``) has one window: its end starts no new period,
+    and the late costs and credits that still arrive after it are changes like any other.
     """
-    ended = f"{PERIOD_ENDS} offset {STEP}"
+    ended = f'{PERIOD_ENDS}{{period!~"{CUSTOM_RANGE}"}} offset {STEP}'
     return f"({ended} > time() - {STEP_SECONDS}) <= time()"
 
 
@@ -152,3 +168,82 @@ def change_over_range() -> str:
     now, before = cost_lines(), cost_lines(offset=f" offset {STEP}")
     step = f"({now} - ({before} unless on (period) ({period_started()}))) or {now}"
     return f"sum_over_time(({step})[$__range:{STEP}])"
+
+
+# -- spend in other currencies ------------------------------------------------------------
+
+CONVERSION_LABELS = "budget, currency, period, source, native_currency"
+"""The labels that name a budget's spend from one source in one other currency."""
+CONVERTED = "budget_converted_spend_amount"
+"""A budget's spend in another currency, converted: in the budget's currency."""
+UNCONVERTED = "budget_unconverted_spend_amount"
+"""A budget's spend in another currency left out for want of a fresh rate: in its own."""
+LEFT_OUT_REASONS = {"stale_rate": 2, "no_rate": 1}
+"""``budget_unconverted_spend_amount``'s reasons as the numbers the dashboard shows as
+words (0: converted)."""
+RATE = "budget_exchange_rate"
+"""Each rate a rates source published: one ``base`` in ``quote``, for a ``date``."""
+
+
+def conversion(metric: str, selector: str = "") -> str:
+    """Per budget, source and other currency (and exporter, when apart): ``metric``."""
+    return by_exporter("max", CONVERSION_LABELS, f"{metric}{{{CONVERSION_SELECTOR}{selector}}}")
+
+
+def other_currencies() -> str:
+    """One series (value 0) per budget, source and other currency the budget has spend in:
+    converted or left out."""
+    return f"({conversion(CONVERTED)} or {conversion(UNCONVERTED)}) * 0"
+
+
+def native_spend() -> str:
+    """Each row of ``other_currencies()`` with the source's spend so far in the period in
+    that currency, in that currency: its cost lines of that currency only, added up."""
+    totals = f"sum by (source, currency, period, exporter) ({cost_lines(NATIVE_SELECTOR)})"
+    native = f'label_replace({totals}, "native_currency", "$1", "currency", "(.*)")'
+    return (
+        f"{other_currencies()} + on (source, native_currency, period, exporter) group_left () "
+        f"{native}"
+    )
+
+
+def left_out_reason() -> str:
+    """Each row of ``other_currencies()``: 0 converted, else the number of the reason it is
+    left out (``LEFT_OUT_REASONS``)."""
+    reasons = []
+    for reason, number in LEFT_OUT_REASONS.items():
+        left_out = conversion(UNCONVERTED, f', reason="{reason}"')
+        reasons.append(f"{left_out} * 0 + {number}")
+    return " or ".join([*reasons, other_currencies()])
+
+
+def _published(selector: str, native_from: str, by: str) -> str:
+    """Rates of ``RATE{selector}``, the ``native_from`` label copied to ``native_currency``."""
+    named = with_exporter(f"{RATE}{{{EXPORTER_SELECTOR}, {selector}}}")
+    named = f'label_replace({named}, "native_currency", "$1", "{native_from}", "(.*)")'
+    return f"max by ({by}, native_currency, exporter) ({named})"
+
+
+def rates_into_currency() -> str:
+    """Every published rate that converts an other currency of ``other_currencies()`` into
+    ``$currency``: one unit of ``native_currency`` in ``$currency``, labelled with its
+    rates ``source``, its ``date`` and its ``kind``: ``direct`` (native to $currency),
+    ``inverse`` (1 / $currency to native) or ``cross`` (through the ``base`` both are
+    published from, by one source for one day), the rates the exporter chooses among
+    (docs/currencies.md#which-rate).
+    """
+    into = 'quote="$currency"'
+    direct = _published(into, "base", "source, date")
+    inverse = "1 / " + _published('base="$currency"', "quote", "source, date")
+    # base -> $currency over base -> native: one native in $currency.
+    published_into = with_exporter(f"{RATE}{{{EXPORTER_SELECTOR}, {into}}}")
+    via = f"max by (source, date, base, exporter) ({published_into})"
+    cross = f"{via} / on (source, date, base, exporter) group_right () " + _published(
+        'base!="$currency", quote!="$currency"', "quote", "source, date, base"
+    )
+    found = " or ".join(
+        f'label_replace({expr}, "kind", "{kind}", "", "")'
+        for expr, kind in ((direct, "direct"), (inverse, "inverse"), (cross, "cross"))
+    )
+    natives = f"max by (native_currency, exporter) ({other_currencies()})"
+    return f"({found}) and on (native_currency, exporter) {natives}"

@@ -1,7 +1,8 @@
 """The Grafana dashboards: generated, well-formed, and every panel query answers.
 
 The live test starts the real exporter (on the demo config, and on a config
-with several budgets, currencies and every FOCUS dimension), a real Prometheus
+with several budgets, periods, currencies converted at rates, and every FOCUS
+dimension), a real Prometheus
 scraping it with the project's rules loaded, resolves the template variables
 the way Grafana would, and sends every panel query to Prometheus: none may
 fail and each must return series.
@@ -70,7 +71,17 @@ CONTRACT_RULES = (
 SOURCE_STATE = "source:budget_source_state:up_and_age"
 """The state of each source (up, late, stale, down), recorded for the Sources columns."""
 PERIOD_ENDS = "period:budget_period_end_timestamp_seconds:utc"
-"""Where the top movers see a period start, recorded from the UTC calendar."""
+"""Where the top movers see a period start: the UTC calendar's days, months, quarters and
+years, and every other period from the exporter's own end of it (rules/)."""
+CONVERSION_METRICS = re.compile(r"\bbudget_(?:converted|unconverted)_spend_amount\b")
+"""A budget's spend in other currencies: converted (in the budget's currency) or left out
+(in its own)."""
+PERIOD_SELECTED = re.compile(
+    r"\bbudget_(?:source_cost|converted_spend|unconverted_spend)_amount\{([^}]*)\}"
+)
+"""The series of one period each: a cost line's, a budget's conversions."""
+OTHER_CURRENCIES = "Spend in other currencies, counted in $currency"
+RATES = "Exchange rates into $currency"
 LONGEST_QUERY = 2200
 """The longest panel query, in characters: the top movers, which reads each cost line three
 times per step (now, a step before, and now again for a line without an earlier value in its
@@ -79,8 +90,10 @@ belong in a recording rule."""
 NEGATIVE_ALLOWED = {"Top $topn movers over the time range"}
 """Panels whose figures may be negative (credits): no minimum of 0."""
 
-# Several budgets in two currencies, periods and teams, with sources carrying
-# every FOCUS dimension the breakdown dashboard groups by.
+# Several budgets in two currencies, periods (calendar, ISO week, fiscal year) and teams,
+# with sources carrying every FOCUS dimension the breakdown dashboard groups by, and sources
+# in other currencies: EUR (converted into USD directly), GBP (across through EUR), USD
+# into a EUR budget (the inverse), JPY (only a stale rate) and CHF (no rate at all).
 MULTI_CONFIG = textwrap.dedent(
     """\
     global:
@@ -100,6 +113,11 @@ MULTI_CONFIG = textwrap.dedent(
          values: [usage, subscription], seed: 5}
       - {name: eu-saas, provider: demo, monthly_spend: 300, currency: EUR,
          dimension: charge_category, values: [usage, tax], seed: 6}
+      - {name: uk-saas, provider: demo, monthly_spend: 120, currency: GBP, seed: 7}
+      - {name: jp-saas, provider: demo, monthly_spend: 90000, currency: JPY, seed: 8}
+      - {name: chf-saas, provider: demo, monthly_spend: 100, currency: CHF, seed: 9}
+      - {name: rates, provider: static_rates, rates: {EUR: {USD: 1.085, GBP: 0.842}}}
+      - {name: old-rates, provider: static_rates, date: 2020-01-31, rates: {JPY: {USD: 0.0067}}}
     budgets:
       - {name: everything, limit: 9000, currency: USD, labels: {team: finops}}
       - {name: llm, limit: 400, currency: USD, sources: [openai], labels: {team: ml}}
@@ -109,7 +127,13 @@ MULTI_CONFIG = textwrap.dedent(
          labels: {team: ml}}
       - {name: saas-daily, limit: 30, currency: USD, period: daily, sources: [saas],
          labels: {team: growth}}
-      - {name: eu, limit: 350, currency: EUR, sources: [eu-saas], labels: {team: growth}}
+      - {name: eu, limit: 700, currency: EUR, sources: [eu-saas, saas, chf-saas],
+         labels: {team: growth}}
+      - {name: weekly, limit: 500, currency: USD, period: weekly,
+         sources: [saas, eu-saas, openai, chf-saas], labels: {team: growth}}
+      - {name: fy-cloud, limit: 60000, currency: USD, period: yearly-april,
+         sources: [aws, azure, openai],
+         labels: {team: platform}}
     """
 )
 
@@ -334,12 +358,14 @@ def test_breakdown_covers_every_dimension_and_health() -> None:
     exprs = " ".join(t["expr"] for _, t in targets(board))
     for dimension in ("provider", "service_name", "sub_account_id", "model"):
         assert f"sum by ({dimension}, currency, exporter) ({MERGED} ({WITH_EXPORTER}" in exprs
-    # Spend of one period at a time: the monthly and daily lines of a service overlap.
+    # Spend of one period at a time: the monthly and daily lines of a service overlap, and
+    # so do a budget's conversions in two periods.
+    selected = 0
     for _, target in targets(board):
-        if "budget_source_cost_amount{" in target["expr"]:
-            assert target["expr"].count('period="$period"') == target["expr"].count(
-                "budget_source_cost_amount{"
-            ), target["expr"]
+        for selector in PERIOD_SELECTED.findall(target["expr"]):
+            assert 'period="$period"' in selector, target["expr"]
+            selected += 1
+    assert selected > 10
     # The cost amount is a gauge that resets at each period start: neither delta() nor
     # increase() over the range, but step changes that restart at the period boundary.
     assert "delta(budget_source_cost_amount" not in exprs
@@ -362,11 +388,69 @@ def test_breakdown_covers_every_dimension_and_health() -> None:
 def test_money_is_never_summed_across_currencies(name: str) -> None:
     for panel, target in targets(load(name)):
         expr = target["expr"]
-        if MONEY_METRICS.search(expr):
+        if MONEY_METRICS.search(expr) or CONVERSION_METRICS.search(expr):
             assert re.search(r'currency=~?"\$currency"', expr), (panel["title"], expr)
         for grouping in re.findall(r"\bsum by \(([^)]*)\)", expr):
             if MONEY_METRICS.search(expr):
-                assert "currency" in grouping, (panel["title"], expr)
+                assert "currency" in re.split(r",\s*", grouping), (panel["title"], expr)
+    # Conversions are only ever taken per budget, source and native currency (max of the
+    # copies), never added up.
+    for panel, target in targets(load(name)):
+        for grouping in re.findall(r"\b(\w+) by \(([^)]*)\) \(label_replace\(budget_(?:un)?"
+                                   r"converted_spend_amount\{", target["expr"]):  # fmt: skip
+            assert grouping[0] == "max", (panel["title"], target["expr"])
+            assert {"budget", "currency", "source", "native_currency"} <= set(
+                re.split(r",\s*", grouping[1])
+            ), (panel["title"], target["expr"])
+
+
+def test_breakdown_shows_spend_in_other_currencies() -> None:
+    """Native amounts in their own currency, the converted part in the budget's, what is
+    left out and why, and the rates; the spend panels say they hold only $currency."""
+    board = load("budget-breakdown.json")
+    titled = {p["title"]: p for p in panels(board)}
+    table, rates = titled[OTHER_CURRENCIES], titled[RATES]
+    exprs = {t["refId"]: t["expr"] for t in table["targets"]}
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    names = organize["options"]["renameByName"]
+    assert {names[f"Value #{ref}"] for ref in "ABCD"} == {
+        "Native spend", "Converted", "Left out", "Status"
+    }  # fmt: skip
+    by_name = {names[f"Value #{ref}"]: exprs[ref] for ref in "ABCD"}
+    # Native: the source's lines in other currencies, grouped by currency before the
+    # currency becomes the row's native currency.
+    assert 'currency!="$currency"' in by_name["Native spend"]
+    assert "sum by (source, currency, period, exporter)" in by_name["Native spend"]
+    assert '"native_currency", "$1", "currency", "(.*)"' in by_name["Native spend"]
+    assert "budget_converted_spend_amount{" in by_name["Converted"]
+    assert "budget_unconverted_spend_amount{" in by_name["Left out"]
+    assert 'reason="no_rate"' in by_name["Status"] and 'reason="stale_rate"' in by_name["Status"]
+    # The $currency unit is the converted column's: the native ones are in their own.
+    overrides = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in table["fieldConfig"]["overrides"]
+    }
+    assert overrides["Native spend"]["unit"] == "none"
+    assert overrides["Left out"]["unit"] == "none"
+    assert "Converted" not in overrides
+    states = overrides["Status"]["mappings"][0]["options"]
+    assert {v["text"]: v["color"] for v in states.values()} == {
+        "Converted": "green", "No rate": "red", "Stale rate": "orange"
+    }  # fmt: skip
+    (rate_expr,) = [t["expr"] for t in rates["targets"]]
+    assert "and on (native_currency, exporter)" in rate_expr  # the table's currencies only
+    for kind in ("direct", "inverse", "cross"):
+        assert f'"kind", "{kind}"' in rate_expr
+    assert "budget_exchange_rate{" in rate_expr
+    # Every spend panel of the breakdown says where the other currencies are.
+    spend_panels = [p for p in panels(board) if p["type"] == "timeseries" and
+                    any(SPEND_BY.search(t["expr"]) for t in p["targets"])]  # fmt: skip
+    assert len(spend_panels) == 7
+    for panel in spend_panels:
+        assert "Spend in other currencies" in panel["description"], panel["title"]
+    # The breakdown offers the budgets' own currencies, also those of no source line.
+    currency = next(v for v in board["templating"]["list"] if v["name"] == "currency")
+    assert "budget_source_info" in currency["definition"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -631,6 +715,9 @@ LLM_SOURCE = {"budget": "openai", "source": "openai", "period": "monthly"}
 MULTI_LLM = {"budget": "llm", "source": "openai", "period": "monthly"}
 # Opened from a quarterly budget: its period, its sources.
 QUARTERLY = {"budget": "llm-quarterly", "period": "quarterly", "source": "$__all"}
+# An ISO-weekly budget with spend in EUR, and a fiscal year from April.
+WEEKLY = {"budget": "weekly", "period": "weekly", "source": "$__all"}
+FISCAL = {"budget": "fy-cloud", "period": "yearly-april", "source": "$__all"}
 MERGED_VIEW = {"exporters": "__merged__"}
 CASES = [
     ("demo", "budget-overview.json", "all", "USD", {}),
@@ -643,11 +730,17 @@ CASES = [
     ("multi", "budget-overview.json", "all", "EUR", {}),
     ("multi", "budget-breakdown.json", "all", "USD", {}),
     ("multi", "budget-breakdown.json", "all", "USD", MERGED_VIEW),
+    ("multi", "budget-breakdown.json", "all", "EUR", {}),
     ("multi", "budget-breakdown.json", "first", "USD", MULTI_LLM),
     ("multi", "budget-breakdown.json", "first", "USD", QUARTERLY),
+    ("multi", "budget-breakdown.json", "first", "USD", WEEKLY),
+    ("multi", "budget-breakdown.json", "first", "USD", FISCAL),
 ]
 ALERTS_MAY_BE_EMPTY = {"Budget alerts", "annotation Budget alerts"}
 """No budget alert need be pending or firing in these stacks."""
+IN_ONE_CURRENCY = {"llm", "llm-quarterly", "fy-cloud"}
+"""The multi stack's budgets whose sources spend only in the budget's currency (and all of the
+demo's): there the other currencies' panels are empty."""
 
 
 @needs_prometheus
@@ -664,12 +757,22 @@ def test_every_panel_query_returns_data(
     prometheus = stacks[config].prometheus
     board = load(name)
     values = resolve_variables(prometheus, board, pick, currency, chosen)
-    empty = []
+    may_be_empty = set(ALERTS_MAY_BE_EMPTY)
+    if config == "demo" or chosen.get("budget") in IN_ONE_CURRENCY:
+        may_be_empty |= {OTHER_CURRENCIES, RATES}
+    if (config, name, currency) == ("multi", "budget-breakdown.json", "EUR"):
+        may_be_empty.add("LLM spend by model")  # no source reports EUR per model
+    empty, answered = [], []
     for panel, target in [*targets(board), *annotation_targets(board)]:
         result = run_target(prometheus, target, values)
-        if not result and panel["title"] not in ALERTS_MAY_BE_EMPTY:
+        if not result and panel["title"] not in may_be_empty:
             empty.append(f"{panel['title']} [{target['refId']}]: {target['expr']}")
+        if result and panel["title"] in (OTHER_CURRENCIES, RATES):
+            answered.append(panel["title"])
     assert not empty, "panel queries without data:\n" + "\n".join(empty)
+    if OTHER_CURRENCIES in may_be_empty and name == "budget-breakdown.json":
+        # Only the unit query answers there: budgets in one currency convert nothing.
+        assert answered == [OTHER_CURRENCIES], answered
 
 
 @needs_prometheus
@@ -681,7 +784,9 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     values = resolve_variables(prometheus, overview, "all", "USD")
     (gauge, *_) = [p for p in panels(overview) if p["type"] == "bargauge"]
     usage = run_target(prometheus, gauge["targets"][0], values)
-    usd_budgets = {"everything", "llm", "cloud", "llm-quarterly", "saas-daily"}
+    usd_budgets = {
+        "everything", "llm", "cloud", "llm-quarterly", "saas-daily", "weekly", "fy-cloud"
+    }  # fmt: skip
     assert {s["metric"]["budget"] for s in usage} == usd_budgets
     # Bars are named after the budget, and its exporter unless merged.
     port = stacks["multi"].exporter.port
@@ -702,7 +807,7 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     up = {
         s["metric"]["budget"]: float(s["value"][1]) for s in run_target(prometheus, sources, values)
     }
-    assert up == dict.fromkeys(("everything", "llm", "cloud", "llm-quarterly", "saas-daily"), 0)
+    assert up == dict.fromkeys(usd_budgets, 0)
     for s in run_target(prometheus, ages, values):
         assert 0 <= float(s["value"][1]) < 60, s
     # All currencies at once: each repeated row shows its own currency's budgets only.
@@ -724,7 +829,12 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     assert sources_of("llm") == ["openai"]
     assert sources_of("cloud") == ["aws", "aws-accounts", "azure"]
     assert sources_of("saas-daily") == ["saas"]
-    assert sources_of("All") == ["aws", "aws-accounts", "azure", "eu-saas", "openai", "saas"]
+    assert sources_of("weekly") == ["chf-saas", "eu-saas", "openai", "saas"]
+    # All: every source, rates sources too (their health is in the panels below).
+    assert sources_of("All") == [
+        "aws", "aws-accounts", "azure", "chf-saas", "eu-saas", "jp-saas", "old-rates", "openai",
+        "rates", "saas", "uk-saas",
+    ]  # fmt: skip
 
     values = resolve_variables(prometheus, breakdown, "all", "USD")
     seen = {}
@@ -739,6 +849,101 @@ def test_panels_show_each_budget_and_dimension(stacks: dict[str, Stack]) -> None
     assert seen["model"] == {"gpt-4o", "gpt-4o-mini", "o3"}
     assert {"Amazon EC2", "Amazon S3", "AWS Lambda"} < seen["service_name"]
     assert "eu-saas" not in seen["source"], "EUR spend must not show in the USD view"
+
+
+@needs_prometheus
+@pytest.mark.e2e
+def test_other_currencies_show_native_and_converted_amounts(stacks: dict[str, Stack]) -> None:
+    """Against the exporter's own figures: each budget's spend in another currency, per
+    source and native currency, natively (the source's lines in that currency, never added
+    to another currency) and converted (at the rate the rates table shows), or left out with
+    its reason; the rates are direct, inverse or across as the configured rates allow."""
+    prometheus = stacks["multi"].prometheus
+    board = load("budget-breakdown.json")
+    titled = {p["title"]: p for p in panels(board)}
+    table, rates_panel = titled[OTHER_CURRENCIES], titled[RATES]
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    column = {
+        t["refId"]: organize["options"]["renameByName"][f"Value #{t['refId']}"]
+        for t in table["targets"]
+        if t["refId"] != "UNIT"
+    }
+    at = time.time()
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        return list(api(prometheus, "/api/v1/query", query=expr, time=at)["result"])
+
+    def rows(currency: str) -> dict[tuple[str, str, str], dict[str, float]]:
+        values = resolve_variables(prometheus, board, "all", currency)
+        shown: dict[tuple[str, str, str], dict[str, float]] = {}
+        for target in table["targets"]:
+            if target["refId"] == "UNIT":
+                continue
+            for s in query(interpolate(target["expr"], values)):
+                m = s["metric"]
+                assert m["currency"] == currency and m["period"] == "monthly", m
+                key = (m["budget"], m["source"], m["native_currency"])
+                cells = shown.setdefault(key, {})
+                assert column[target["refId"]] not in cells, ("one row per key", key)
+                cells[column[target["refId"]]] = float(s["value"][1])
+        return shown
+
+    def rates(currency: str) -> dict[tuple[str, str], float]:
+        values = resolve_variables(prometheus, board, "all", currency)
+        (target,) = rates_panel["targets"]
+        return {
+            (s["metric"]["native_currency"], s["metric"]["kind"]): float(s["value"][1])
+            for s in query(interpolate(target["expr"], values))
+        }
+
+    def native(source: str, currency: str) -> float:
+        # The source's own lines, straight from the exporter's series.
+        selector = f'source="{source}", currency="{currency}", period="monthly"'
+        (total,) = query(f"sum(budget_source_cost_amount{{{selector}}})")
+        return float(total["value"][1])
+
+    eur, gbp = native("eu-saas", "EUR"), native("uk-saas", "GBP")
+    jpy, chf = native("jp-saas", "JPY"), native("chf-saas", "CHF")
+    usd = rows("USD")
+    assert set(usd) == {
+        ("everything", "eu-saas", "EUR"),
+        ("everything", "uk-saas", "GBP"),
+        ("everything", "jp-saas", "JPY"),
+        ("everything", "chf-saas", "CHF"),
+    }, "only the monthly USD budgets' spend in other currencies, nothing in USD"
+    converted, no_rate, stale_rate = 0, 1, 2
+    eur_usd, gbp_usd = 1.085, 1.085 / 0.842
+    assert usd[("everything", "eu-saas", "EUR")] == pytest.approx(
+        {"Native spend": eur, "Converted": eur * eur_usd, "Status": converted}
+    )
+    assert usd[("everything", "uk-saas", "GBP")] == pytest.approx(
+        {"Native spend": gbp, "Converted": gbp * gbp_usd, "Status": converted}
+    )
+    assert usd[("everything", "jp-saas", "JPY")] == pytest.approx(
+        {"Native spend": jpy, "Left out": jpy, "Status": stale_rate}
+    )
+    assert usd[("everything", "chf-saas", "CHF")] == pytest.approx(
+        {"Native spend": chf, "Left out": chf, "Status": no_rate}
+    )
+    # The converted column adds up to what the budget counts of other currencies.
+    (counted,) = query('sum(budget_converted_spend_amount{budget="everything"})')
+    assert float(counted["value"][1]) == pytest.approx(eur * eur_usd + gbp * gbp_usd)
+    # The rates into USD: EUR's published, GBP's across through EUR; JPY's only rate is
+    # stale but shown (with its date); CHF has none.
+    assert rates("USD") == pytest.approx(
+        {("EUR", "direct"): eur_usd, ("GBP", "cross"): gbp_usd, ("JPY", "direct"): 0.0067}
+    )
+    # A EUR budget counting a USD source: at the inverse of the EUR rate.
+    usd_native = native("saas", "USD")
+    assert rows("EUR") == {
+        ("eu", "saas", "USD"): pytest.approx(
+            {"Native spend": usd_native, "Converted": usd_native / eur_usd, "Status": converted}
+        ),
+        ("eu", "chf-saas", "CHF"): pytest.approx(
+            {"Native spend": chf, "Left out": chf, "Status": no_rate}
+        ),
+    }
+    assert rates("EUR") == pytest.approx({("USD", "inverse"): 1 / eur_usd})
 
 
 @needs_prometheus
@@ -765,11 +970,22 @@ def test_copies_from_replicas_and_scrape_jobs_are_not_added_up(
 
     checked = []
     for panel, target in targets(board):
-        if not (SPEND_BY.search(target["expr"]) or "topk($topn" in target["expr"]):
+        other_currencies = panel["title"] in (OTHER_CURRENCIES, RATES)
+        if (
+            not (
+                SPEND_BY.search(target["expr"])
+                or "topk($topn" in target["expr"]
+                or other_currencies
+            )
+            or target["refId"] == "UNIT"
+        ):
             continue
         expr = interpolate(target["expr"].replace("$topn", "50"), values)
-        on_one_copy = expr.replace(
-            "budget_source_cost_amount{", f"budget_source_cost_amount{{{ONE_COPY}, "
+        on_one_copy = re.sub(
+            r"\b(budget_(?:source_cost|converted_spend|unconverted_spend)_amount|"
+            r"budget_exchange_rate)\{",
+            lambda m: f"{m.group(1)}{{{ONE_COPY}, ",
+            expr,
         )
         shown, expected = figures(expr), figures(on_one_copy)
         assert expected, panel["title"]
@@ -786,7 +1002,8 @@ def test_copies_from_replicas_and_scrape_jobs_are_not_added_up(
                 if "topk" not in expr:  # top N of twice as many lines is another set
                     assert value == pytest.approx(one[without_exporter(labels)]), labels
         checked.append(panel["title"])
-    assert len(checked) == 8, checked
+    # The seven spend panels, the movers, the other currencies' four columns and the rates.
+    assert len(checked) == 13, checked
 
 
 # -- top movers across a period reset (promtool) ----------------------------------
@@ -797,13 +1014,16 @@ LINE = (
 )
 
 
-@needs_tool(["promtool"], install=APT_PROMETHEUS)
-def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
-    """Over a range that spans 1 February (1970, promtool's clock): the change of each
-    line is its spend in the range, not the drop to the new month; a credit counts
-    against its line; a line that appears counts in full; other periods stay out.  The
-    period start comes from the rules' calendar (PERIOD_ENDS), evaluated as Prometheus
-    would."""
+def movers_in_promtool(
+    tmp_path: Path,
+    period: str,
+    series: list[tuple[str, str]],
+    eval_time: str,
+    expected: dict[str, float],
+) -> None:
+    """The breakdown's top movers query for ``period``, over the 24 hourly steps before
+    ``eval_time``, run by promtool on ``series`` with the rules of rules/ evaluated as
+    Prometheus would: each aws line named by its service must move by ``expected``."""
     board = load("budget-breakdown.json")
     (movers,) = [t for _, t in targets(board) if "topk($topn" in t["expr"]]
     values = {
@@ -813,7 +1033,7 @@ def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
         "provider": ".*",
         "source": ".*",
         "currency": "USD",
-        "period": "monthly",
+        "period": regex_escape(period),
         "topn": "10",
         "__range": "24h",
         "__interval": "1h",
@@ -822,25 +1042,7 @@ def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
     expr = interpolate(movers["expr"], values)
     assert "$" not in expr.replace("$1", "")
     assert PERIOD_ENDS in expr
-    # January has 744 hours: samples at 0h..743h, then 1 February 00:00 is 744h.
-    series = [
-        # 1/h in January, reset to 0 at the start of February, then 2/h.
-        (LINE.format(period="monthly", dim='service_name="EC2"'), "0+1x743 0+2x12"),
-        # A credit of 5 at 740h (739 -> 734), then 1/h on both sides of the reset.
-        (
-            LINE.format(period="monthly", dim='service_name="S3"'),
-            "0+1x739 734 735 736 737 0+1x12",
-        ),
-        # A line that first appears at 750h with 5 spent.
-        (LINE.format(period="monthly", dim='service_name="Bedrock"'), "_x750 5+1x6"),
-        # The same service's daily line: another period, left out.
-        (LINE.format(period="daily", dim='service_name="EC2"'), "0+1x756"),
-    ]
-    labels = 'currency="USD", period="monthly", provider="demo", source="aws"'
-    # At 756h30m the range covers the steps at 733h..756h (24 steps, whether or not
-    # the range includes its start): EC2 11 in January + 0 at the reset + 12 x 2
-    # in February; S3 7 - 5 + 3 + 0 + 12; Bedrock 5 + 6.
-    expected = {"EC2": 35, "S3": 17, "Bedrock": 11}
+    labels = f'currency="USD", period="{period}", provider="demo", source="aws"'
     test = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1h",
@@ -851,7 +1053,7 @@ def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
                 "promql_expr_test": [
                     {
                         "expr": expr,
-                        "eval_time": "756h30m",
+                        "eval_time": eval_time,
                         "exp_samples": [
                             {"labels": f'{{{labels}, service_name="{name}"}}', "value": value}
                             for name, value in expected.items()
@@ -867,3 +1069,66 @@ def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
         ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@needs_tool(["promtool"], install=APT_PROMETHEUS)
+def test_top_movers_count_the_new_period_and_credits(tmp_path: Path) -> None:
+    """Over a range that spans 1 February (1970, promtool's clock): the change of each
+    line is its spend in the range, not the drop to the new month; a credit counts
+    against its line; a line that appears counts in full; other periods stay out.  The
+    period start comes from the rules' calendar (PERIOD_ENDS), evaluated as Prometheus
+    would."""
+    # January has 744 hours: samples at 0h..743h, then 1 February 00:00 is 744h.
+    series = [
+        # 1/h in January, reset to 0 at the start of February, then 2/h.
+        (LINE.format(period="monthly", dim='service_name="EC2"'), "0+1x743 0+2x12"),
+        # A credit of 5 at 740h (739 -> 734), then 1/h on both sides of the reset.
+        (
+            LINE.format(period="monthly", dim='service_name="S3"'),
+            "0+1x739 734 735 736 737 0+1x12",
+        ),
+        # A line that first appears at 750h with 5 spent.
+        (LINE.format(period="monthly", dim='service_name="Bedrock"'), "_x750 5+1x6"),
+        # The same service's daily line: another period, left out.
+        (LINE.format(period="daily", dim='service_name="EC2"'), "0+1x756"),
+    ]
+    # At 756h30m the range covers the steps at 733h..756h (24 steps, whether or not
+    # the range includes its start): EC2 11 in January + 0 at the reset + 12 x 2
+    # in February; S3 7 - 5 + 3 + 0 + 12; Bedrock 5 + 6.
+    movers_in_promtool(tmp_path, "monthly", series, "756h30m", {"EC2": 35, "S3": 17, "Bedrock": 11})
+
+
+END = 'budget_period_end_timestamp_seconds{{budget="b", currency="USD", period="{period}"}}'
+"""A budget's own period end, as the exporter exports it."""
+
+
+@needs_tool(["promtool"], install=APT_PROMETHEUS)
+@pytest.mark.parametrize(
+    ("period", "end", "line", "eval_time", "moved"),
+    [
+        # A week from Sunday: 1 February 1970 (744h) starts one; the exporter's end moves
+        # from 744h to 912h there.  1/h, reset, 2/h: 11 + 0 + 24.
+        ("weekly-sunday", "2678400x743 3283200x12", "0+1x743 0+2x12", "756h30m", 35),
+        # An ISO week: Monday 2 February (768h); not the month's start.
+        ("weekly", "2764800x767 3369600x12", "0+1x767 0+2x12", "780h30m", 35),
+        # A fiscal year from April: 1 April 1970 (2160h).
+        ("yearly-april", "7776000x2159 39312000x12", "0+1x2159 0+2x12", "2172h30m", 35),
+        # A custom range that ended at 744h: late costs keep coming on the same line, no
+        # new period starts (its end stays where it was), so 24 steps of 1, not the whole
+        # line at the end.
+        ("1970-01-20/1970-01-31", "2678400x756", "0+1x756", "756h30m", 24),
+    ],
+)
+def test_top_movers_follow_each_periods_own_end(
+    tmp_path: Path, period: str, end: str, line: str, eval_time: str, moved: float
+) -> None:
+    """Weeks, fiscal years and custom ranges start where the exporter says their windows
+    do (its budget_period_end_timestamp_seconds, through PERIOD_ENDS), not at a calendar
+    boundary: the reset at the period's own start counts as the new period's spend."""
+    series = [
+        (END.format(period=period), end),
+        (LINE.format(period=period, dim='service_name="EC2"'), line),
+        # The monthly line of the same service, which resets on 1 February: another period.
+        (LINE.format(period="monthly", dim='service_name="EC2"'), "0+1x743 0+1x2000"),
+    ]
+    movers_in_promtool(tmp_path, period, series, eval_time, {"EC2": moved})
