@@ -212,6 +212,19 @@ class ConnectionLimiter:
             self._working.discard(slot)
             slot.worker = False
 
+    def pass_worker(self, done: _Slot, slot: _Slot) -> bool:
+        """Give ``done``'s worker to ``slot`` (no eviction: a worker is free); False if
+        ``slot`` has been closed meanwhile (``done``'s worker is released either way)."""
+        with self._lock:
+            self._working.discard(done)
+            done.worker = False
+            if slot not in self._slots:
+                return False
+            slot.worker = True
+            slot.waiting_since = time.monotonic()  # its request head is all there
+            self._working.add(slot)
+            return True
+
     def release(self, slot: _Slot) -> None:
         with self._lock:
             self._slots.discard(slot)
@@ -541,6 +554,17 @@ class _Connection:
         slot.waiting_since = now
 
 
+def _came(slot: _Slot) -> float:
+    """When the bytes of the request ``slot`` waits with began to come."""
+    return slot.readable_since or 0.0
+
+
+def _dispatch_order(slot: _Slot) -> tuple[bool, float]:
+    """The parked are sorted by this and taken from the end: complete heads the oldest
+    first, before incomplete ones the newest first."""
+    return (slot.complete, -_came(slot) if slot.complete else _came(slot))
+
+
 def send_some(sock: socket.socket, views: collections.deque[memoryview]) -> bool:
     """Send from ``views`` (in slices of their own buffers) what a non-blocking socket
     takes now; True once all is sent.  OSError if the connection is gone."""
@@ -585,6 +609,9 @@ class HardenedHTTPServer(socketserver.TCPServer):
         self._stopped = threading.Event()
         self._returned: collections.deque[_Slot] = collections.deque()
         self._parked: list[_Slot] = []
+        """Connections with bytes to read that wait for a worker; the selector adds them, and
+        it and the workers ending a request take them (under ``_parked_lock``)."""
+        self._parked_lock = threading.Lock()
         self._order = itertools.count()  # ties between equal deadlines, in the heap
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -631,7 +658,9 @@ class HardenedHTTPServer(socketserver.TCPServer):
                 for key in list(room.get_map().values()):
                     if key.fileobj not in (self.socket, self._wake_r):
                         self.shutdown_request(key.fileobj)  # type: ignore[arg-type]
-                for slot in [*self._parked, *self._returned]:
+                with self._parked_lock:
+                    left = [*self._parked, *self._returned]
+                for slot in left:
                     self.shutdown_request(slot.sock)
                 self._stopped.set()
 
@@ -680,21 +709,50 @@ class HardenedHTTPServer(socketserver.TCPServer):
             # in a burst of connections would make each one wait for a context switch.
             _thread.start_new_thread(self._serve, (slot,))
         else:
-            self._parked.append(slot)
+            with self._parked_lock:
+                self._parked.append(slot)
 
     def _dispatch_parked(self) -> None:
-        """Workers for waiting connections: those whose request head is all there first,
-        then the newest first (a scraper that just came)."""
+        """Free workers for waiting connections: those whose request head is all there
+        first, in the order they came (first come, first served), then those still
+        coming, the newest first (a slow sender that has trickled for long goes last)."""
         if not self._parked:
             return
-        for slot in [s for s in self._parked if s.evicted]:
-            self._parked.remove(slot)
-            self.shutdown_request(slot.sock)
-        for slot in self._parked:
+        with self._parked_lock:
+            waiting = list(self._parked)
+        for slot in waiting:  # without the lock: a worker ending may take one meanwhile
             slot.complete = slot.complete or self._head_complete(slot)
-        self._parked.sort(key=lambda s: (s.complete, s.readable_since or 0.0))
-        while self._parked and self.limiter.take_worker(self._parked[-1]):
-            _thread.start_new_thread(self._serve, (self._parked.pop(),))
+        with self._parked_lock:
+            gone = [s for s in self._parked if s.evicted]
+            for slot in gone:
+                self._parked.remove(slot)
+            self._parked.sort(key=_dispatch_order)
+            while self._parked and self.limiter.take_worker(self._parked[-1]):
+                _thread.start_new_thread(self._serve, (self._parked.pop(),))
+        for slot in gone:
+            self.shutdown_request(slot.sock)
+
+    def _next_parked(self, done: _Slot) -> _Slot | None:
+        """The connection that has waited longest with its request head all there, given
+        the worker ``done`` had; None if there is none (then the worker is released).
+
+        A worker ending a request takes the next one itself: under load the workers go
+        from connection to connection without a thread started per request or a turn of
+        the selector in between, in the order the requests came."""
+        taken: _Slot | None = None
+        if self._parked and not self._stopping:
+            with self._parked_lock:
+                ready = [s for s in self._parked if s.complete and not s.evicted]
+                if ready:
+                    taken = min(ready, key=_came)
+                    self._parked.remove(taken)
+        if taken is None:
+            self.limiter.release_worker(done)
+            return None
+        if self.limiter.pass_worker(done, taken):
+            return taken
+        self.shutdown_request(taken.sock)  # evicted meanwhile, no longer counted
+        return None
 
     def _head_complete(self, slot: _Slot) -> bool:
         """Whether the request head has all come, seen without reading it (a plain
@@ -753,9 +811,11 @@ class HardenedHTTPServer(socketserver.TCPServer):
             deadline, _, slot = heapq.heappop(deadlines)
             if deadline != slot.deadline:
                 continue  # an older request's deadline
-            if slot in self._parked:
-                self._parked.remove(slot)
-            else:
+            with self._parked_lock:
+                parked = slot in self._parked
+                if parked:
+                    self._parked.remove(slot)
+            if not parked:
                 try:
                     room.unregister(slot.sock)
                 except (KeyError, ValueError):
@@ -773,23 +833,33 @@ class HardenedHTTPServer(socketserver.TCPServer):
         self.shutdown_request(sock)
 
     def _serve(self, slot: _Slot) -> None:
+        """Serve ``slot``, then, while connections wait for a worker, the one that has
+        waited longest, in this same thread; end when none waits."""
+        following: _Slot | None = slot
+        while following is not None:
+            following = self._serve_one(following)
+
+    def _serve_one(self, slot: _Slot) -> _Slot | None:
+        """Serve ``slot``; the connection this worker goes on with, if one waits."""
         keep = False
+        following: _Slot | None = None
         try:
-            if self.ssl_context is not None and not slot.tls and not self._handshake(slot):
-                return
-            keep = _Connection(self, slot, slot.sock).serve()
+            if self.ssl_context is None or slot.tls or self._handshake(slot):
+                keep = _Connection(self, slot, slot.sock).serve()
         except (OSError, ssl.SSLError) as exc:  # the client went away, or spoke no TLS
             log.debug("connection from %s ended: %s", slot.client_address[0], exc)
         except Exception:
             log.exception("error serving a connection from %s", slot.client_address[0])
         finally:
-            self.limiter.release_worker(slot)
+            following = self._next_parked(slot)
             if keep and not self._stopping:
                 self._returned.append(slot)
             else:
                 self.limiter.release(slot)
                 self.shutdown_request(slot.sock)
-            self._wake()  # a worker is free; maybe a connection to take back
+            if keep or following is None:
+                self._wake()  # a connection to take back, or a free worker
+        return following
 
     def _handshake(self, slot: _Slot) -> bool:
         """The TLS handshake within the request deadline; plain HTTP gets a plain 400."""
