@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.support.benchmarks import run_quick
+from tests.support.benchmarks import BENCHMARKS, run_quick
 
 
 def test_quick_scale_benchmark_completes(tmp_path: Path) -> None:
@@ -33,3 +36,21 @@ def test_quick_scale_benchmark_completes(tmp_path: Path) -> None:
     assert scrapes["p99_ratio"] > 0
     assert "Time from start until /metrics shows every budget" in stdout
     assert "p99 while polling / p99 idle" in stdout
+
+
+def test_the_restart_row_alone_repeated(tmp_path: Path) -> None:
+    out = tmp_path / "restart.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "scale.py"), "--quick", "--only", "restart",
+         "--sizes", "50", "--runs", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert list(result) == ["restart"]  # no other part ran
+    restart = result["restart"]
+    assert restart["sources"] == 50 and len(restart["runs_seconds"]) == 2
+    assert restart["seconds"] == min(restart["runs_seconds"]) > 0
+    assert restart["polled_again"] == 0
+    assert done.stdout.startswith("Restart with --storage.path, 50 saved sources")
+    assert "(best of 2: " in done.stdout

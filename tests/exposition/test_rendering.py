@@ -80,6 +80,37 @@ def test_the_writer_produces_exactly_what_prometheus_client_produces(make_engine
     assert write_families(families, openmetrics=True) + b"# EOF\n" == generate_openmetrics(registry)
 
 
+def test_values_and_label_sets_formatted_once_are_reused_only_where_they_are_the_same() -> None:
+    # The writer formats each distinct value and label set once per rendering: the same
+    # label values under names in another order, 0.0 after -0.0, 1 after 1.0 and True,
+    # escaped values and NaN must still come out as prometheus_client writes each.
+    families = []
+    for name, labels in (("first", ["a", "z"]), ("second", ["z", "a"]), ("third", ["a", "z"])):
+        family = GaugeMetricFamily(f"reuse_{name}", "Reuse.", labels=labels)
+        for value, pair in (
+            (-0.0, ["x", "y"]),
+            (0.0, ["x", "y"]),
+            (1.0, ["y", "x"]),
+            (1, ["q\\", 'w"']),
+            (True, ["x", "y"]),
+            (float("nan"), ["n\nl", "x"]),
+            (float("nan"), ["x", "x"]),
+            (2.5e21, ["x", "y"]),
+            (0, ["y", "x"]),
+        ):
+            family.add_metric(pair, value)
+        families.append(family)
+    families.append(GaugeMetricFamily("reuse_plain", "No labels.", value=-0.0))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(families))
+    text = write_families(families, openmetrics=False)
+    assert text == generate_latest(registry)
+    assert write_families(families, openmetrics=True) + b"# EOF\n" == generate_openmetrics(registry)
+    assert b'reuse_second{a="y",z="x"} -0.0\n' in text
+    assert b'reuse_second{a="y",z="x"} 0.0\n' in text
+    assert b"reuse_plain -0.0\n" in text
+
+
 def test_both_formats_parse_and_carry_the_process_metrics(make_engine) -> None:
     engine = make_engine(CONFIG)
     assert engine.poll_all_once()

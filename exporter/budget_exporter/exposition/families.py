@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from budget_exporter import __version__
 from budget_exporter.accounting.budgets import BudgetView
@@ -259,23 +260,28 @@ def _budget_families(budgets: Sequence[BudgetView]) -> list[Metric]:
     )
     for b in budgets:
         extra = dict(b.labels)
-        values = [b.name, b.currency, b.period, *(extra.get(k, "") for k in static)]
-        limit.add_metric(values, float(b.limit))
-        spend.add_metric(values, float(b.spend))
-        billed.add_metric(values, float(b.billed))
-        metered.add_metric(values, float(b.metered))
-        forecast.add_metric(values, float(b.forecast))
-        usage.add_metric(values, b.usage_ratio)
-        fratio.add_metric(values, b.forecast_ratio)
-        warning.add_metric(values, b.warning_ratio)
-        stop.add_metric(values, b.stop_ratio)
-        anomaly.add_metric(values, b.tuning.anomaly_factor)
-        anomaly_floor.add_metric(values, float(b.tuning.anomaly_min_daily_amount))
-        anomaly_history.add_metric(values, b.tuning.anomaly_min_history.total_seconds())
-        critical_horizon.add_metric(values, b.tuning.burn_rate_critical_horizon.total_seconds())
-        warning_horizon.add_metric(values, b.tuning.burn_rate_warning_horizon.total_seconds())
-        start.add_metric(values, b.window.start.timestamp())
-        end.add_metric(values, b.window.end.timestamp())
+        # One label set per budget, shared by its samples (add_metric would copy it for each).
+        values = (b.name, b.currency, b.period, *(extra.get(k, "") for k in static))
+        labels = dict(zip(names, values, strict=True))
+        for metric, value in (
+            (limit, float(b.limit)),
+            (spend, float(b.spend)),
+            (billed, float(b.billed)),
+            (metered, float(b.metered)),
+            (forecast, float(b.forecast)),
+            (usage, b.usage_ratio),
+            (fratio, b.forecast_ratio),
+            (warning, b.warning_ratio),
+            (stop, b.stop_ratio),
+            (anomaly, b.tuning.anomaly_factor),
+            (anomaly_floor, float(b.tuning.anomaly_min_daily_amount)),
+            (anomaly_history, b.tuning.anomaly_min_history.total_seconds()),
+            (critical_horizon, b.tuning.burn_rate_critical_horizon.total_seconds()),
+            (warning_horizon, b.tuning.burn_rate_warning_horizon.total_seconds()),
+            (start, b.window.start.timestamp()),
+            (end, b.window.end.timestamp()),
+        ):
+            metric.samples.append(Sample(metric.name, labels, value))
     tuning = [anomaly, anomaly_floor, anomaly_history, critical_horizon, warning_horizon]
     amounts = [limit, spend, billed, metered, forecast]
     return [

@@ -53,6 +53,7 @@ def write_both(
     """
     plain: list[str] = []
     om: list[str] = []
+    formatted = _Formatted()
     for metric in families:
         simple = metric.type in ("gauge", "counter") and not getattr(metric, "unit", "")
         if not simple or any(s.timestamp is not None or s.exemplar for s in metric.samples):
@@ -68,7 +69,7 @@ def write_both(
             plain.append(f"# TYPE {shown} {metric.type}\n")
         if openmetrics:
             om.append(f"# HELP {name} {_escape_help(doc, True)}\n# TYPE {name} {metric.type}\n")
-        samples = _sample_lines(metric)
+        samples = _sample_lines(metric, formatted)
         if text:
             plain.append(samples)
         if openmetrics:
@@ -76,20 +77,46 @@ def write_both(
     return "".join(plain).encode("utf-8"), "".join(om).encode("utf-8")
 
 
-def _sample_lines(metric: Metric) -> str:
+class _Formatted:
+    """What one rendering has formatted already: values, and label sets by their names.
+
+    A snapshot repeats itself: every budget's labels appear on some twenty families, and
+    thresholds, limits and period bounds take few distinct values.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[float, str] = {}
+        self.labels: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {}
+
+
+def _sample_lines(metric: Metric, formatted: _Formatted) -> str:
     out: list[str] = []
     keys: tuple[str, ...] | None = None
     order: list[str] = []
+    values = formatted.values
+    pairs_of: dict[tuple[str, ...], str] = {}
     for sample in metric.samples:
+        value = sample.value
+        # Not zero: 0.0 and -0.0 are equal keys, and Go writes them differently.
+        number = values.get(value) if value else None
+        if number is None:
+            number = floatToGoString(value)
+            if value:
+                values[value] = number
         labels = sample.labels
         if labels:
             if tuple(labels) != keys:
                 keys = tuple(labels)
                 order = sorted(keys)
-            pairs = ",".join([f'{k}="{_escape_value(labels[k])}"' for k in order])
-            out.append(f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n")
+                pairs_of = formatted.labels.setdefault(keys, {})
+            key = tuple(labels.values())
+            pairs = pairs_of.get(key)
+            if pairs is None:
+                pairs = ",".join([f'{k}="{_escape_value(labels[k])}"' for k in order])
+                pairs_of[key] = pairs
+            out.append(f"{sample.name}{{{pairs}}} {number}\n")
         else:
-            out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+            out.append(f"{sample.name} {number}\n")
     return "".join(out)
 
 

@@ -52,7 +52,7 @@ from budget_exporter.providers.base import (
 )
 from budget_exporter.runtime.holds import MemoryHolds, hold_config, open_store
 from budget_exporter.runtime.scheduler import Coalescer, PollScheduler
-from budget_exporter.runtime.storage import State, Storage, encode_states, fingerprint
+from budget_exporter.runtime.storage import State, Storage, fingerprint
 
 log = logging.getLogger(__name__)
 _SOURCE_LOGS = logging.getLogger("budget_exporter")
@@ -321,6 +321,8 @@ class Engine:
         loaded = self._restore(storage) if storage is not None else None
         self.hold_settings, redis = hold_config(config)
         self.holds = open_store(self.hold_settings, redis)  # kept across reloads
+        if isinstance(self.holds, MemoryHolds):
+            self.holds.on_change = self._request_save  # holds taken are saved within ~1 s
         if loaded is not None and loaded.holds and isinstance(self.holds, MemoryHolds):
             taken = self.holds.restore(loaded.holds, clock())
             log.info("storage: restored %d hold(s) of the check API not yet expired", taken)
@@ -702,7 +704,7 @@ class Engine:
             sources = list(self.config.sources)
         prints = {s.name: fingerprint(s) for s in sources}
         holds = self.holds.entries() if isinstance(self.holds, MemoryHolds) else ()
-        storage.save(encode_states(states, prints, self.clock(), holds))
+        storage.save(storage.encode(states, prints, self.clock(), holds))
 
     def _check_lines(self, runner: SourceRunner, config: Config, result: PollResult) -> None:
         """Warn about a poll's unusable lines and count those left out for their currency.

@@ -11,7 +11,7 @@ import heapq
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -56,6 +56,15 @@ class MemoryHolds:
         self._flying: Counter[str] = Counter()
         self._flying_total = 0
         self._expiries: list[tuple[float, str]] = []
+        self.on_change: Callable[[], None] | None = None
+        """Called (outside the lock) after a hold is taken, released or recorded: the engine
+        asks for a save of the state then (coalesced, off the request's path).  Expiry and
+        coverage need none: a restart drops what has expired or is covered by then."""
+
+    def _changed(self) -> None:
+        hook = self.on_change
+        if hook is not None:
+            hook()
 
     def configure(self, settings: HoldSettings) -> None:
         with self._lock:
@@ -177,7 +186,8 @@ class MemoryHolds:
                 sources=request.sources,
             )
             self._add(entry)
-            return Outcome(True, held, entry)
+        self._changed()
+        return Outcome(True, held, entry)
 
     def release(self, hold_id: str, actual: Decimal | None, now: float) -> Entry | None:
         with self._lock:
@@ -188,13 +198,14 @@ class MemoryHolds:
             if not entry.in_flight:
                 return entry  # released already: a retried release changes nothing
             self._drop(entry)
-            if not actual:
-                return None
-            recorded = replace(
-                entry, amount=actual, recorded_at=now, expires=now + self.settings.record_ttl
-            )
-            self._add(recorded)
-            return recorded
+            recorded = None
+            if actual:
+                recorded = replace(
+                    entry, amount=actual, recorded_at=now, expires=now + self.settings.record_ttl
+                )
+                self._add(recorded)
+        self._changed()
+        return recorded
 
     def held(self, now: float, covered_until: Mapping[str, float]) -> dict[str, Decimal]:
         with self._lock:

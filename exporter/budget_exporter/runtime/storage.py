@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -21,7 +22,8 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -49,11 +51,31 @@ _SCHEDULE_FIELDS = frozenset(
 its figures are: changing them keeps the saved figures."""
 
 
+_PRINTS: dict[int, tuple[weakref.ref[SourceConfig], str]] = {}
+"""Fingerprints by source object while it lives (each save asks for every source's)."""
+
+
 def fingerprint(source: SourceConfig) -> str:
     """A hash of the settings that decide ``source``'s figures (its account, its query).
 
-    Secrets enter only through the hash, which is all that is stored.
+    Secrets enter only through the hash, which is all that is stored.  A source's settings
+    never change (the models are frozen): its hash is worked out once per object.
     """
+    key = id(source)
+    found = _PRINTS.get(key)
+    if found is not None and found[0]() is source:
+        return found[1]
+    print_ = _fingerprint(source)
+
+    def forget(ref: weakref.ref[SourceConfig]) -> None:  # the source is gone (a reload)
+        if _PRINTS.get(key, (None, ""))[0] is ref:
+            del _PRINTS[key]
+
+    _PRINTS[key] = (weakref.ref(source, forget), print_)
+    return print_
+
+
+def _fingerprint(source: SourceConfig) -> str:
     settings = source.model_dump(mode="json", exclude=set(_SCHEDULE_FIELDS))
     settings["$type"] = type(source).__qualname__
     for name in source.secret_fields:  # their real values, not pydantic's mask
@@ -87,70 +109,146 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__}")
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+Decoder = Callable[[Any], Any]
+"""Reads one JSON value back as a type; ValueError, TypeError or KeyError if it is not one."""
 
-
-def _hints(cls: type) -> dict[str, Any]:
-    found = _HINTS.get(cls)
-    if found is None:
-        found = _HINTS[cls] = typing.get_type_hints(cls)
-    return found
+_DECODERS: dict[Any, Decoder] = {}
 
 
 def _decode(tp: Any, value: Any) -> Any:
     """``value`` read back as a ``tp``; ValueError, TypeError or KeyError if it is not one."""
+    return _decoder(tp)(value)
+
+
+def _decoder(tp: Any) -> Decoder:
+    """The decoder of ``tp``, worked out from its type hints once per type (a state file
+    holds thousands of values of the same few types)."""
+    found = _DECODERS.get(tp)
+    if found is None:
+        found = _DECODERS[tp] = _make_decoder(tp)
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _amount(value: str) -> Decimal:
+    # Decimals are immutable: equal amounts (and the times below) are shared.
+    amount = Decimal(value)
+    if not amount.is_finite():
+        raise ValueError("not a finite amount")
+    return amount
+
+
+@functools.lru_cache(maxsize=4096)
+def _time(value: str) -> datetime:
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError("a time without its zone")
+    return when
+
+
+def _decode_amount(value: Any) -> Decimal:
+    if not isinstance(value, str):
+        raise TypeError("expected an amount as a string")
+    return _amount(value)
+
+
+def _decode_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("expected a time as a string")
+    return _time(value)
+
+
+def _decode_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _decode_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("expected a boolean")
+    return value
+
+
+def _decode_float(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError("expected a number")
+    return float(value)
+
+
+def _decode_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("expected an integer")
+    return value
+
+
+_SCALARS: dict[Any, Decoder] = {
+    Decimal: _decode_amount,
+    datetime: _decode_time,
+    Period: Period,
+    str: _decode_str,
+    bool: _decode_bool,
+    float: _decode_float,
+    int: _decode_int,
+}
+
+
+def _make_decoder(tp: Any) -> Decoder:
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        return scalar
     origin = typing.get_origin(tp)
     if origin is types.UnionType or origin is typing.Union:
-        if value is None and type(None) in typing.get_args(tp):
-            return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _decode(inner, value)
+        inner_decoder = _decoder(inner)
+        optional = type(None) in typing.get_args(tp)
+
+        def union(value: Any) -> Any:
+            if value is None and optional:
+                return None
+            return inner_decoder(value)
+
+        return union
     if origin is tuple:
         args = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise TypeError("expected a list")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v) for v in value)
-        if len(args) != len(value):
-            raise ValueError("wrong length")
-        return tuple(_decode(a, v) for a, v in zip(args, value, strict=True))
-    if tp is Decimal:
-        if not isinstance(value, str):
-            raise TypeError("expected an amount as a string")
-        amount = Decimal(value)
-        if not amount.is_finite():
-            raise ValueError("not a finite amount")
-        return amount
-    if tp is datetime:
-        when = datetime.fromisoformat(value)
-        if when.tzinfo is None:
-            raise ValueError("a time without its zone")
-        return when
-    if tp is Period:
-        return Period(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise TypeError("expected a string")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError("expected a boolean")
-        return value
-    if tp is float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise TypeError("expected a number")
-        return float(value)
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError("expected an integer")
-        return value
+            item = _decoder(args[0])
+
+            def sequence(value: Any) -> tuple[Any, ...]:
+                if not isinstance(value, list):
+                    raise TypeError("expected a list")
+                return tuple([item(v) for v in value])
+
+            return sequence
+        items = [_decoder(a) for a in args]
+
+        def fixed(value: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list):
+                raise TypeError("expected a list")
+            if len(items) != len(value):
+                raise ValueError("wrong length")
+            return tuple([d(v) for d, v in zip(items, value, strict=True)])
+
+        return fixed
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _dataclass_decoder(tp)
+    raise TypeError(f"cannot read a {tp!r}")
+
+
+def _dataclass_decoder(cls: type) -> Decoder:
+    hints = typing.get_type_hints(cls)
+    # Filled in on first use: a field may be of the class being made (or of one that is).
+    fields: dict[str, Decoder] = {}
+
+    def dataclass_(value: Any) -> Any:
         if not isinstance(value, dict):
             raise TypeError("expected an object")
-        hints = _hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
-        return tp(**{k: _decode(hints[k], v) for k, v in value.items() if k in known})
-    raise TypeError(f"cannot read a {tp!r}")
+        if not fields:
+            fields.update({f.name: _decoder(hints[f.name]) for f in dataclasses.fields(cls)})
+        # Fields this version does not know are left out; a missing one is a TypeError.
+        return cls(**{k: fields[k](v) for k, v in value.items() if k in fields})
+
+    return dataclass_
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,23 +315,42 @@ def encode_states(
     prints: Mapping[str, str],
     written_at: float,
     holds: Iterable[Entry] = (),
+    encoded: dict[str, tuple[SourceState, str, str]] | None = None,
 ) -> bytes:
     """The state file's content for ``states`` (those with a good result and a fingerprint)
-    and the in-memory ``holds``."""
-    sources: dict[str, Any] = {}
+    and the in-memory ``holds``.
+
+    ``encoded``, kept by the caller between calls, holds each source's JSON by its state:
+    a state is immutable, so one not replaced since (not polled) is not encoded again, and
+    a save after a change of the holds alone costs little more than the write.
+    """
+    previous = dict(encoded) if encoded is not None else {}
+    kept: dict[str, tuple[SourceState, str, str]] = {}
+    parts: dict[str, str] = {}
     for state in states:
         print_ = prints.get(state.name)
-        entry = None if print_ is None else _saved_entry(state, print_)
-        if entry is not None:
-            sources[state.name] = entry
-    document = {
-        "format": FORMAT,
-        "version": VERSION,
-        "written_at": written_at,
-        "sources": sources,
-        "holds": [_encode(entry) for entry in holds],
-    }
-    return json.dumps(document, separators=(",", ":")).encode()
+        if print_ is None:
+            continue
+        cached = previous.get(state.name)
+        if cached is not None and cached[0] is state and cached[1] == print_:
+            text = cached[2]
+        else:
+            entry = _saved_entry(state, print_)
+            if entry is None:
+                continue
+            text = json.dumps(entry, separators=(",", ":"))
+        kept[state.name] = (state, print_, text)
+        parts[state.name] = f"{json.dumps(state.name)}:{text}"
+    if encoded is not None:  # sources no longer saved leave it
+        encoded.clear()
+        encoded.update(kept)
+    head = json.dumps(
+        {"format": FORMAT, "version": VERSION, "written_at": written_at}, separators=(",", ":")
+    )
+    holds_text = json.dumps([_encode(entry) for entry in holds], separators=(",", ":"))
+    # What json.dumps(document, separators=(",", ":")) writes, with the sources' JSON reused.
+    sources_text = "{" + ",".join(parts.values()) + "}"
+    return f'{head[:-1]},"sources":{sources_text},"holds":{holds_text}}}'.encode()
 
 
 def decode_states(data: bytes) -> State:
@@ -281,8 +398,22 @@ class Storage:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self._write_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._encoded: dict[str, tuple[SourceState, str, str]] = {}
         self._failing = False
         self.writes = 0
+
+    def encode(
+        self,
+        states: Iterable[SourceState],
+        prints: Mapping[str, str],
+        written_at: float,
+        holds: Iterable[Entry] = (),
+    ) -> bytes:
+        """:func:`encode_states`, reusing the JSON of the sources not polled since the last
+        call (a save for the holds alone does not encode thousands of sources again)."""
+        with self._encode_lock:
+            return encode_states(states, prints, written_at, holds, self._encoded)
 
     def load(self) -> State:
         """The saved state; nothing (with one warning line) if the file is unusable."""
