@@ -342,15 +342,20 @@ class NaiveCollector:
         requests = CounterMetricFamily(
             "budget_source_api_requests", "Upstream requests.", labels=[*labels, "status"]
         )
+        windows = GaugeMetricFamily(
+            "budget_source_window_up", "Window health.", labels=[*labels, "period"]
+        )
         for source in self.sources:
             values = [source["name"], source["provider"]]
             for family, value in zip(
                 source_families, [1, self.started, self.started, 0.01, 3600], strict=True
             ):
                 family.add_metric(values, value)
+            windows.add_metric([*values, "monthly"], 1)
             for status in REQUEST_STATUSES:
                 requests.add_metric([*values, status], 0)
         yield from source_families
+        yield windows
         yield requests
 
         keys = sorted({k for s in self.sources for line in s["lines"] for k in line["dimensions"]})
