@@ -34,12 +34,14 @@ from panels import (
 )
 from promql import (
     CONVERTED,
+    CONVERTED_NATIVE,
     COST_SELECTOR,
     EXPORTER_SELECTOR,
     LEFT_OUT_REASONS,
     SCRAPE_JOB_LABELS,
     SOURCE_SELECTOR,
     UNCONVERTED,
+    applied_rate,
     by_exporter,
     change_over_range,
     conversion,
@@ -109,18 +111,20 @@ def other_currencies_table() -> table.Panel:
         table.Panel(),
         f"{OTHER_CURRENCIES}, counted in $currency",
         "What the chosen budgets in $currency count of their sources' spend in other "
-        "currencies, per budget, source and native currency: the source's spend so far in the "
-        "period in that currency (its cost lines in that currency, in that currency; a "
-        "budget's match is not applied), the part the budget counts converted at a rates "
-        f"source's rate, in $currency ({CONVERTED}), and what it leaves out for want of a "
-        f"fresh rate, in the native currency ({UNCONVERTED}), with the reason: no rate for "
-        "the pair, or only a stale one. The rates are in the table beside.",
+        "currencies, per budget, source and native currency: the native amount, in that "
+        f"currency (what the budget counts before conversion, its match applied: "
+        f"{CONVERTED_NATIVE}; or what it leaves out), the part the budget counts converted at "
+        f"a rates source's rate, in $currency ({CONVERTED}), the rate applied (one unit of "
+        f"the native currency in $currency), and what it leaves out for want of a fresh rate, "
+        f"in the native currency ({UNCONVERTED}), with the reason: no rate for the pair, or "
+        "only a stale one. The published rates are in the table beside.",
         16,
         8,
     )
     columns = [
         ("A", native_spend(), "Native spend"),
         ("B", conversion(CONVERTED), "Converted"),
+        ("E", applied_rate(), "Rate applied"),
         ("C", conversion(UNCONVERTED), "Left out"),
         ("D", left_out_reason(), "Status"),
     ]
@@ -161,6 +165,7 @@ def other_currencies_table() -> table.Panel:
         # each in their row's native currency.
         .override_by_name("Native spend", native_amount)
         .override_by_name("Left out", native_amount)
+        .override_by_name("Rate applied", [prop("unit", "none"), prop("decimals", 4)])
         .override_by_name(
             "Status",
             [

@@ -18,8 +18,6 @@ SOURCE_SELECTOR = f'{EXPORTER_SELECTOR}, provider=~"$provider", source=~"$source
 """The breakdown's sources: Provider and Source."""
 COST_SELECTOR = f'{SOURCE_SELECTOR}, currency="$currency", period="$period"'
 """The breakdown's cost lines: its sources' lines of one currency and one period."""
-NATIVE_SELECTOR = f'{SOURCE_SELECTOR}, currency!="$currency", period="$period"'
-"""The breakdown's sources' lines in every other currency, each in its own (native) one."""
 CONVERSION_SELECTOR = (
     f'{EXPORTER_SELECTOR}, currency="$currency", period="$period", budget=~"$budget", '
     'source=~"$source"'
@@ -176,6 +174,8 @@ CONVERSION_LABELS = "budget, currency, period, source, native_currency"
 """The labels that name a budget's spend from one source in one other currency."""
 CONVERTED = "budget_converted_spend_amount"
 """A budget's spend in another currency, converted: in the budget's currency."""
+CONVERTED_NATIVE = "budget_converted_spend_native_amount"
+"""The native amount behind ``CONVERTED``: in the native currency."""
 UNCONVERTED = "budget_unconverted_spend_amount"
 """A budget's spend in another currency left out for want of a fresh rate: in its own."""
 LEFT_OUT_REASONS = {"stale_rate": 2, "no_rate": 1}
@@ -197,14 +197,15 @@ def other_currencies() -> str:
 
 
 def native_spend() -> str:
-    """Each row of ``other_currencies()`` with the source's spend so far in the period in
-    that currency, in that currency: its cost lines of that currency only, added up."""
-    totals = f"sum by (source, currency, period, exporter) ({cost_lines(NATIVE_SELECTOR)})"
-    native = f'label_replace({totals}, "native_currency", "$1", "currency", "(.*)")'
-    return (
-        f"{other_currencies()} + on (source, native_currency, period, exporter) group_left () "
-        f"{native}"
-    )
+    """Each row of ``other_currencies()`` with the native amount, in that currency: what the
+    budget counts before conversion (its ``match`` applied), or what it leaves out."""
+    return f"{conversion(CONVERTED_NATIVE)} or {conversion(UNCONVERTED)}"
+
+
+def applied_rate() -> str:
+    """Each converted row's rate, as applied: one unit of ``native_currency`` in the
+    budget's currency (the converted amount over the native one)."""
+    return f"{conversion(CONVERTED)} / {conversion(CONVERTED_NATIVE)}"
 
 
 def left_out_reason() -> str:

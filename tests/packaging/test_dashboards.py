@@ -49,7 +49,8 @@ EXPECTED = {
     "budget-breakdown.json": "budget-exporter-breakdown",
 }
 MONEY_METRICS = re.compile(
-    r"\bbudget_(?:spend|billed_spend|metered_spend|limit|forecast|source_cost)_amount\b"
+    r"\bbudget_(?:spend|billed_spend|metered_spend|limit|forecast|source_cost"
+    r"|converted_spend_native)_amount\b"
 )
 RECORDED = re.compile(r"\b[a-z0-9_]+:[a-z0-9_]+:[a-z0-9_]+\b")
 VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
@@ -413,15 +414,17 @@ def test_breakdown_shows_spend_in_other_currencies() -> None:
     exprs = {t["refId"]: t["expr"] for t in table["targets"]}
     organize = next(t for t in table["transformations"] if t["id"] == "organize")
     names = organize["options"]["renameByName"]
-    assert {names[f"Value #{ref}"] for ref in "ABCD"} == {
-        "Native spend", "Converted", "Left out", "Status"
+    assert {names[f"Value #{ref}"] for ref in "ABCDE"} == {
+        "Native spend", "Converted", "Rate applied", "Left out", "Status"
     }  # fmt: skip
-    by_name = {names[f"Value #{ref}"]: exprs[ref] for ref in "ABCD"}
-    # Native: the source's lines in other currencies, grouped by currency before the
-    # currency becomes the row's native currency.
-    assert 'currency!="$currency"' in by_name["Native spend"]
-    assert "sum by (source, currency, period, exporter)" in by_name["Native spend"]
-    assert '"native_currency", "$1", "currency", "(.*)"' in by_name["Native spend"]
+    by_name = {names[f"Value #{ref}"]: exprs[ref] for ref in "ABCDE"}
+    # Native: what the budget counts before conversion (its match applied), or leaves out.
+    assert "budget_converted_spend_native_amount{" in by_name["Native spend"]
+    assert "budget_unconverted_spend_amount{" in by_name["Native spend"]
+    assert "budget_source_cost_amount" not in by_name["Native spend"]
+    assert by_name["Rate applied"].index("budget_converted_spend_amount{") < by_name[
+        "Rate applied"
+    ].index(" / ")
     assert "budget_converted_spend_amount{" in by_name["Converted"]
     assert "budget_unconverted_spend_amount{" in by_name["Left out"]
     assert 'reason="no_rate"' in by_name["Status"] and 'reason="stale_rate"' in by_name["Status"]
@@ -432,6 +435,7 @@ def test_breakdown_shows_spend_in_other_currencies() -> None:
     }
     assert overrides["Native spend"]["unit"] == "none"
     assert overrides["Left out"]["unit"] == "none"
+    assert overrides["Rate applied"] == {"unit": "none", "decimals": 4}
     assert "Converted" not in overrides
     states = overrides["Status"]["mappings"][0]["options"]
     assert {v["text"]: v["color"] for v in states.values()} == {
@@ -914,10 +918,20 @@ def test_other_currencies_show_native_and_converted_amounts(stacks: dict[str, St
     converted, no_rate, stale_rate = 0, 1, 2
     eur_usd, gbp_usd = 1.085, 1.085 / 0.842
     assert usd[("everything", "eu-saas", "EUR")] == pytest.approx(
-        {"Native spend": eur, "Converted": eur * eur_usd, "Status": converted}
+        {
+            "Native spend": eur,
+            "Converted": eur * eur_usd,
+            "Rate applied": eur_usd,
+            "Status": converted,
+        }
     )
     assert usd[("everything", "uk-saas", "GBP")] == pytest.approx(
-        {"Native spend": gbp, "Converted": gbp * gbp_usd, "Status": converted}
+        {
+            "Native spend": gbp,
+            "Converted": gbp * gbp_usd,
+            "Rate applied": gbp_usd,
+            "Status": converted,
+        }
     )
     assert usd[("everything", "jp-saas", "JPY")] == pytest.approx(
         {"Native spend": jpy, "Left out": jpy, "Status": stale_rate}
@@ -937,7 +951,12 @@ def test_other_currencies_show_native_and_converted_amounts(stacks: dict[str, St
     usd_native = native("saas", "USD")
     assert rows("EUR") == {
         ("eu", "saas", "USD"): pytest.approx(
-            {"Native spend": usd_native, "Converted": usd_native / eur_usd, "Status": converted}
+            {
+                "Native spend": usd_native,
+                "Converted": usd_native / eur_usd,
+                "Rate applied": 1 / eur_usd,
+                "Status": converted,
+            }
         ),
         ("eu", "chf-saas", "CHF"): pytest.approx(
             {"Native spend": chf, "Left out": chf, "Status": no_rate}
@@ -982,7 +1001,8 @@ def test_copies_from_replicas_and_scrape_jobs_are_not_added_up(
             continue
         expr = interpolate(target["expr"].replace("$topn", "50"), values)
         on_one_copy = re.sub(
-            r"\b(budget_(?:source_cost|converted_spend|unconverted_spend)_amount|"
+            r"\b(budget_(?:source_cost|converted_spend|converted_spend_native|unconverted_spend)"
+            r"_amount|"
             r"budget_exchange_rate)\{",
             lambda m: f"{m.group(1)}{{{ONE_COPY}, ",
             expr,
@@ -1002,8 +1022,8 @@ def test_copies_from_replicas_and_scrape_jobs_are_not_added_up(
                 if "topk" not in expr:  # top N of twice as many lines is another set
                     assert value == pytest.approx(one[without_exporter(labels)]), labels
         checked.append(panel["title"])
-    # The seven spend panels, the movers, the other currencies' four columns and the rates.
-    assert len(checked) == 13, checked
+    # The seven spend panels, the movers, the other currencies' five columns and the rates.
+    assert len(checked) == 14, checked
 
 
 # -- top movers across a period reset (promtool) ----------------------------------

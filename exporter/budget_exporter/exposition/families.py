@@ -21,7 +21,8 @@ marked::
         budget_period_end_timestamp_seconds
         budget_source_info{..., source, provider}                 always 1
         budget_meter_blind{..., source}                           per billed source with meters
-        budget_converted_spend_amount{..., source, native_currency}       spend in another
+        budget_converted_spend_amount{..., source, native_currency}         spend in
+        budget_converted_spend_native_amount{..., source, native_currency}  another
         budget_unconverted_spend_amount{..., source, native_currency, reason}  currency
     per source {source, provider}
         budget_source_up
@@ -302,6 +303,12 @@ def _conversion_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         f"converted at the rate of a rates source, in the budget's currency. {CACHED}",
         labels=[*names, *static],
     )
+    native = GaugeMetricFamily(
+        "budget_converted_spend_native_amount",
+        "The native amount (in native_currency) behind budget_converted_spend_amount: what the "
+        f"budget counts of the source's spend in that currency, before conversion. {CACHED}",
+        labels=[*names, *static],
+    )
     left_out = GaugeMetricFamily(
         "budget_unconverted_spend_amount",
         "Spend of a source in another currency (native_currency, in that currency) that the "
@@ -314,10 +321,11 @@ def _conversion_families(budgets: Sequence[BudgetView]) -> list[Metric]:
         for c in b.conversions:
             values = [b.name, b.currency, b.period, c.source, c.currency, *extra]
             converted.add_metric(values, float(c.amount))
+            native.add_metric(values, float(c.native))
         for gone in b.left_out:
             values = [b.name, b.currency, b.period, gone.source, gone.currency, gone.reason]
             left_out.add_metric([*values, *extra], float(gone.native))
-    return [family for family in (converted, left_out) if family.samples]
+    return [family for family in (converted, native, left_out) if family.samples]
 
 
 def _blind_family(budgets: Sequence[BudgetView]) -> list[Metric]:

@@ -217,6 +217,10 @@ def test_a_usd_budget_counts_eur_spend_at_the_ecb_rate(
         assert [(labels["source"], labels["native_currency"], value) for labels, value in converted] == [
             ("azure", "EUR", pytest.approx(676.44325))
         ]  # fmt: skip
+        native = gauges(engine, "budget_converted_spend_native_amount")
+        assert [(labels["source"], labels["native_currency"], value) for labels, value in native] == [
+            ("azure", "EUR", 623.45)
+        ]  # fmt: skip
         spend = dict(
             (labels["budget"], value) for labels, value in gauges(engine, "budget_spend_amount")
         )
