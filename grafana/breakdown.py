@@ -20,6 +20,7 @@ from panels import (
     legend,
     mapped,
     money,
+    organize,
     per_row_threshold_bars,
     prop,
     query,
@@ -150,16 +151,7 @@ def other_currencies_table() -> table.Panel:
     native_amount = [prop("unit", "none"), prop("decimals", 2)]
     return (
         panel.with_transformation(transform("merge", {}))
-        .with_transformation(
-            transform(
-                "organize",
-                {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {name: i for i, name in enumerate(order)},
-                    "renameByName": rename,
-                },
-            )
-        )
+        .with_transformation(organize(order, rename))
         .with_transformation(transform("sortBy", {"sort": [{"field": "Converted", "desc": True}]}))
         # The unit of $currency is for the converted column only: the native amounts are
         # each in their row's native currency.
@@ -197,20 +189,16 @@ def exchange_rates_table() -> table.Panel:
     return (
         panel.with_target(instant(rates_into_currency(), "A", table_format=True))
         .with_transformation(
-            transform(
-                "organize",
+            organize(
+                order,
                 {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {name: i for i, name in enumerate(order)},
-                    "renameByName": {
-                        "native_currency": "Native currency",
-                        "Value": "1 unit in $currency",
-                        "kind": "Kind",
-                        "base": "Via",
-                        "source": "Rates source",
-                        "date": "Date",
-                        "exporter": "Exporter",
-                    },
+                    "native_currency": "Native currency",
+                    "Value": "1 unit in $currency",
+                    "kind": "Kind",
+                    "base": "Via",
+                    "source": "Rates source",
+                    "date": "Date",
+                    "exporter": "Exporter",
                 },
             )
         )

@@ -25,6 +25,7 @@ from panels import (
     legend,
     mapped,
     money,
+    organize,
     per_row_threshold_bars,
     prop,
     query,
@@ -122,16 +123,7 @@ def table_of(
     order = [*first, *(f"Value #{ref}" for ref, _, _ in columns), "currency", "exporter"]
     return (
         panel.with_transformation(transform("merge", {}))
-        .with_transformation(
-            transform(
-                "organize",
-                {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {name: i for i, name in enumerate(order)},
-                    "renameByName": rename,
-                },
-            )
-        )
+        .with_transformation(organize(order, rename))
         .with_transformation(transform("sortBy", {"sort": [{"field": sort_by, "desc": True}]}))
         .sort_by([common_builders.TableSortByFieldState().display_name(sort_by).desc(True)])
         .override_by_name("budget", [DRILL_DOWN])

@@ -71,6 +71,18 @@ def transform(id_val: str, options: dict[str, Any]) -> models.DataTransformerCon
     return models.DataTransformerConfig(id_val=id_val, options=options)
 
 
+def organize(order: list[str], rename: dict[str, str]) -> models.DataTransformerConfig:
+    """A table's columns in ``order`` (the others after them), renamed, the time left out."""
+    return transform(
+        "organize",
+        {
+            "excludeByName": {"Time": True},
+            "indexByName": {name: i for i, name in enumerate(order)},
+            "renameByName": rename,
+        },
+    )
+
+
 def prop(id_val: str, value: Any) -> models.DynamicConfigValue:
     return models.DynamicConfigValue(id_val=id_val, value=value)
 
