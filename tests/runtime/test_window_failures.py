@@ -184,3 +184,24 @@ def test_the_kept_window_survives_a_save_and_a_restore(
     assert (failed.period, failed.last_success) == (Period.MONTHLY, NOW.timestamp())
     monthly = [ln.amount for ln in saved.result.lines if ln.period == Period.MONTHLY]
     assert monthly == [Decimal(40)]
+
+
+def test_a_window_error_echoing_a_secret_is_kept_and_saved_redacted(
+    make_engine: Any, upstream: FakeUpstream
+) -> None:
+    token = "s3cr3t-meter-token-value"
+    config = CONFIG.replace("URL", upstream.url).replace(
+        "retention: 400d,", f"retention: 400d, bearer_token: {token},"
+    )
+    clock = Clock(NOW.timestamp())
+    engine = make_engine(config, clock)
+    assert poll(engine, upstream, spend_answer("4"), spend_answer("40"))
+    clock.now += MINUTE
+    echo = {"status": "error", "errorType": "bad_data", "error": f"token {token} refused"}
+    assert not poll(engine, upstream, spend_answer("5"), Reply(status=400, json=echo))
+    state = engine.states["meter"]
+    (failed,) = state.result.failed_windows  # type: ignore[union-attr]
+    assert "refused" in failed.error and token not in failed.error
+    assert state.last_error is not None and token not in state.last_error
+    prints = {s.name: fingerprint(s) for s in engine.config.sources}
+    assert token.encode() not in encode_states([state], prints, clock.now)

@@ -183,3 +183,42 @@ def test_after_a_failed_tls_handshake_the_worker_goes_on_with_the_next(
     assert not after.is_alive() and not busy.is_alive()
     assert sorted(status(answer) for answer in answers) == [200, 200]
     assert any(answer.endswith(b"Healthy.\n") for answer in answers)
+
+
+def test_a_worker_taken_by_eviction_is_not_passed_on_twice(serve) -> None:
+    """A slow sender holding the only worker loses it to a whole request; when the slow
+    sender's thread ends it has no worker to hand on, so the next waiting request waits for
+    the worker's real holder instead of running beside it (the cap holds)."""
+    lock = threading.Lock()
+    running, peak, served = [0], [0], []
+
+    def hold(request: Request) -> Response:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+            served.append(request.query)
+        return text(200, request.query)
+
+    server = serve(limits={"max_workers": 1, "stall_grace": 0.3}, routes={"/hold": {"GET": hold}})
+    limiter = server.httpd.limiter
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    whole: list[socket.socket] = []
+    try:
+        slow.sendall(b"GET /hold HTTP/1.1\r\n")  # never finished: it holds the worker
+        wait_until(lambda: limiter.busy_workers == 1)
+        for name in ("b", "c"):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(f"GET /hold?{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            whole.append(sock)
+        for name, sock in zip(("b", "c"), whole, strict=True):
+            assert answer_of(sock).endswith(f"{name}\n".encode())
+    finally:
+        for sock in [slow, *whole]:
+            sock.close()
+    assert limiter.evicted >= 1  # the slow sender lost its worker
+    assert sorted(served) == ["b", "c"]
+    assert peak[0] == 1, f"{peak[0]} requests ran at once with max_workers=1"
+    wait_until(lambda: limiter.busy_workers == 0)

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -239,10 +239,12 @@ def _failed_windows(
     result: PollResult, windows: tuple[Window, ...]
 ) -> tuple[str, PollResult | None]:
     """The error of a poll some windows of which failed alone, each named (the source is
-    down: ``budget_source_up 0``), and the result to keep: None when no window answered."""
-    error = redactor("; ".join(f"the {f.period} window: {f.error}" for f in result.failed_windows))
-    answered = {w.period for w in windows} - {f.period for f in result.failed_windows}
-    return error, result if answered else None
+    down: ``budget_source_up 0``), and the result to keep: None when no window answered.
+    Each window's error is redacted in the result too: it is kept, and saved to storage."""
+    failed = tuple(replace(f, error=redactor(f.error)) for f in result.failed_windows)
+    error = "; ".join(f"the {f.period} window: {f.error}" for f in failed)
+    answered = {w.period for w in windows} - {f.period for f in failed}
+    return error, replace(result, failed_windows=failed) if answered else None
 
 
 def _check_result(result: object, windows: tuple[Window, ...]) -> None:

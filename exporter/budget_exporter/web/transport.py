@@ -212,10 +212,14 @@ class ConnectionLimiter:
             self._working.discard(slot)
             slot.worker = False
 
-    def pass_worker(self, done: _Slot, slot: _Slot) -> bool:
+    def pass_worker(self, done: _Slot, slot: _Slot) -> bool | None:
         """Give ``done``'s worker to ``slot`` (no eviction: a worker is free); False if
-        ``slot`` has been closed meanwhile (``done``'s worker is released either way)."""
+        ``slot`` has been closed meanwhile (``done``'s worker is released either way);
+        None if ``done`` has no worker to give: it was evicted, and its worker went to the
+        connection that evicted it (the worker cap holds: this thread must end)."""
         with self._lock:
+            if done not in self._working:
+                return None
             self._working.discard(done)
             done.worker = False
             if slot not in self._slots:
@@ -749,8 +753,14 @@ class HardenedHTTPServer(socketserver.TCPServer):
         if taken is None:
             self.limiter.release_worker(done)
             return None
-        if self.limiter.pass_worker(done, taken):
+        passed = self.limiter.pass_worker(done, taken)
+        if passed:
             return taken
+        if passed is None:  # this thread's worker was taken from it: ``taken`` waits on
+            with self._parked_lock:
+                self._parked.append(taken)
+            self._wake()
+            return None
         self.shutdown_request(taken.sock)  # evicted meanwhile, no longer counted
         return None
 
