@@ -78,10 +78,8 @@ class Meter:
         self._registry = registry
         self._namespace = namespace
         self._source_counter: Counter | None = None
-        self._seen: set[tuple[str, str, str]] = set()
-        self._budgets: set[str] = set()
-        self._source_seen: set[tuple[str, ...]] = set()
-        self._sources: set[str] = set()
+        self._budget_series = _Bounds(max_budgets, max_series)
+        self._source_series = _Bounds(max_budgets, max_series)
         self._lock = threading.Lock()
 
     def price_table(self) -> PriceTable:
@@ -167,18 +165,13 @@ class Meter:
     def _source_labels(self, values: tuple[str, ...]) -> tuple[str, ...]:
         source = values[0]
         with self._lock:
-            if values in self._source_seen:
+            if self._source_series.admit(values):
                 return values
-            if source not in self._sources:
-                if len(self._sources) >= self.max_budgets:
-                    raise TooManyBudgets(
-                        f"spend counter has {self.max_budgets} sources already: {source!r} is "
-                        "not recorded (sources must be the exporter's sources)"
-                    )
-                self._sources.add(source)
-            if len(self._source_seen) < self.max_series:
-                self._source_seen.add(values)
-                return values
+            if self._source_series.too_many(source):
+                raise TooManyBudgets(
+                    f"spend counter has {self.max_budgets} sources already: {source!r} is "
+                    "not recorded (sources must be the exporter's sources)"
+                )
         log.warning(
             "per-source spend counter has %d label combinations already: counted as %r",
             self.max_series,
@@ -200,19 +193,14 @@ class Meter:
     def _labels(self, budget: str, model: str, currency: str) -> tuple[str, str, str]:
         key = (budget, model, currency)
         with self._lock:
-            if key in self._seen:
+            if self._budget_series.admit(key):
                 return key
-            if budget not in self._budgets:
-                if len(self._budgets) >= self.max_budgets:
-                    raise TooManyBudgets(
-                        f"spend counter has {self.max_budgets} budget names already: "
-                        f"{budget!r} is not recorded (budget names must be the exporter's "
-                        "budgets; raise max_budgets if there really are more)"
-                    )
-                self._budgets.add(budget)
-            if len(self._seen) < self.max_series:
-                self._seen.add(key)
-                return key
+            if self._budget_series.too_many(budget):
+                raise TooManyBudgets(
+                    f"spend counter has {self.max_budgets} budget names already: "
+                    f"{budget!r} is not recorded (budget names must be the exporter's "
+                    "budgets; raise max_budgets if there really are more)"
+                )
         log.warning(
             "spend counter has %d label combinations already: model %r is counted as %r",
             self.max_series,
@@ -220,6 +208,37 @@ class Meter:
             OTHER,
         )
         return (budget, OTHER, currency)
+
+
+class _Bounds:
+    """One counter's label sets, bounded: at most ``max_names`` names (a label set's first
+    value: a budget or a source) and ``max_series`` label sets.  Not thread-safe: the
+    meter holds its lock around it."""
+
+    def __init__(self, max_names: int, max_series: int) -> None:
+        self.max_names = max_names
+        self.max_series = max_series
+        self.names: set[str] = set()
+        self.series: set[tuple[str, ...]] = set()
+
+    def admit(self, values: tuple[str, ...]) -> bool:
+        """Whether ``values`` is, or now becomes, one of the label sets; False when its name
+        is one too many (see :meth:`too_many`) or the label sets are at their bound."""
+        if values in self.series:
+            return True
+        name = values[0]
+        if name not in self.names:
+            if len(self.names) >= self.max_names:
+                return False
+            self.names.add(name)
+        if len(self.series) < self.max_series:
+            self.series.add(values)
+            return True
+        return False
+
+    def too_many(self, name: str) -> bool:
+        """Whether ``name`` was refused for being a name beyond ``max_names``."""
+        return name not in self.names
 
 
 def _source_values(
